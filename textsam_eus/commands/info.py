@@ -1,0 +1,41 @@
+"""``textsam-eus info``: a preset's configuration and parameter counts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="vit_b", help="model preset (vit_b, tiny)")
+    p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: the preset's)")
+    p.add_argument("--checkpoint", default=None, help="describe a checkpoint instead ('demo' or a path)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    if args.checkpoint:
+        from ..model.checkpoint import load_checkpoint
+
+        model, extra = load_checkpoint(args.checkpoint)
+    else:
+        from ..model.registry import build_textsam
+
+        overrides = {} if args.lora_rank is None else {"lora_rank": args.lora_rank}
+        model, extra = build_textsam(args.preset, **overrides), {}
+    total, trainable = model.count_parameters()
+    cfg = model.cfg
+    info = {"preset": cfg.preset, "lora_rank": cfg.lora_rank, "n_ctx": cfg.n_ctx, "prompt_depth": cfg.prompt_depth,
+            "image_size": cfg.image_size, "patch_size": cfg.patch_size, "finetune": cfg.finetune,
+            "total_parameters": total, "trainable_parameters": trainable}
+    if extra:
+        info["checkpoint"] = extra
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:22s} {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:22s} {v}")
+    return 0

@@ -1,0 +1,74 @@
+"""``TextSamPredictor``: the torch model behind the shared :class:`~textsam_eus.model.refine.Segmenter`.
+
+Encode once per frame (``set_image``), query the small decoder many times (``predict``), as SAM's
+``SamPredictor`` does. The text token is computed once (``precompute_prompt``) and reused for every pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .refine import Segmenter, SegmentResult
+from .textsam import TextSam
+
+
+class TextSamPredictor:
+    def __init__(self, model: TextSam, *, iterations: int | None = None, refine_prompts: str = "box+centroid",
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        self.model = model.eval()
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.dtype = dtype
+        self.model.to(self.device, dtype)
+        if not model.prompt_cached:
+            model.precompute_prompt()
+        cfg = model.cfg
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else None
+        self.segmenter = Segmenter(
+            self.encode, self.decode, image_size=cfg.image_size, pixel_mean=cfg.pixel_mean,
+            pixel_std=cfg.pixel_std, device=self.device, dtype=dtype,
+            iterations=cfg.refine_iterations if iterations is None else iterations,
+            refine_prompts=refine_prompts, threshold=cfg.mask_threshold, sync=sync)
+        self._embeddings: torch.Tensor | None = None
+        self._frame: np.ndarray | None = None
+
+    # backend functions used by the Segmenter
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(x)
+
+    def decode(self, emb: torch.Tensor, coords: torch.Tensor | None, labels: torch.Tensor | None):
+        if coords is not None:
+            coords, labels = coords.to(self.dtype), labels.to(self.dtype)
+        sparse = self.model.sparse_prompts(self.model.prompt_token().to(self.dtype), coords, labels)
+        return self.model.decode(emb, sparse)
+
+    def segment(self, frame: np.ndarray, **kwargs) -> SegmentResult:
+        """Encode ``frame`` once, decode text-only, refine (see ``Segmenter.segment`` for the prompt options)."""
+        return self.segmenter.segment(frame, **kwargs)
+
+    # SamPredictor-style API: embeddings cached between queries
+    def set_image(self, frame: np.ndarray, color_order: str = "rgb") -> None:
+        self._frame = frame
+        cached = {}
+
+        def encode_once(x: torch.Tensor) -> torch.Tensor:
+            if "emb" not in cached:
+                cached["emb"] = self.model.encode_image(x)
+            return cached["emb"]
+
+        self._encode_once = encode_once
+        self._color_order = color_order
+
+    @torch.inference_mode()
+    def predict(self, *, iterations: int | None = None, points=None, point_labels=None, box=None) -> SegmentResult:
+        """Segment the image given to ``set_image``; the encoder runs only for the first query."""
+        if self._frame is None:
+            raise RuntimeError("call set_image(frame) before predict()")
+        seg = self.segmenter
+        original = seg.encode
+        seg.encode = self._encode_once
+        try:
+            return seg.segment(self._frame, color_order=self._color_order, iterations=iterations, points=points,
+                               point_labels=point_labels, box=box)
+        finally:
+            seg.encode = original

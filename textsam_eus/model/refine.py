@@ -1,0 +1,168 @@
+"""The per-frame segmentation core, written once for every backend: encode once, decode, refine.
+
+A backend supplies two functions on torch tensors::
+
+    encode(x: (1, 3, S, S)) -> embeddings                         (run ONCE per frame)
+    decode(embeddings, coords: (1, N, 2) | None, labels: (1, N) | None) -> (low-res logits (1, 1, h, w), iou (1, 1))
+
+``decode`` prepends the constant text token itself; ``coords=None`` is the text-only pass. The paper's refinement
+then runs ``iterations`` more decoder passes, each adding the previous mask's tight bounding box (corners, labels
+2/3) and centroid (label 1), in the model's input frame. An empty mask stops refinement and is returned.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import transforms as T
+
+REFINE_PROMPTS = ("none", "box", "point", "box+centroid", "box+5points")
+
+
+@dataclass
+class SegmentResult:
+    """mask (H, W) bool at the frame's resolution; iou: the decoder's predicted IoU of the final pass."""
+
+    mask: np.ndarray
+    iou: float
+    box: np.ndarray | None  # (x0, y0, x1, y1) in frame pixels of the final mask, None when empty
+    centroid: np.ndarray | None  # (x, y) in frame pixels
+    passes: int  # decoder passes run (1 = text only)
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+    prompts: list = field(default_factory=list)  # (coords, labels) per pass, input-frame pixels; None = text only
+
+
+def geometric_prompts(box: torch.Tensor, centroid: torch.Tensor, mode: str = "box+centroid",
+                      mask: torch.Tensor | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(coords (1, N, 2), labels (1, N)) for a refinement pass, or None for mode 'none'."""
+    if mode not in REFINE_PROMPTS:
+        raise ValueError(f"refine_prompts={mode!r} is invalid: choose one of {REFINE_PROMPTS}")
+    corners = box.view(2, 2)
+    pts, labs = [], []
+    if mode == "none":
+        return None
+    if mode in ("point", "box+centroid"):
+        pts.append(centroid.view(1, 2))
+        labs += [1]
+    if mode == "box+5points":
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, ys.numel(), (5,), generator=gen).to(ys.device)
+        pts.append(torch.stack([xs[idx], ys[idx]], dim=1).float())
+        labs += [1] * 5
+    if mode in ("box", "box+centroid", "box+5points"):
+        pts.append(corners)
+        labs += [2, 3]
+    coords = torch.cat(pts).unsqueeze(0).float()
+    labels = torch.tensor([labs], dtype=torch.float32, device=coords.device)
+    return coords, labels
+
+
+class Segmenter:
+    """Pre-process, encode once, decode text-only, refine, post-process; the same for torch/ORT/TensorRT."""
+
+    def __init__(self, encode: Callable, decode: Callable, *, image_size: int, pixel_mean, pixel_std,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, iterations: int = 2,
+                 refine_prompts: str = "box+centroid", threshold: float = 0.0,
+                 sync: Callable[[], None] | None = None) -> None:
+        if refine_prompts not in REFINE_PROMPTS:
+            raise ValueError(f"refine_prompts={refine_prompts!r} is invalid: choose one of {REFINE_PROMPTS}")
+        if iterations < 0:
+            raise ValueError(f"iterations={iterations} is invalid: must be >= 0")
+        self.encode, self.decode = encode, decode
+        self.image_size = image_size
+        self.pixel_mean, self.pixel_std = tuple(pixel_mean), tuple(pixel_std)
+        self.device, self.dtype = torch.device(device), dtype
+        self.iterations = iterations
+        self.refine_prompts = refine_prompts
+        self.threshold = threshold
+        self.sync = sync or (lambda: None)
+
+    def _tick(self, timings: dict[str, float], key: str, start: float) -> float:
+        self.sync()
+        now = time.perf_counter()
+        timings[key] = (now - start) * 1e3
+        return now
+
+    @torch.inference_mode()
+    def segment(self, frame: np.ndarray, *, color_order: str = "rgb", iterations: int | None = None,
+                points: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                box: np.ndarray | None = None, seed_prompt: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> SegmentResult:
+        """Segment one frame.
+
+        ``points`` (N, 2) with ``point_labels`` (N,) and/or ``box`` (x0, y0, x1, y1), in frame pixels, are manual
+        prompts added to the first pass (the paper's manual mode). ``seed_prompt = (box, centroid)`` in frame
+        pixels (e.g. the previous video frame's) is added to the first pass the same way.
+        """
+        iterations = self.iterations if iterations is None else iterations
+        timings: dict[str, float] = {}
+        t0 = t = time.perf_counter()
+        rgb = T.to_rgb(frame, color_order)
+        hw = rgb.shape[:2]
+        x, resized = T.preprocess(rgb, self.image_size, self.pixel_mean, self.pixel_std, self.device, self.dtype)
+        if not torch.isfinite(x).all():
+            raise T.FrameError("frame contains NaN/inf values")
+        t = self._tick(timings, "preprocess", t)
+        emb = self.encode(x)
+        t = self._tick(timings, "encode", t)
+
+        first = self._first_prompts(hw, resized, points, point_labels, box, seed_prompt)
+        prompts = [first]
+        lowres, iou = self.decode(emb, *(first if first is not None else (None, None)))
+        t = self._tick(timings, "decode_0", t)
+        logits = T.lowres_to_input(lowres, self.image_size, resized)
+        for k in range(1, iterations + 1):
+            mask_in = logits > self.threshold
+            bc = T.box_and_centroid(mask_in)
+            if bc is None:  # empty mask: nothing to refine from
+                break
+            gp = geometric_prompts(bc[0], bc[1], self.refine_prompts, mask_in, seed=k)
+            if gp is None:
+                break
+            prompts.append(gp)
+            lowres, iou = self.decode(emb, *gp)
+            t = self._tick(timings, f"decode_{k}", t)
+            logits = T.lowres_to_input(lowres, self.image_size, resized)
+        mask = (T.input_to_frame(logits, hw) > self.threshold).cpu().numpy()
+        t = self._tick(timings, "postprocess", t)
+        timings["total"] = (t - t0) * 1e3
+        bc = T.box_and_centroid(torch.from_numpy(mask))
+        return SegmentResult(
+            mask=mask,
+            iou=float(iou.reshape(-1)[0]),
+            box=None if bc is None else bc[0].numpy(),
+            centroid=None if bc is None else bc[1].numpy(),
+            passes=len(prompts),
+            timings=timings,
+            prompts=[None if p is None else (p[0].cpu().numpy(), p[1].cpu().numpy()) for p in prompts],
+        )
+
+    def _first_prompts(self, hw, resized, points, point_labels, box, seed_prompt):
+        pts, labs = [], []
+        if points is not None:
+            points = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+            point_labels = (np.ones(len(points), np.float32) if point_labels is None
+                            else np.asarray(point_labels, np.float32).reshape(-1))
+            if len(point_labels) != len(points):
+                raise ValueError(f"{len(points)} points but {len(point_labels)} point_labels")
+            pts.append(T.frame_to_input_coords(points, hw, resized))
+            labs.append(point_labels)
+        if seed_prompt is not None:
+            sbox, scen = seed_prompt
+            pts.append(T.frame_to_input_coords(np.asarray(scen, np.float32).reshape(1, 2), hw, resized))
+            labs.append(np.array([1], np.float32))
+            box = sbox if box is None else box
+        if box is not None:
+            pts.append(T.frame_to_input_coords(np.asarray(box, np.float32).reshape(2, 2), hw, resized))
+            labs.append(np.array([2, 3], np.float32))
+        if not pts:
+            return None
+        coords = torch.from_numpy(np.concatenate(pts)).unsqueeze(0).to(self.device)
+        labels = torch.from_numpy(np.concatenate(labs)).unsqueeze(0).to(self.device)
+        return coords, labels

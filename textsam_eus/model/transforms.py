@@ -1,0 +1,115 @@
+"""Frame transforms shared by training, every inference engine and the streaming runner.
+
+The model's input frame: the image is resized so its long side equals ``image_size`` (aspect kept), normalised
+by the pixel mean/std and zero-padded bottom/right to ``image_size`` x ``image_size`` (as SAM does). Geometric
+prompts live in that frame, in pixels. Masks come back at the caller's frame resolution.
+
+Shapes: frame (H, W[, 1|3|4]) uint8 -> model input (1, 3, S, S) float; low-res logits (1, 1, h, w) ->
+logits (H, W).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+COLOR_ORDERS = ("rgb", "bgr")
+
+
+class FrameError(ValueError):
+    """A frame is not an image the model can take."""
+
+
+def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(h, w) after resizing so that the long side equals ``long_side`` (SAM's rounding)."""
+    scale = long_side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def to_rgb(frame: np.ndarray, color_order: str = "rgb") -> np.ndarray:
+    """Accept grayscale (H, W) / (H, W, 1), 3-channel RGB or BGR, or RGBA/BGRA uint8; return (H, W, 3) RGB."""
+    if not isinstance(frame, np.ndarray):
+        raise FrameError(f"expected a numpy uint8 image, got {type(frame).__name__}")
+    if color_order not in COLOR_ORDERS:
+        raise FrameError(f"color_order={color_order!r} is invalid: must be one of {COLOR_ORDERS}")
+    if frame.dtype != np.uint8:
+        raise FrameError(f"expected a uint8 frame (0..255), got dtype {frame.dtype}; convert with "
+                         "np.clip(x, 0, 255).astype(np.uint8) or scale floats in [0, 1] by 255 first")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim == 2:
+        rgb = np.repeat(frame[:, :, None], 3, axis=2)
+    elif frame.ndim == 3 and frame.shape[2] in (3, 4):
+        rgb = frame[:, :, :3]
+        if color_order == "bgr":
+            rgb = rgb[:, :, ::-1]
+    else:
+        raise FrameError(f"expected a frame of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {frame.shape}")
+    if rgb.shape[0] < 8 or rgb.shape[1] < 8:
+        raise FrameError(f"frame of {rgb.shape[1]}x{rgb.shape[0]} pixels is too small (at least 8x8)")
+    return np.ascontiguousarray(rgb)
+
+
+def preprocess(frame_rgb: np.ndarray | torch.Tensor, image_size: int, pixel_mean, pixel_std,
+               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+               ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(H, W, 3) uint8 RGB -> normalised, padded (1, 3, S, S) tensor and the resized (h, w) inside it."""
+    x = torch.from_numpy(frame_rgb) if isinstance(frame_rgb, np.ndarray) else frame_rgb
+    x = x.to(device=device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
+    h, w = resized_shape(x.shape[-2], x.shape[-1], image_size)
+    if (h, w) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(pixel_mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(pixel_std, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    x = F.pad(x, (0, image_size - w, 0, image_size - h))
+    return x.to(dtype), (h, w)
+
+
+def preprocess_mask(mask: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
+    """(H, W) binary mask -> (1, 1, S, S) float in {0, 1}, resized and padded like the image (nearest)."""
+    m = torch.from_numpy(np.ascontiguousarray(mask)) if isinstance(mask, np.ndarray) else mask
+    m = (m > 0).float()[None, None]
+    h, w = resized_shape(m.shape[-2], m.shape[-1], image_size)
+    if (h, w) != tuple(m.shape[-2:]):
+        m = F.interpolate(m, size=(h, w), mode="nearest-exact")
+    return F.pad(m, (0, image_size - w, 0, image_size - h))
+
+
+def lowres_to_input(lowres: torch.Tensor, image_size: int, resized: tuple[int, int]) -> torch.Tensor:
+    """Low-res logits (1, 1, h, w) -> logits (h', w') over the resized frame inside the model input."""
+    up = F.interpolate(lowres.float(), size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return up[0, 0, : resized[0], : resized[1]]
+
+
+def input_to_frame(logits_in: torch.Tensor, frame_hw: tuple[int, int]) -> torch.Tensor:
+    """Logits over the resized frame (h', w') -> logits at the frame's own resolution (H, W)."""
+    if tuple(logits_in.shape[-2:]) == tuple(frame_hw):
+        return logits_in
+    return F.interpolate(logits_in[None, None], size=frame_hw, mode="bilinear", align_corners=False)[0, 0]
+
+
+def box_and_centroid(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Tight box (x0, y0, x1, y1) and centroid (x, y) of a binary (h, w) mask, in its pixels; None when empty."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if ys.numel() == 0:
+        return None
+    box = torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
+    centroid = torch.stack([xs.float().mean(), ys.float().mean()])
+    return box, centroid
+
+
+def frame_to_input_coords(points: np.ndarray, frame_hw: tuple[int, int], resized: tuple[int, int]) -> np.ndarray:
+    """Points (..., 2) as (x, y) in frame pixels -> the model's input frame."""
+    pts = np.asarray(points, dtype=np.float32).copy()
+    pts[..., 0] *= resized[1] / frame_hw[1]
+    pts[..., 1] *= resized[0] / frame_hw[0]
+    return pts
+
+
+def input_to_frame_coords(points: np.ndarray, frame_hw: tuple[int, int], resized: tuple[int, int]) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float32).copy()
+    pts[..., 0] *= frame_hw[1] / resized[1]
+    pts[..., 1] *= frame_hw[0] / resized[0]
+    return pts

@@ -1,0 +1,650 @@
+"""Output sinks of the streaming pipeline: annotated video, masks, latency report, window.
+
+* :class:`VideoWriterSink` - H.264 MP4 (or any PyAV codec/container) keeping the source's
+  frame rate and timestamps; odd sizes are padded to even (right/bottom, black).
+* :class:`MaskPngSink`     - one ``mask_{index:06d}.png`` (0/255) per frame.
+* :class:`MaskVideoSink`   - lossless gray mask video (FFV1 in Matroska); read back with
+  :func:`read_mask_video`.
+* :class:`LatencyReport`   - per-frame stage timings -> percentiles, JSON and CSV (pure numpy).
+* :class:`WindowSink`      - optional on-screen window (needs a non-headless OpenCV).
+
+This module must stay free of torch and of the model / engine packages.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+__all__ = [
+    "SinkError",
+    "VideoWriterSink",
+    "MaskPngSink",
+    "MaskVideoSink",
+    "read_mask_video",
+    "LatencyReport",
+    "WindowSink",
+    "DisplayUnavailableError",
+    "opencv_has_gui",
+]
+
+
+class SinkError(ValueError):
+    """A sink cannot be created or written (message says which and why)."""
+
+
+def _fps_fraction(fps: float) -> Fraction:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction, np.floating, np.integer)):
+        raise SinkError(f"fps must be a positive number, got {fps!r}")
+    if not (float(fps) > 0 and math.isfinite(float(fps))):
+        raise SinkError(f"fps must be a positive number, got {fps!r}")
+    if isinstance(fps, Fraction):
+        return fps
+    return Fraction(float(fps)).limit_denominator(1001)
+
+
+def _chroma_alignment(pix_fmt: str) -> tuple[int, int]:
+    """(x, y) multiples a frame size must have for ``pix_fmt`` (2, 2 for yuv420p)."""
+    import av
+
+    try:
+        fmt = av.VideoFormat(pix_fmt, 64, 64)
+    except Exception as e:
+        raise SinkError(f"unknown pixel format {pix_fmt!r}: {e}") from None
+    ax = ay = 1
+    for comp in fmt.components:
+        if comp.is_chroma and comp.width and comp.height:
+            ax = max(ax, 64 // int(comp.width))
+            ay = max(ay, 64 // int(comp.height))
+    return ax, ay
+
+
+class _AvVideoEncoder:
+    """Shared PyAV encoder: lazy open on first frame, pts handling, idempotent close."""
+
+    _input_format = "rgb24"
+    _default_codec_options: dict[str, str] = {}
+
+    def __init__(self, path, fps, codec, pix_fmt, time_base=None, options=None,
+                 container_options=None, on_bad_pts="nudge"):
+        import av
+
+        self.path = Path(path)
+        self.fps = float(fps) if fps is not None else None
+        self._rate = _fps_fraction(fps)
+        try:
+            av.codec.Codec(codec, "w")
+        except Exception as e:
+            raise SinkError(f"video encoder {codec!r} is not available in this PyAV/FFmpeg "
+                            f"build: {e}") from None
+        self.codec = codec
+        self.pix_fmt = pix_fmt
+        self._align = _chroma_alignment(pix_fmt)
+        if time_base is None:
+            if self.path.suffix.lower() == ".avi":  # frame-based container
+                time_base = 1 / self._rate
+            else:
+                time_base = Fraction(1, 90000)
+        self.time_base = Fraction(time_base)
+        if self.time_base <= 0:
+            raise SinkError(f"time_base must be > 0, got {time_base}")
+        if on_bad_pts not in ("nudge", "drop"):
+            raise SinkError(f"on_bad_pts must be 'nudge' or 'drop', got {on_bad_pts!r}")
+        self.on_bad_pts = on_bad_pts
+        self.options = {**self._default_codec_options, **(options or {})}
+        self.container_options = dict(container_options or {})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.size: tuple[int, int] | None = None          # encoded (width, height)
+        self.input_size: tuple[int, int] | None = None    # frames as given
+        self.padding: tuple[int, int] = (0, 0)            # (right, bottom) pixels added
+        self.frames_written = 0
+        self.stats: dict[str, int] = {"written": 0, "pts_nudged": 0, "pts_dropped": 0}
+        self._container = None
+        self._stream = None
+        self._last_ticks: int | None = None
+        self._pts0: float | None = None
+        self._closed = False
+
+    # ---------------------------------------------------------------- open
+    def _open(self, width: int, height: int) -> None:
+        import av
+
+        ax, ay = self._align
+        pw, ph = (-width) % ax, (-height) % ay
+        self.input_size = (width, height)
+        self.padding = (pw, ph)
+        self.size = (width + pw, height + ph)
+        try:
+            container = av.open(str(self.path), mode="w", options=self.container_options or None)
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise SinkError(f"cannot create video file {self.path}: {e}") from None
+        try:
+            stream = container.add_stream(self.codec, rate=self._rate)
+            stream.width, stream.height = self.size
+            stream.pix_fmt = self.pix_fmt
+            stream.time_base = self.time_base
+            stream.codec_context.time_base = self.time_base
+            if self.options:
+                stream.options = {k: str(v) for k, v in self.options.items()}
+        except Exception as e:
+            container.close()
+            raise SinkError(f"cannot set up {self.codec} stream for {self.path}: {e}") from None
+        self._container, self._stream = container, stream
+
+    # ---------------------------------------------------------------- frames
+    def _prepare(self, image: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
+        return image
+
+    def _ticks_for(self, pts_seconds: float | None) -> int | None:
+        step = max(1, int(round(1 / (self._rate * self.time_base))))
+        if pts_seconds is None:
+            ticks = 0 if self._last_ticks is None else self._last_ticks + step
+            return ticks
+        pts_seconds = float(pts_seconds)
+        if not math.isfinite(pts_seconds):
+            raise SinkError(f"pts_seconds must be finite, got {pts_seconds}")
+        if self._pts0 is None:
+            next_ticks = 0 if self._last_ticks is None else self._last_ticks + step
+            self._pts0 = pts_seconds - float(next_ticks * self.time_base)
+        ticks = int(round((pts_seconds - self._pts0) / self.time_base))
+        if self._last_ticks is not None and ticks <= self._last_ticks:
+            if self.on_bad_pts == "drop":
+                self.stats["pts_dropped"] += 1
+                return None
+            self.stats["pts_nudged"] += 1
+            ticks = self._last_ticks + 1
+        return ticks
+
+    def write(self, image: np.ndarray, pts_seconds: float | None = None) -> bool:
+        """Encode one frame. ``pts_seconds`` (monotonic) keeps source timing; else frame index.
+
+        Returns False when the frame was dropped because of a non-increasing pts
+        (``on_bad_pts='drop'``), True otherwise.
+        """
+        import av
+
+        if self._closed:
+            raise SinkError(f"{type(self).__name__} for {self.path} is already closed")
+        img = self._prepare(np.asarray(image))
+        h, w = img.shape[:2]
+        if self._container is None:
+            self._open(w, h)
+        elif (w, h) != self.input_size:
+            raise SinkError(f"frame size changed from {self.input_size[0]}x{self.input_size[1]} "
+                            f"to {w}x{h} while writing {self.path}")
+        ticks = self._ticks_for(pts_seconds)
+        if ticks is None:
+            return False
+        pw, ph = self.padding
+        if pw or ph:
+            pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
+            img = np.pad(img, pad)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=self._input_format)
+        frame.pts = ticks
+        frame.time_base = self.time_base
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self._last_ticks = ticks
+        self.frames_written += 1
+        self.stats["written"] = self.frames_written
+        return True
+
+    # ---------------------------------------------------------------- close
+    def close(self) -> None:
+        """Flush the encoder and finalise the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        container, stream = self._container, self._stream
+        self._container = self._stream = None
+        if container is None:
+            return
+        err = None
+        try:
+            for packet in stream.encode(None):
+                container.mux(packet)
+        except Exception as e:  # still try to write the trailer
+            err = e
+        try:
+            container.close()
+        except Exception as e:
+            err = err or e
+        if err is not None:
+            raise SinkError(f"error while finalising {self.path}: {err}") from err
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            try:
+                self.close()
+            except Exception:
+                pass  # do not mask the original exception
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class VideoWriterSink(_AvVideoEncoder):
+    """Write RGB frames to an H.264 MP4 (default) through PyAV.
+
+    Odd sizes are padded right/bottom with black to the chroma alignment of ``pix_fmt``
+    (even for yuv420p); the padding is kept in the output and reported in ``padding``
+    (right, bottom), ``size`` (encoded) and ``input_size``.
+
+    ``write(image_rgb, pts_seconds=None)``: explicit pts are rebased so that the first
+    written frame starts at 0 and converted to ``time_base`` ticks (default 1/90000, or
+    1/fps for AVI); non-increasing pts are nudged by one tick (or dropped with
+    ``on_bad_pts='drop'``) and counted in ``stats``.  Without pts, frames are spaced 1/fps.
+
+    ``close()`` flushes and finalises (moov atom), idempotent; the context manager closes
+    also when the block raises.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, codec: str = "libx264", crf: int = 18,
+                 pix_fmt: str = "yuv420p", time_base: Fraction | None = None, *,
+                 preset: str | None = "veryfast", options: Mapping[str, Any] | None = None,
+                 container_options: Mapping[str, Any] | None = None,
+                 on_bad_pts: str = "nudge") -> None:
+        opts: dict[str, Any] = {}
+        if codec in ("libx264", "libx264rgb", "libx265"):
+            if crf is not None:
+                opts["crf"] = str(int(crf))
+            if preset:
+                opts["preset"] = preset
+        opts.update(options or {})
+        super().__init__(path, fps, codec, pix_fmt, time_base=time_base, options=opts,
+                         container_options=container_options, on_bad_pts=on_bad_pts)
+        self.crf = crf
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise SinkError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+        if image.dtype != np.uint8:
+            raise SinkError(f"expected a uint8 image, got {image.dtype}")
+        return image
+
+
+class MaskVideoSink(_AvVideoEncoder):
+    """Lossless mask video: FFV1, gray8, in Matroska (``.mkv``); masks stored as 0/255.
+
+    Any non-zero mask value is written as 255.  Read back with :func:`read_mask_video`.
+    """
+
+    _input_format = "gray"
+
+    def __init__(self, path: str | os.PathLike, fps: float, *, codec: str = "ffv1",
+                 time_base: Fraction | None = None, on_bad_pts: str = "nudge") -> None:
+        super().__init__(path, fps, codec, "gray", time_base=time_base, options=None,
+                         on_bad_pts=on_bad_pts)
+
+    def _prepare(self, mask: np.ndarray) -> np.ndarray:
+        if mask.ndim == 3 and mask.shape[2] == 1:
+            mask = mask[:, :, 0]
+        if mask.ndim != 2:
+            raise SinkError(f"expected an HxW mask, got shape {mask.shape}")
+        return np.where(mask > 0, np.uint8(255), np.uint8(0))
+
+
+def read_mask_video(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Yield the masks of a :class:`MaskVideoSink` file as uint8 HxW arrays (0/255)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            yield np.ascontiguousarray(frame.to_ndarray(format="gray"))
+
+
+class MaskPngSink:
+    """Write each mask as ``folder/mask_{index:06d}.png`` with values 0/255."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SinkError(f"{self.folder} exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.frames_written = 0
+        self._next = 0
+        self._closed = False
+
+    def path_for(self, index: int) -> Path:
+        return self.folder / f"mask_{int(index):06d}.png"
+
+    def write(self, mask: np.ndarray, index: int | None = None) -> Path:
+        import cv2
+
+        if self._closed:
+            raise SinkError(f"MaskPngSink for {self.folder} is already closed")
+        m = np.asarray(mask)
+        if m.ndim == 3 and m.shape[2] == 1:
+            m = m[:, :, 0]
+        if m.ndim != 2:
+            raise SinkError(f"expected an HxW mask, got shape {m.shape}")
+        idx = self._next if index is None else int(index)
+        out = np.where(m > 0, np.uint8(255), np.uint8(0))
+        ok, buf = cv2.imencode(".png", out)
+        if not ok:
+            raise SinkError(f"PNG encoding failed for mask {idx}")
+        path = self.path_for(idx)
+        buf.tofile(str(path))  # works with non-ASCII paths
+        self._next = idx + 1
+        self.frames_written += 1
+        return path
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- latency
+
+_RESERVED = ("index", "dropped", "latency_ms", "timestamp")
+
+
+def _finite_or_none(v):
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+class LatencyReport:
+    """Collect per-frame timings and summarise them (pure numpy).
+
+    A record has an optional ``index``, ``dropped`` flag, ``latency_ms`` (capture-to-overlay,
+    end to end), optional ``timestamp``, and stage timings in ms: either a ``stages`` dict or
+    any other numeric fields (e.g. ``capture_ms=1.2, infer_ms=20.3``).  Non-numeric extras are
+    kept in the per-frame output only.
+
+    ``fps`` = frames processed (not dropped) / wall time, wall time running from construction
+    (or :meth:`start`) to :meth:`stop` (or the last record).
+    """
+
+    PERCENTILES = (50, 95, 99)
+
+    def __init__(self, name: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self._clock = clock
+        self.records: list[dict[str, Any]] = []
+        self._stage_names: list[str] = []
+        self._extra_names: list[str] = []
+        self._t_start = clock()
+        self._t_last: float | None = None
+        self._t_stop: float | None = None
+
+    def start(self) -> None:
+        self._t_start = self._clock()
+        self._t_stop = None
+
+    def stop(self) -> None:
+        self._t_stop = self._clock()
+
+    def add(self, record: Mapping[str, Any] | None = None, /, **fields) -> dict[str, Any]:
+        data = dict(record or {})
+        data.update(fields)
+        stages = dict(data.pop("stages", None) or {})
+        rec: dict[str, Any] = {
+            "index": data.pop("index", len(self.records)),
+            "dropped": bool(data.pop("dropped", False)),
+            "latency_ms": data.pop("latency_ms", None),
+        }
+        if "timestamp" in data:
+            rec["timestamp"] = data.pop("timestamp")
+        extras = {}
+        for k, v in data.items():
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+                stages[k] = v
+            else:
+                extras[k] = v
+        clean_stages = {}
+        for k, v in stages.items():
+            clean_stages[str(k)] = None if v is None else float(v)
+            if k not in self._stage_names:
+                self._stage_names.append(str(k))
+        for k in extras:
+            if k not in self._extra_names:
+                self._extra_names.append(k)
+        if rec["latency_ms"] is not None:
+            rec["latency_ms"] = float(rec["latency_ms"])
+        rec["stages"] = clean_stages
+        rec.update({k: v for k, v in extras.items() if k not in rec})
+        self.records.append(rec)
+        self._t_last = self._clock()
+        return rec
+
+    # ------------------------------------------------------------------ summary
+    @property
+    def stage_names(self) -> list[str]:
+        return list(self._stage_names)
+
+    @classmethod
+    def _stats(cls, values: list[float]) -> dict[str, Any]:
+        arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+        if arr.size == 0:
+            return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+        p = np.percentile(arr, cls.PERCENTILES)
+        return {"count": int(arr.size), "p50": float(p[0]), "p95": float(p[1]),
+                "p99": float(p[2]), "max": float(arr.max()), "mean": float(arr.mean())}
+
+    def wall_time_s(self) -> float:
+        end = self._t_stop if self._t_stop is not None else self._t_last
+        if end is None:
+            return 0.0
+        return max(0.0, float(end - self._t_start))
+
+    def summary(self, wall_time_s: float | None = None) -> dict[str, Any]:
+        processed = [r for r in self.records if not r["dropped"]]
+        wall = self.wall_time_s() if wall_time_s is None else float(wall_time_s)
+        stages = {name: self._stats([r["stages"].get(name) for r in self.records
+                                     if r["stages"].get(name) is not None])
+                  for name in self._stage_names}
+        return {
+            "name": self.name,
+            "frames_total": len(self.records),
+            "frames_processed": len(processed),
+            "frames_dropped": len(self.records) - len(processed),
+            "wall_time_s": wall,
+            "fps": (len(processed) / wall) if wall > 0 else None,
+            "latency_ms": self._stats([r["latency_ms"] for r in processed
+                                       if r["latency_ms"] is not None]),
+            "stages_ms": stages,
+        }
+
+    def format_summary(self, summary: dict[str, Any] | None = None) -> str:
+        s = summary or self.summary()
+        fps = "n/a" if s["fps"] is None else f"{s['fps']:.1f}"
+        lines = [f"frames processed {s['frames_processed']}, dropped {s['frames_dropped']}, "
+                 f"wall {s['wall_time_s']:.2f} s, fps {fps}",
+                 f"{'stage (ms)':<20}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}{'mean':>9}"]
+
+        def row(name, st):
+            if not st["count"]:
+                return f"{name:<20}{'-':>9}{'-':>9}{'-':>9}{'-':>9}{'-':>9}"
+            return (f"{name:<20}{st['p50']:>9.2f}{st['p95']:>9.2f}{st['p99']:>9.2f}"
+                    f"{st['max']:>9.2f}{st['mean']:>9.2f}")
+
+        for name, st in s["stages_ms"].items():
+            lines.append(row(name, st))
+        lines.append(row("end-to-end", s["latency_ms"]))
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ output
+    def _flat_rows(self) -> tuple[list[str], list[dict[str, Any]]]:
+        cols = ["index", "dropped", "latency_ms"]
+        if any("timestamp" in r for r in self.records):
+            cols.append("timestamp")
+        cols += self._stage_names + [e for e in self._extra_names if e not in cols]
+        rows = []
+        for r in self.records:
+            row = {c: r.get(c) for c in cols if c not in r["stages"]}
+            row.update(r["stages"])
+            rows.append(row)
+        return cols, rows
+
+    def to_dict(self) -> dict[str, Any]:
+        _, rows = self._flat_rows()
+        return {"summary": self.summary(),
+                "frames": [{k: _finite_or_none(v) for k, v in row.items()} for row in rows]}
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.to_dict()
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str, allow_nan=False)
+        return path
+
+    def write_csv(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cols, rows = self._flat_rows()
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for row in rows:
+                w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        return path
+
+    def write(self, json_path: str | os.PathLike | None = None,
+              csv_path: str | os.PathLike | None = None) -> dict[str, Any]:
+        """Write JSON and/or CSV; returns the summary."""
+        if json_path is not None:
+            self.write_json(json_path)
+        if csv_path is not None:
+            self.write_csv(csv_path)
+        return self.summary()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+# --------------------------------------------------------------------------- window
+
+class DisplayUnavailableError(RuntimeError):
+    """No on-screen window can be opened (headless OpenCV build or no display)."""
+
+
+HEADLESS_HINT = ("this OpenCV build has no GUI support (opencv-python-headless). To show a "
+                 "window, install the non-headless build: pip uninstall opencv-python-headless "
+                 "&& pip install opencv-python")
+
+
+def opencv_has_gui() -> bool:
+    """True when cv2 was built with a GUI backend (GTK/Qt/Win32/Cocoa)."""
+    import cv2
+
+    info = cv2.getBuildInformation()
+    in_gui = False
+    for line in info.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("GUI:"):
+            value = stripped.split(":", 1)[1].strip().upper()
+            if value and value != "NONE":
+                return True
+            in_gui = True
+            continue
+        if in_gui:
+            if not line.startswith("    ") or not stripped:
+                break
+            if ":" in stripped:
+                v = stripped.split(":", 1)[1].strip().upper()
+                if v.startswith("YES"):
+                    return True
+    return False
+
+
+class WindowSink:
+    """Optional on-screen window through ``cv2.imshow``.
+
+    With ``strict=True`` (default) the constructor raises :class:`DisplayUnavailableError`
+    when no window can be shown; with ``strict=False`` :meth:`show` just returns False.
+    :meth:`show` returns False as well when the user closes the window or presses q / Esc.
+    """
+
+    def __init__(self, title: str = "TextSAM-EUS", strict: bool = True) -> None:
+        self.title = title
+        self.reason: str | None = self.unavailable_reason()
+        self.available = self.reason is None
+        self._opened = False
+        self._closed = False
+        if not self.available and strict:
+            raise DisplayUnavailableError(f"cannot open window {title!r}: {self.reason}")
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        if not opencv_has_gui():
+            return HEADLESS_HINT
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                     or os.environ.get("WAYLAND_DISPLAY")):
+            return "no display (DISPLAY / WAYLAND_DISPLAY are not set)"
+        return None
+
+    def show(self, image_rgb: np.ndarray, wait_ms: int = 1) -> bool:
+        if not self.available or self._closed:
+            return False
+        import cv2
+
+        try:
+            if not self._opened:
+                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+                self._opened = True
+            cv2.imshow(self.title, cv2.cvtColor(np.asarray(image_rgb), cv2.COLOR_RGB2BGR))
+            key = cv2.waitKey(max(1, int(wait_ms))) & 0xFF
+            if key in (ord("q"), 27):
+                return False
+            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+                return False
+        except cv2.error as e:
+            self.available = False
+            self.reason = f"OpenCV window error: {e}"
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._opened:
+            try:
+                import cv2
+
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)
+            except Exception:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,775 @@
+"""Dataset readers for TextSAM-EUS training and evaluation.
+
+Everything here is plain numpy / OpenCV / Pillow; torch is not needed.  The
+central record is :class:`Sample` (one image, its optional mask, and the
+patient/case it belongs to) and the central loader is :func:`load_pair`,
+which always returns
+
+* ``image``: ``uint8`` array ``H x W x 3`` in **RGB** order (grayscale
+  frames are replicated to three channels; 16-bit and floating-point images,
+  e.g. TIFF exports, are scaled to ``uint8`` - see :func:`to_uint8`);
+* ``mask``: ``uint8`` array ``H x W`` with values ``0``/``1`` where any
+  nonzero mask pixel counts as tumour.  Samples without a mask (healthy
+  frames) give an all-zero mask.
+
+Supported on-disk layouts (:func:`read_dataset` picks one automatically):
+
+1. **EUS pancreas database** as distributed by its authors (Jaramillo et al.
+   2020): class folders ``CANCER/``, ``HEALTHY PANCREAS/``, ``PANCREATITIS/``,
+   each holding ``Original Images/<patient>/V<video>_<frame>.tif`` and a
+   sibling mask folder (any folder whose name contains "mask") with the same
+   ``<patient>/<stem>`` structure.  See :func:`read_eus_database`.
+2. **Split folders** as used by the reference implementation:
+   ``<root>/{train,val,test}/{images,masks}``.  See :func:`read_split_folders`.
+3. **Manifest CSV** with at least ``image,mask,case`` columns, paths relative
+   to the CSV.  See :func:`read_manifest`.
+
+Splits are always made patient-wise (:func:`split_by_case`,
+:func:`paper_split`) so that frames of one patient never end up in two
+splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "DatasetError",
+    "Sample",
+    "EUS_SCREEN_CROP",
+    "EUS_SCREEN_SIZE",
+    "EUS_CLASS_FOLDERS",
+    "IMAGE_EXTENSIONS",
+    "SPLITS",
+    "crop_eus_screen",
+    "to_uint8",
+    "read_image",
+    "read_mask",
+    "load_pair",
+    "case_from_filename",
+    "read_eus_database",
+    "read_split_folders",
+    "read_manifest",
+    "read_dataset",
+    "split_by_case",
+    "paper_split",
+    "SegmentationDataset",
+]
+
+
+class DatasetError(ValueError):
+    """A dataset could not be read or split; the message says why and how to fix it."""
+
+
+#: Crop of the raw EUS screen grab to the ultrasound sector, as ``(x, y, w, h)``
+#: in 0-based pixels: rows 57-513 and columns 45-755 (1-based, inclusive) of an
+#: 800x600 frame, i.e. ``img[56:513, 44:755]``, giving 711x457 (W x H).
+EUS_SCREEN_CROP: tuple[int, int, int, int] = (44, 56, 711, 457)
+#: Size ``(width, height)`` of the raw screen grabs of the EUS database.
+EUS_SCREEN_SIZE: tuple[int, int] = (800, 600)
+
+#: Class folders of the EUS database -> short class name stored in ``Sample.source``.
+EUS_CLASS_FOLDERS: dict[str, str] = {
+    "CANCER": "cancer",
+    "HEALTHY PANCREAS": "healthy",
+    "PANCREATITIS": "pancreatitis",
+}
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+SPLITS: tuple[str, str, str] = ("train", "val", "test")
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+Crop = Union[None, bool, str, tuple]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image (and optional mask) of one case/patient.
+
+    ``image`` / ``mask``: file paths (``mask`` is ``None`` for frames without
+    a lesion annotation, which load as an all-zero mask).
+    ``case``: patient id; splits never separate samples of one case.
+    ``split``: ``"train"``/``"val"``/``"test"`` when the layout fixes it.
+    ``source``: optional origin/class tag (``"cancer"``, ``"healthy"``,
+    ``"pancreatitis"`` for the EUS database, the ``source`` column of a
+    manifest).  ``crop``: default crop applied by :func:`load_pair` (``"eus"``
+    for EUS database frames, an ``(x, y, w, h)`` tuple, or ``None``).
+    """
+
+    image: Path
+    mask: Path | None
+    case: str
+    split: str | None = None
+    source: str | None = None
+    crop: str | tuple | None = None
+
+
+# --------------------------------------------------------------------------- #
+# pixel loading
+# --------------------------------------------------------------------------- #
+def crop_eus_screen(arr: np.ndarray) -> np.ndarray:
+    """Crop a raw 800x600 EUS screen grab to the 711x457 ultrasound region.
+
+    ``arr`` is ``H x W`` or ``H x W x C``.  A 600x800 (HxW) array becomes
+    ``arr[56:513, 44:755]``; an array already 457x711 is returned unchanged.
+    Any other size raises :class:`DatasetError` (cropping it would silently cut
+    the wrong region).
+    """
+    x, y, w, h = EUS_SCREEN_CROP
+    hw = tuple(arr.shape[:2])
+    if hw == (EUS_SCREEN_SIZE[1], EUS_SCREEN_SIZE[0]):
+        return arr[y : y + h, x : x + w]
+    if hw == (h, w):
+        return arr
+    raise DatasetError(
+        f"cannot apply the EUS screen crop to an array of size {hw[1]}x{hw[0]} (WxH): "
+        f"expected a raw {EUS_SCREEN_SIZE[0]}x{EUS_SCREEN_SIZE[1]} screen grab or an "
+        f"already cropped {w}x{h} frame; load it with crop=False to keep it as is"
+    )
+
+
+def _apply_crop(arr: np.ndarray, crop: Crop, what: str) -> np.ndarray:
+    if crop is None or crop is False:
+        return arr
+    if isinstance(crop, str):
+        if crop.lower() in ("eus", "eus_screen"):
+            return crop_eus_screen(arr)
+        if crop.lower() == "none":
+            return arr
+        raise ValueError(f"unknown crop {crop!r}: use None, 'eus' or an (x, y, w, h) tuple")
+    if len(crop) != 4:
+        raise ValueError(f"crop must be (x, y, w, h), got {crop!r}")
+    x, y, w, h = (int(v) for v in crop)
+    H, W = arr.shape[:2]
+    if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > W or y + h > H:
+        raise DatasetError(
+            f"crop (x={x}, y={y}, w={w}, h={h}) does not fit inside {what} of size {W}x{H} (WxH)"
+        )
+    return arr[y : y + h, x : x + w]
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Convert image pixel values to ``uint8``.
+
+    Rules (no per-image contrast stretch unless unavoidable):
+
+    * ``uint8``: unchanged; ``bool``: ``0``/``255``.
+    * other integer types (e.g. 16-bit TIFF): if every value already lies in
+      ``0..255`` (8-bit data in a wider container) the values are kept;
+      otherwise they are scaled by the full range of the dtype
+      (``65535 -> 255`` for ``uint16``), negative values clip to 0.
+    * floating point: values in ``[0, 1]`` are multiplied by 255; values in
+      ``[0, 255]`` are rounded; anything else is min-max scaled to ``0..255``.
+      NaN becomes 0.
+    """
+    a = np.asarray(arr)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    if np.issubdtype(a.dtype, np.integer):
+        if a.size == 0:
+            return a.astype(np.uint8)
+        lo, hi = int(a.min()), int(a.max())
+        if lo >= 0 and hi <= 255:
+            return a.astype(np.uint8)
+        top = float(np.iinfo(a.dtype).max)
+        out = np.clip(a.astype(np.float64), 0, None) * (255.0 / top)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        f = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if f.size == 0:
+            return f.astype(np.uint8)
+        lo, hi = float(f.min()), float(f.max())
+        if lo >= 0.0 and hi <= 1.0:
+            f = f * 255.0
+        elif lo >= 0.0 and hi <= 255.0:
+            pass
+        else:
+            f = (f - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(f)
+        return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    raise DatasetError(f"unsupported pixel type {a.dtype}")
+
+
+def _imread_any(path: Path, what: str) -> np.ndarray:
+    """Read pixels as stored (OpenCV first, Pillow as fallback), channels BGR(A)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            f"cannot read {what} {path}: file does not exist (check the dataset root "
+            f"and that relative paths are relative to the manifest/folder)"
+        )
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is not None and arr.size > 0:
+        return arr
+    try:  # Pillow reads some TIFF flavours OpenCV rejects
+        from PIL import Image
+
+        with Image.open(path) as im:
+            pil = np.array(im)
+        if pil.ndim == 3 and pil.shape[2] in (3, 4):
+            pil = pil[..., [2, 1, 0] + ([3] if pil.shape[2] == 4 else [])]  # RGB(A) -> BGR(A)
+        if pil.size > 0:
+            return pil
+    except Exception:  # noqa: BLE001 - any failure is reported below
+        pass
+    size = path.stat().st_size
+    raise DatasetError(
+        f"cannot read {what} {path} ({size} bytes): not a readable image "
+        f"(empty, truncated/corrupt, a Git LFS pointer, or an unsupported format; "
+        f"supported: {', '.join(IMAGE_EXTENSIONS)})"
+    )
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as ``uint8`` ``H x W x 3`` RGB (see :func:`to_uint8`)."""
+    arr = _imread_any(Path(path), "image")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    arr = to_uint8(arr)
+    if arr.ndim == 2:
+        return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
+    if arr.ndim == 3 and arr.shape[2] == 2:  # gray + alpha
+        return np.ascontiguousarray(np.repeat(arr[..., :1], 3, axis=2))
+    raise DatasetError(f"cannot read image {path}: unsupported pixel layout {arr.shape}")
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask file as ``uint8`` ``H x W`` with 0/1; any nonzero pixel is tumour.
+
+    For colour masks a pixel is foreground when any colour channel is nonzero
+    (an alpha channel is ignored).
+    """
+    arr = _imread_any(Path(path), "mask")
+    if arr.ndim == 3:
+        if arr.shape[2] in (2, 4):  # drop alpha
+            arr = arr[..., :-1]
+        fg = np.any(arr != 0, axis=2)
+    else:
+        fg = arr != 0
+    return fg.astype(np.uint8)
+
+
+def load_pair(sample: Sample, crop: Crop = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load ``(image, mask)`` of a sample.
+
+    ``image``: ``uint8`` ``H x W x 3`` RGB; ``mask``: ``uint8`` ``H x W`` 0/1
+    (all zero when ``sample.mask`` is ``None``).  ``crop``: ``None`` uses the
+    sample's own ``crop`` (EUS database frames crop the 800x600 screen to
+    711x457); ``False``/``"none"`` disables cropping; ``"eus"`` applies
+    :func:`crop_eus_screen`; an ``(x, y, w, h)`` tuple crops that box.  The
+    crop is applied to image and mask alike, after checking that their sizes
+    match.
+    """
+    image = read_image(sample.image)
+    if sample.mask is None:
+        mask = np.zeros(image.shape[:2], np.uint8)
+    else:
+        mask = read_mask(sample.mask)
+        if mask.shape[:2] != image.shape[:2]:
+            raise DatasetError(
+                f"image/mask size mismatch: image {sample.image} is "
+                f"{image.shape[1]}x{image.shape[0]} (WxH) but mask {sample.mask} is "
+                f"{mask.shape[1]}x{mask.shape[0]}; masks must be pixel-aligned with "
+                f"their image (same crop and resolution)"
+            )
+    if crop is None:
+        crop = sample.crop
+    image = _apply_crop(image, crop, f"image {sample.image}")
+    mask = _apply_crop(mask, crop, f"mask {sample.mask}")
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+# --------------------------------------------------------------------------- #
+# readers
+# --------------------------------------------------------------------------- #
+def _is_image_file(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _child_dir(parent: Path, name: str) -> Path | None:
+    """Subfolder of ``parent`` called ``name`` (case-insensitive), or None."""
+    exact = parent / name
+    if exact.is_dir():
+        return exact
+    for c in sorted(parent.iterdir()):
+        if c.is_dir() and c.name.lower() == name.lower():
+            return c
+    return None
+
+
+def read_eus_database(root: str | Path) -> list[Sample]:
+    """Read the EUS pancreas database in its distributed folder layout.
+
+    Expected structure (folder names matched case-insensitively)::
+
+        root/CANCER/Original Images/<patient>/V<video>_<frame>.tif
+        root/CANCER/<...mask...>/<patient>/V<video>_<frame>.tif|.png
+        root/HEALTHY PANCREAS/Original Images/<patient>/...
+        root/PANCREATITIS/Original Images/<patient>/...
+
+    The image folder is ``Original Images`` (or any sibling whose name
+    contains "original" or "image" but not "mask"); masks are looked up in
+    every sibling folder whose name contains "mask", at the same
+    ``<patient>/<stem>`` with any image extension.  Frames without a mask get
+    ``mask=None`` (an all-zero mask when loaded).
+
+    ``case``: the patient folder name for cancer patients (e.g. ``"C01"``);
+    healthy and pancreatitis patients are always prefixed with their class
+    (``"healthy-<id>"``, ``"pancreatitis-<id>"``) so ids stay unique across
+    classes.  ``source`` is ``"cancer"``/``"healthy"``/``"pancreatitis"`` and
+    ``crop`` is ``"eus"``: raw 800x600 screens are cropped to 711x457 by
+    :func:`load_pair`, already cropped frames are left alone.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"EUS database root {root} is not a folder")
+    samples: list[Sample] = []
+    found_class = False
+    for folder_name, cls in EUS_CLASS_FOLDERS.items():
+        cdir = _child_dir(root, folder_name)
+        if cdir is None:
+            continue
+        found_class = True
+        subdirs = [d for d in sorted(cdir.iterdir()) if d.is_dir()]
+        mask_dirs = [d for d in subdirs if "mask" in d.name.lower()]
+        img_dirs = [d for d in subdirs if "original" in d.name.lower() and d not in mask_dirs]
+        if not img_dirs:
+            img_dirs = [d for d in subdirs if "image" in d.name.lower() and d not in mask_dirs]
+        if not img_dirs:
+            raise DatasetError(
+                f"{cdir}: no 'Original Images' folder found (subfolders: "
+                f"{[d.name for d in subdirs]}); expected "
+                f"'{folder_name}/Original Images/<patient>/V<video>_<frame>.tif'"
+            )
+        # index masks by (relative parent, stem), lower-cased
+        mask_index: dict[tuple[str, str], Path] = {}
+        for mdir in mask_dirs:
+            for mp in sorted(mdir.rglob("*")):
+                if _is_image_file(mp):
+                    rel = mp.relative_to(mdir)
+                    key = (rel.parent.as_posix().lower(), mp.stem.lower())
+                    mask_index.setdefault(key, mp)
+        for idir in img_dirs:
+            for ip in sorted(idir.rglob("*")):
+                if not _is_image_file(ip):
+                    continue
+                rel = ip.relative_to(idir)
+                patient = rel.parts[0] if len(rel.parts) > 1 else case_from_filename(ip.name)
+                case = patient if cls == "cancer" else f"{cls}-{patient}"
+                mask = mask_index.get((rel.parent.as_posix().lower(), ip.stem.lower()))
+                samples.append(Sample(image=ip, mask=mask, case=case, source=cls, crop="eus"))
+    if not found_class:
+        raise DatasetError(
+            f"{root} is not an EUS database folder: none of the class folders "
+            f"{list(EUS_CLASS_FOLDERS)} exists"
+        )
+    if not samples:
+        raise DatasetError(f"no images found under the class folders of {root}")
+    return samples
+
+
+def case_from_filename(name: str | Path) -> str:
+    """Case id derived from a file name: the stem up to the first ``_``.
+
+    ``"C01_V1_12.png" -> "C01"``; a stem without ``_`` is its own case
+    (``"img0042.png" -> "img0042"``, i.e. every such image is treated as a
+    separate case).
+    """
+    stem = Path(name).stem
+    head = stem.split("_", 1)[0]
+    return head if head else stem
+
+
+def _match_by_stem(folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    if folder is None or not folder.is_dir():
+        return out
+    for p in sorted(folder.iterdir()):
+        if _is_image_file(p):
+            out.setdefault(p.stem, p)
+    return out
+
+
+def read_split_folders(root: str | Path) -> list[Sample]:
+    """Read ``<root>/{train,val,test}/{images,masks}`` (reference implementation layout).
+
+    Image and mask share the file stem (extensions may differ).  ``split`` is
+    the folder (``valid``/``validation`` read as ``val``); ``case`` follows
+    :func:`case_from_filename` (patient id prefix before the first ``_``, or
+    the whole stem when there is none).  A missing split folder is skipped;
+    an image without a mask raises :class:`DatasetError`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"split-folder root {root} is not a folder")
+    samples: list[Sample] = []
+    seen = False
+    for sdir in sorted(root.iterdir()):
+        split = _SPLIT_ALIASES.get(sdir.name.lower())
+        if not sdir.is_dir() or split is None:
+            continue
+        idir = _child_dir(sdir, "images")
+        mdir = _child_dir(sdir, "masks")
+        if idir is None:
+            raise DatasetError(f"{sdir}: missing 'images' folder (expected {sdir}/images and {sdir}/masks)")
+        seen = True
+        masks = _match_by_stem(mdir) if mdir is not None else {}
+        for stem, ip in _match_by_stem(idir).items():
+            mp = masks.get(stem)
+            if mp is None:
+                raise DatasetError(
+                    f"no mask for image {ip}: expected {(mdir or sdir / 'masks') / stem}.<ext> "
+                    f"with one of {', '.join(IMAGE_EXTENSIONS)}"
+                )
+            samples.append(Sample(image=ip, mask=mp, case=case_from_filename(ip.name), split=split))
+    if not seen:
+        raise DatasetError(f"{root}: none of the folders train/, val/, test/ found")
+    return samples
+
+
+_MANIFEST_REQUIRED = ("image", "mask", "case")
+
+
+def read_manifest(csv_path: str | Path) -> list[Sample]:
+    """Read a manifest CSV with at least the columns ``image,mask,case``.
+
+    Paths are relative to the CSV's folder (absolute paths are kept).  An
+    empty ``mask`` cell means "no lesion" (``mask=None``).  An optional
+    ``split`` column (``train``/``val``/``test``, empty for none) is honoured,
+    an optional ``source`` column is stored in ``Sample.source``; other
+    columns are ignored.  Missing files raise :class:`DatasetError`.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"manifest {csv_path} does not exist")
+    base = csv_path.parent
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+        missing = [c for c in _MANIFEST_REQUIRED if c not in fields]
+        if missing:
+            raise DatasetError(
+                f"manifest {csv_path} is missing required column(s) {', '.join(missing)} "
+                f"(found: {', '.join(fields) or 'none'}; required: {', '.join(_MANIFEST_REQUIRED)})"
+            )
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    samples: list[Sample] = []
+    for lineno, r in enumerate(rows, start=2):
+        if not r.get("image"):
+            raise DatasetError(f"manifest {csv_path} line {lineno}: empty 'image' cell")
+        if not r.get("case"):
+            raise DatasetError(f"manifest {csv_path} line {lineno}: empty 'case' cell")
+        ip = base / r["image"]
+        if not ip.is_file():
+            raise DatasetError(
+                f"manifest {csv_path} line {lineno}: image file {ip} does not exist "
+                f"(paths are relative to the manifest's folder {base})"
+            )
+        mp = None
+        if r.get("mask"):
+            mp = base / r["mask"]
+            if not mp.is_file():
+                raise DatasetError(
+                    f"manifest {csv_path} line {lineno}: mask file {mp} named for image "
+                    f"{ip} does not exist (paths are relative to the manifest's folder {base}; "
+                    f"leave the cell empty for frames without a lesion)"
+                )
+        split = None
+        if r.get("split"):
+            split = _SPLIT_ALIASES.get(r["split"].lower())
+            if split is None:
+                raise DatasetError(
+                    f"manifest {csv_path} line {lineno}: unknown split {r['split']!r} "
+                    f"(use train, val, test or leave empty)"
+                )
+        samples.append(
+            Sample(image=ip, mask=mp, case=r["case"], split=split, source=r.get("source") or None)
+        )
+    if not samples:
+        raise DatasetError(f"manifest {csv_path} has no rows")
+    return samples
+
+
+def read_dataset(path: str | Path) -> list[Sample]:
+    """Read any supported layout: a ``.csv`` manifest, split folders, or the EUS database."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".csv":
+        return read_manifest(p)
+    if p.is_dir():
+        names = {c.name.lower() for c in p.iterdir() if c.is_dir()}
+        if names & set(_SPLIT_ALIASES):
+            return read_split_folders(p)
+        if names & {k.lower() for k in EUS_CLASS_FOLDERS}:
+            return read_eus_database(p)
+    raise DatasetError(
+        f"unsupported dataset {p} ({'missing' if not p.exists() else 'unrecognised layout'}). Supported:\n"
+        f"  * a manifest .csv with columns image,mask,case[,split] (paths relative to the CSV);\n"
+        f"  * a folder with train/ val/ test/ subfolders, each holding images/ and masks/;\n"
+        f"  * the EUS database folder with CANCER/, HEALTHY PANCREAS/, PANCREATITIS/ "
+        f"(each with 'Original Images/<patient>/' and a mask folder)."
+    )
+
+
+# --------------------------------------------------------------------------- #
+# splitting
+# --------------------------------------------------------------------------- #
+def _group_by_case(samples: Iterable[Sample]) -> "OrderedDict[str, list[Sample]]":
+    groups: OrderedDict[str, list[Sample]] = OrderedDict()
+    for s in samples:
+        groups.setdefault(s.case, []).append(s)
+    return groups
+
+
+def _empty_split_error(split: str, n_cases: int, detail: str) -> DatasetError:
+    return DatasetError(
+        f"split '{split}' would be empty: {detail}; only {n_cases} case(s) available. "
+        f"Add more cases, lower the other splits' share (fractions=/counts=), or give "
+        f"'{split}' a fraction/count of 0 to go without it on purpose"
+    )
+
+
+def _counts_from_fractions(fractions: Sequence[float], n: int) -> list[int]:
+    if len(fractions) != 3 or any(f < 0 for f in fractions):
+        raise ValueError(f"fractions must be three non-negative numbers (train, val, test), got {fractions!r}")
+    total = float(sum(fractions))
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {total})")
+    counts = [0, 0, 0]
+    # val and test: rounded share, at least one case when their fraction is positive
+    for i in (1, 2):
+        if fractions[i] > 0:
+            counts[i] = max(1, int(round(fractions[i] * n)))
+    counts[0] = n - counts[1] - counts[2]
+    for i, name in enumerate(SPLITS):
+        if fractions[i] > 0 and counts[i] <= 0:
+            raise _empty_split_error(
+                name, n, f"fractions {tuple(fractions)} leave no case for it"
+            )
+    if fractions[0] == 0 and counts[0] > 0:  # all-zero train fraction: give rest to val
+        counts[1] += counts[0]
+        counts[0] = 0
+    return counts
+
+
+def split_by_case(
+    samples: Sequence[Sample],
+    fractions: Sequence[float] | None = (0.8, 0.1, 0.1),
+    *,
+    counts: Sequence[int | None] | None = None,
+    seed: int = 0,
+    respect_existing: bool = False,
+) -> dict[str, list[Sample]]:
+    """Split samples patient-wise into ``{"train", "val", "test"}``.
+
+    Cases (``Sample.case``) are sorted, shuffled with
+    ``numpy.random.default_rng(seed)`` and dealt out in order train, val,
+    test, so the result is deterministic for a given seed and every case lands
+    wholly in one split (never image-wise).  Within a split the samples keep
+    their input order.
+
+    ``fractions``: shares of *cases* (not images) for train/val/test; they must
+    sum to 1.  Val and test get ``round(f * n_cases)`` cases, at least one when
+    their fraction is positive; train gets the rest.
+    ``counts``: exact numbers of cases ``(n_train, n_val, n_test)`` (overrides
+    ``fractions``); they must add up to the number of cases, except that one
+    entry may be ``None`` meaning "all remaining cases".
+    ``respect_existing``: samples that already carry ``split`` keep it (and
+    cases seen in an existing split send their other samples there); only the
+    remaining cases are distributed.  A case found in several existing splits
+    triggers a warning (possible leakage in the given split).
+
+    A split that would end up empty (with a positive fraction/count, or, with
+    ``respect_existing``, an empty existing split) raises :class:`DatasetError`
+    naming the split and the number of cases available.
+    """
+    samples = list(samples)
+    fixed: dict[str, str] = {}  # case -> split
+    if respect_existing:
+        per_case_splits: dict[str, set[str]] = {}
+        for s in samples:
+            if s.split is not None:
+                sp = _SPLIT_ALIASES.get(str(s.split).lower())
+                if sp is None:
+                    raise DatasetError(f"sample {s.image} has unknown split {s.split!r}")
+                per_case_splits.setdefault(s.case, set()).add(sp)
+        leaky = sorted(c for c, sps in per_case_splits.items() if len(sps) > 1)
+        if leaky:
+            warnings.warn(
+                f"{len(leaky)} case(s) appear in more than one existing split "
+                f"(e.g. {', '.join(leaky[:5])}); the existing split is kept as given",
+                stacklevel=2,
+            )
+        for c, sps in per_case_splits.items():
+            fixed[c] = sorted(sps, key=SPLITS.index)[0]
+
+    groups = _group_by_case(samples)
+    free_cases = sorted(c for c in groups if c not in fixed)
+    n_all = len(groups)
+    n = len(free_cases)
+
+    out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
+    assign: dict[str, str] = dict(fixed)
+
+    if n:
+        if counts is not None:
+            cnt = list(counts)
+            if len(cnt) != 3:
+                raise ValueError(f"counts must be (n_train, n_val, n_test), got {counts!r}")
+            if sum(c is None for c in cnt) > 1:
+                raise ValueError("at most one entry of counts may be None ('the rest')")
+            if any(c is not None and c < 0 for c in cnt):
+                raise ValueError(f"counts must be non-negative, got {counts!r}")
+            known = sum(c for c in cnt if c is not None)
+            if None in cnt:
+                rest = n - known
+                if rest < 0:
+                    raise DatasetError(
+                        f"counts {tuple(counts)} need at least {known} cases but only {n} are available"
+                    )
+                cnt[cnt.index(None)] = rest
+            elif known != n:
+                raise DatasetError(
+                    f"counts {tuple(counts)} add up to {known} cases but {n} case(s) are "
+                    f"available; make them add up to {n} or use None for 'the rest'"
+                )
+            for i, name in enumerate(SPLITS):
+                if counts[i] is None and cnt[i] == 0:
+                    raise _empty_split_error(name, n, f"counts {tuple(counts)} leave no case for it")
+        else:
+            if fractions is None:
+                raise ValueError("give fractions or counts")
+            cnt = _counts_from_fractions(list(fractions), n)
+        order = np.random.default_rng(seed).permutation(n)
+        shuffled = [free_cases[i] for i in order]
+        start = 0
+        for name, k in zip(SPLITS, cnt):
+            for c in shuffled[start : start + k]:
+                assign[c] = name
+            start += k
+
+    for s in samples:
+        if respect_existing and s.split is not None:
+            out[_SPLIT_ALIASES[str(s.split).lower()]].append(s)
+        else:
+            out[assign[s.case]].append(s)
+
+    # every requested split must hold something
+    for i, name in enumerate(SPLITS):
+        if out[name]:
+            continue
+        if counts is not None:
+            wanted = counts[i] is None or counts[i] > 0
+        elif fractions is not None:
+            wanted = fractions[i] > 0
+        else:
+            wanted = True
+        if respect_existing and fixed and not n:
+            wanted = True  # a fully pre-split dataset must have all three splits
+        if wanted:
+            raise _empty_split_error(name, n_all, "no case was assigned to it")
+    return out
+
+
+def paper_split(samples: Sequence[Sample], seed: int = 0) -> dict[str, list[Sample]]:
+    """The paper's patient-wise 12/2/4 split of the EUS database cancer patients.
+
+    Only cancer samples are used (``source == "cancer"``; when no sample has a
+    ``source`` every sample is taken to be a cancer frame).  At least 18
+    cancer cases are required.  With exactly 18 the cases are split 12 train /
+    2 val / 4 test with :func:`split_by_case`; with more, 18 cases are drawn
+    (deterministically from ``seed``) and the others are left out with a
+    warning.
+    """
+    samples = list(samples)
+    if any(s.source is not None for s in samples):
+        cancer = [s for s in samples if (s.source or "").lower() == "cancer"]
+    else:
+        cancer = samples
+    cases = sorted({s.case for s in cancer})
+    if len(cases) < 18:
+        raise DatasetError(
+            f"paper_split needs the 18 cancer patients of the EUS database (12 train / "
+            f"2 val / 4 test) but found {len(cases)} cancer case(s); use split_by_case "
+            f"for other datasets"
+        )
+    if len(cases) > 18:
+        rng = np.random.default_rng(seed)
+        keep = {cases[i] for i in sorted(rng.choice(len(cases), 18, replace=False))}
+        warnings.warn(
+            f"paper_split: {len(cases)} cancer cases found, using 18 and leaving out "
+            f"{', '.join(c for c in cases if c not in keep)}",
+            stacklevel=2,
+        )
+        cancer = [s for s in cancer if s.case in keep]
+    plain = [s if s.split is None else _replace_split(s, None) for s in cancer]
+    return split_by_case(plain, counts=(12, 2, 4), seed=seed)
+
+
+def _replace_split(s: Sample, split: str | None) -> Sample:
+    return Sample(image=s.image, mask=s.mask, case=s.case, split=split, source=s.source, crop=s.crop)
+
+
+# --------------------------------------------------------------------------- #
+# dataset
+# --------------------------------------------------------------------------- #
+class SegmentationDataset:
+    """A torch-free sequence of ``(image, mask)`` numpy pairs.
+
+    ``dataset[i]`` returns :func:`load_pair` of ``samples[i]`` (``uint8``
+    ``H x W x 3`` RGB image, ``uint8`` ``H x W`` 0/1 mask).  ``crop`` is
+    passed to :func:`load_pair` (``None``: each sample's own crop).  Works
+    directly as a ``torch.utils.data.Dataset`` (it has ``__len__`` and
+    ``__getitem__``).
+    """
+
+    def __init__(self, samples: Sequence[Sample], crop: Crop = None):
+        self.samples: list[Sample] = list(samples)
+        self.crop = crop
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(index, slice):
+            raise TypeError("SegmentationDataset does not support slicing; index one sample at a time")
+        n = len(self.samples)
+        i = int(index)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        return load_pair(self.samples[i], self.crop)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def cases(self) -> list[str]:
+        """Distinct case ids in first-seen order."""
+        return list(_group_by_case(self.samples))
+
+    def __repr__(self) -> str:
+        return f"SegmentationDataset({len(self)} samples, {len(self.cases)} cases, crop={self.crop!r})"
