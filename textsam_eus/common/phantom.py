@@ -23,12 +23,15 @@ pixel ``p`` to world point ``w(p, t)``.  The echogenicity ``E(w)`` is
     ``R (1 + sum_k a_k cos(k phi + phi_k))``, k = 2..12, hypoechoic
     (``lesion_contrast`` x tissue) with a heterogeneous interior; harmonics
     drift smoothly in time for clips;
-  - vessels (anechoic curved tubes with bright walls) and cysts (anechoic
-    ellipses); never overlapping the lesion and never in the mask.
+  - vessels (anechoic curved tubes = arcs of large circles, bright walls) and
+    cysts (anechoic ellipses), placed clear of the lesion; never in the mask.
+Shapes have a compact ~1 px smooth edge; the mask is the exact hard shape
+(``distance < radius``) evaluated on the screen grid, restricted to the fan.
 
 *Propagation.*  Along each beam, the attenuation of everything above a sample
 is accumulated (cumulative sum along depth): lesions cast a posterior acoustic
-shadow, cysts/vessels a posterior enhancement.  A global depth attenuation with
+shadow (``shadow_strength`` = loss behind a full diameter), cysts a posterior
+enhancement, vessels a mild one.  A global depth attenuation with
 a partial TGC compensation, ``exp(-alpha d) (1 + 0.5 d)`` (``d`` = normalised
 depth), and a bright near-field band are applied.
 
@@ -45,7 +48,7 @@ drawn outside the fan only and are never part of the mask.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -120,6 +123,9 @@ class PhantomConfig:
             object.__setattr__(self, name, (float(v[0]), float(v[1])))
         if self.far_radius - self.near_radius < 0.3:
             raise bad("far_radius", "must exceed near_radius by at least 0.3")
+        r1 = min(self.far_radius * self.height, 0.48 * self.width / math.sin(math.radians(self.fan_angle) / 2))
+        if r1 - self.near_radius * self.height < 0.25 * self.height:
+            raise bad("fan_angle", f"is too wide for width {self.width} (fan too shallow)")
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -150,8 +156,6 @@ def _geometry(H: int, W: int, fan_angle: float, apex_offset: float, near: float,
     ax, ay = (W - 1) / 2.0, -apex_offset * H
     r1 = min(far * H, 0.48 * W / math.sin(half))
     r0 = near * H
-    if r1 - r0 < 0.25 * H:
-        raise ValueError(f"PhantomConfig.fan_angle too wide for the image width, got {fan_angle!r}")
     nr = int(math.ceil(r1 - r0)) + 1
     nt = int(math.ceil(0.6 * r1 * 2 * half)) + 1
     dr, dt = (r1 - r0) / (nr - 1), 2 * half / (nt - 1)
@@ -226,7 +230,7 @@ def _sample_scene(rng: np.random.Generator, cfg: PhantomConfig) -> dict[str, Any
         ks = np.arange(2, 13)
         a = rng.uniform(0.3, 1.0, ks.size) / ks ** 1.1
         a *= cfg.lesion_irregularity * rng.uniform(0.6, 1.0) / a.sum()
-        rmax = R * (1 + a.sum() * (1 + cfg.deformation))
+        rmax = R * (1 + a.sum() * (1 + 2 * cfg.deformation))
         rc_margin = 1.05 * rmax + m
         r_lo, r_hi = g.r0 + rc_margin + 0.04 * S, g.r1 - rc_margin - 0.5 * R
         if r_lo > r_hi:
@@ -246,12 +250,17 @@ def _sample_scene(rng: np.random.Generator, cfg: PhantomConfig) -> dict[str, Any
     vessels: list[dict] = []
     if cfg.max_vessels > 0 and rng.random() < cfg.p_vessel:
         n = 1 + int(rng.integers(0, cfg.max_vessels))
-        for _ in range(20 * n):
+        for j in range(60 * n):
             if len(vessels) == n:
                 break
             px, py = _in_fan_point(rng, g, 0.0, g.r0 + 0.1 * S, g.r1 - 0.1 * S)
             beta, Rv, hw = rng.uniform(0, np.pi), rng.uniform(1.5, 6.0) * S, rng.uniform(0.012, 0.03) * S
-            cx, cy = px - Rv * math.sin(beta), py + Rv * math.cos(beta)
+            sgn = 1.0
+            if lesion is not None and j >= 20:  # later tries: run tangentially, bending away from the lesion
+                ux, uy = px - lesion["cx"], py - lesion["cy"]
+                beta = math.atan2(uy, ux) + math.pi / 2 + rng.uniform(-0.2, 0.2)
+                sgn = 1.0 if -math.sin(beta) * ux + math.cos(beta) * uy > 0 else -1.0
+            cx, cy = px - sgn * Rv * math.sin(beta), py + sgn * Rv * math.cos(beta)
             if lesion is not None:
                 dl = abs(math.hypot(lesion["cx"] - cx, lesion["cy"] - cy) - Rv)
                 if dl < lesion["rmax"] + hw + 0.06 * S:
@@ -260,7 +269,7 @@ def _sample_scene(rng: np.random.Generator, cfg: PhantomConfig) -> dict[str, Any
     sc["vessels"] = vessels
     cysts: list[dict] = []
     if rng.random() < cfg.p_cyst:
-        for _ in range(20):
+        for _ in range(60):
             a_ = rng.uniform(0.03, 0.07) * S
             x, y = _in_fan_point(rng, g, a_ + m, g.r0 + a_ + 0.05 * S, g.r1 - 2 * a_)
             if clear_of_lesion(x, y, a_) and all(
@@ -301,13 +310,19 @@ def _lesion_radius(les: dict, dx: np.ndarray, dy: np.ndarray, t: float, deformat
     """Distance to the lesion centre and the boundary radius in that direction (same shapes)."""
     d = np.hypot(dx, dy)
     z = ((dx + 1j * dy) / np.maximum(d, 1e-6)).astype(np.complex64)
-    amp = les["a"] * (1 + deformation * np.sin(2 * np.pi * les["nu"] * t + les["psi"]) * (t != 0))
+    amp = les["a"] * (1 + deformation * (np.sin(2 * np.pi * les["nu"] * t + les["psi"]) - np.sin(les["psi"])))
     coef = (amp * np.exp(1j * (les["ph"] + les["om"] * t))).astype(np.complex64)
     zk, acc = z * z, np.zeros_like(d)
-    for k, c in zip(les["ks"], coef):
+    for c in coef:
         acc += (zk * c).real
         zk = zk * z
-    return d, les["R"] * (1 + acc)
+    return d, les["R"] * np.maximum(1 + acc, 0.3)
+
+
+def _ramp(e: np.ndarray, w: float) -> np.ndarray:
+    """Compact smooth step: 1 for e <= -w, 0 for e >= w (e = signed distance outside a shape)."""
+    x = np.clip(0.5 - e / (2 * w), 0.0, 1.0)
+    return (x * x * (3 - 2 * x)).astype(np.float32)
 
 
 def _shape_maps(sc: dict, cfg: PhantomConfig, wx: np.ndarray, wy: np.ndarray, t: float, soft: bool):
@@ -319,15 +334,15 @@ def _shape_maps(sc: dict, cfg: PhantomConfig, wx: np.ndarray, wy: np.ndarray, t:
         dx, dy = wx - les["cx"], wy - les["cy"]
         sel = (np.abs(dx) < les["rmax"] + 3) & (np.abs(dy) < les["rmax"] + 3)
         d, rad = _lesion_radius(les, dx[sel], dy[sel], t, cfg.deformation)
-        L[sel] = 1 / (1 + np.exp(np.clip((d - rad) / les["edge"], -30, 30))) if soft else (d < rad)
+        L[sel] = _ramp(d - rad, les["edge"]) if soft else (d < rad)
     out["lesion"] = L
     V = np.zeros(wx.shape, np.float32)
     Vw = np.zeros(wx.shape, np.float32)
     for v in sc["vessels"]:
         e = np.abs(np.hypot(wx - v["cx"], wy - v["cy"]) - v["Rv"]) - v["hw"]
-        V = np.maximum(V, 1 / (1 + np.exp(np.clip(e / 0.7, -30, 30))) if soft else (e < 0))
+        V = np.maximum(V, _ramp(e, 0.7) if soft else (e < 0))
         if soft:
-            Vw = np.maximum(Vw, np.exp(-(e - 1.0) ** 2 / 1.5))
+            Vw = np.maximum(Vw, np.exp(-(e - 1.0) ** 2 / 1.5) * (e > 0.7))
     out["vessels"], out["vessel_wall"] = V, Vw
     C = np.zeros(wx.shape, np.float32)
     Cw = np.zeros(wx.shape, np.float32)
@@ -335,9 +350,9 @@ def _shape_maps(sc: dict, cfg: PhantomConfig, wx: np.ndarray, wy: np.ndarray, t:
         ca, sa = math.cos(c["ang"]), math.sin(c["ang"])
         dx, dy = wx - c["cx"], wy - c["cy"]
         e = (np.hypot((ca * dx + sa * dy) / c["a"], (-sa * dx + ca * dy) / c["b"]) - 1) * c["b"]
-        C = np.maximum(C, 1 / (1 + np.exp(np.clip(e / 0.7, -30, 30))) if soft else (e < 0))
+        C = np.maximum(C, _ramp(e, 0.7) if soft else (e < 0))
         if soft:
-            Cw = np.maximum(Cw, np.exp(-(e - 1.0) ** 2 / 2.0))
+            Cw = np.maximum(Cw, np.exp(-(e - 1.0) ** 2 / 2.0) * (e > 0.7))
     out["cysts"], out["cyst_wall"] = C, Cw
     return out
 
@@ -382,7 +397,7 @@ def _render(sc: dict, cfg: PhantomConfig, t: float, rng: np.random.Generator,
     for c in sc["cysts"]:
         occ += c["kappa"] * C
     anech = np.maximum(V, C)
-    E = E * (1 - anech) + 0.02 * anech + 1.2 * np.maximum(shp["vessel_wall"], shp["cyst_wall"])
+    E = (E + 1.2 * np.maximum(shp["vessel_wall"], shp["cyst_wall"])) * (1 - anech) + 0.004 * anech
     # propagation: posterior shadowing / enhancement accumulated along each beam, depth attenuation
     log_ac = np.cumsum(occ, axis=0) * g.dr
     if sc["vessels"]:  # mild enhancement behind a vessel, independent of the chord length
@@ -393,11 +408,11 @@ def _render(sc: dict, cfg: PhantomConfig, t: float, rng: np.random.Generator,
     depth = np.exp(-sc["alpha"] * d) * (1 + 0.5 * d) + 1.5 * np.exp(-(g.pr - g.r0) / (0.015 * S))
     amp = E * acoustic * depth[:, None].astype(np.float32)
     amp *= _speckle(rng, amp.shape, cfg.speckle_sigma, persistent, cfg.speckle_persistence)
-    v = 1 + (20 * np.log10(amp + 1e-4) - 10.0 + sc["gain_db"]) / cfg.dynamic_range_db
+    v = 1 + (20 * np.log10(np.maximum(amp, 0) + 1e-4) - 10.0 + sc["gain_db"]) / cfg.dynamic_range_db
     polar = np.clip(v, 0, 1) ** 1.3 * 255
     grey = cv2.remap(polar.astype(np.float32), g.map_t, g.map_r, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
-    grey = np.where(g.fan, grey, 0).round().astype(np.uint8)
+    grey = np.where(g.fan, np.nan_to_num(grey, nan=0.0), 0).round().astype(np.uint8)
     img = np.repeat(grey[..., None], 3, axis=-1)
     # exact mask on the screen grid
     cx, cy = _to_world(g.xx, g.yy, g, mot)
@@ -423,7 +438,7 @@ def _draw_overlays(o: dict, g: _Geom, t: float) -> np.ndarray:
     """(H, W, 3) uint8 canvas with processor-screen annotations (black = nothing)."""
     H, W = g.H, g.W
     cv = np.zeros((H, W, 3), np.uint8)
-    k = W / 256.0
+    k = min(H, W) / 256.0
     fs, th, font = max(0.25, 0.3 * k), max(1, int(round(k * 0.8))), cv2.FONT_HERSHEY_SIMPLEX
     white, yellow, green, cyan = (225, 225, 225), (235, 215, 60), (90, 225, 90), (90, 210, 235)
     sec = o["sec"] + int(t)

@@ -72,3 +72,25 @@ class TextSamPredictor:
                                point_labels=point_labels, box=box)
         finally:
             seg.encode = original
+
+
+class SamBaselinePredictor:
+    """Zero-shot SAM/MedSAM (no LoRA, no text token) behind the same Segmenter: the paper's baselines."""
+
+    def __init__(self, sam: torch.nn.Module, cfg, device: torch.device | str = "cpu") -> None:
+        from .textsam import decode_single_mask, embed_points
+
+        self.sam = sam.eval().to(device)
+        self.device = torch.device(device)
+
+        def decode(emb, coords, labels):
+            if coords is None:
+                raise ValueError("zero-shot SAM needs a point or box prompt")
+            return decode_single_mask(self.sam, emb, embed_points(self.sam.prompt_encoder, coords, labels))
+
+        self.segmenter = Segmenter(self.sam.image_encoder, decode, image_size=cfg.image_size,
+                                   pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std, device=self.device,
+                                   iterations=0, threshold=cfg.mask_threshold)
+
+    def segment(self, frame: np.ndarray, **kwargs) -> SegmentResult:
+        return self.segmenter.segment(frame, **kwargs)

@@ -65,6 +65,38 @@ def build_sam(cfg: TextSamConfig) -> nn.Module:
                pixel_mean=list(cfg.pixel_mean), pixel_std=list(cfg.pixel_std))
 
 
+def embed_points(prompt_encoder: nn.Module, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SAM's point/box embedding in one formula (matches ``_embed_points(pad=False)`` and ``_embed_boxes``).
+
+    coords (B, N, 2) in input pixels, labels (B, N) -> (B, N, C).
+    """
+    pe = prompt_encoder
+    emb = pe.pe_layer.forward_with_coords(coords + 0.5, pe.input_image_size)
+    labels = labels.unsqueeze(-1).to(emb.dtype)
+    for k in range(4):
+        emb = emb + (labels == k).to(emb.dtype) * pe.point_embeddings[k].weight
+    pad = (labels == -1).to(emb.dtype)
+    return emb * (1 - pad) + pad * pe.not_a_point_embed.weight
+
+
+def decode_single_mask(sam: nn.Module, embeddings: torch.Tensor, sparse: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's mask decoder with the ``no_mask_embed`` dense prompt, single-mask output (mask token 0).
+
+    embeddings (1, C, g, g), sparse (1, T, C) -> low-res logits (1, 1, 4g, 4g), iou (1, 1).
+    """
+    pe = sam.prompt_encoder
+    g = embeddings.shape[-1]
+    dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, g, g)
+    masks, iou = sam.mask_decoder.predict_masks(
+        image_embeddings=embeddings,
+        image_pe=pe.get_dense_pe().to(embeddings.dtype),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense.to(embeddings.dtype),
+    )
+    return masks[:, :1], iou[:, :1]
+
+
 class TextSam(nn.Module):
     def __init__(self, cfg: TextSamConfig, sam: nn.Module, text: nn.Module | None) -> None:
         super().__init__()
@@ -146,14 +178,7 @@ class TextSam(nn.Module):
         return self.sam.image_encoder(images)
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """SAM's point/box embedding in one formula (matches ``_embed_points(pad=False)`` and ``_embed_boxes``)."""
-        pe = self.sam.prompt_encoder
-        emb = pe.pe_layer.forward_with_coords(coords + 0.5, pe.input_image_size)
-        labels = labels.unsqueeze(-1).to(emb.dtype)
-        for k in range(4):
-            emb = emb + (labels == k).to(emb.dtype) * pe.point_embeddings[k].weight
-        pad = (labels == -1).to(emb.dtype)
-        return emb * (1 - pad) + pad * pe.not_a_point_embed.weight
+        return embed_points(self.sam.prompt_encoder, coords, labels)
 
     def sparse_prompts(self, text_token: torch.Tensor, coords: torch.Tensor | None = None,
                        labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -166,26 +191,27 @@ class TextSam(nn.Module):
 
     def decode(self, embeddings: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One image's embeddings (1, C, g, g) and its sparse tokens (1, T, C) -> (1, 1, 4g, 4g), (1, 1)."""
-        pe = self.sam.prompt_encoder
-        g = embeddings.shape[-1]
-        dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, g, g)
-        masks, iou = self.sam.mask_decoder.predict_masks(
-            image_embeddings=embeddings,
-            image_pe=pe.get_dense_pe().to(embeddings.dtype),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense.to(embeddings.dtype),
-        )
-        return masks[:, :1], iou[:, :1]
+        return decode_single_mask(self.sam, embeddings, sparse)
 
     def forward(self, images: torch.Tensor, coords: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training/eval forward for a batch; per-sample geometric prompts are optional."""
+                labels: torch.Tensor | None = None,
+                prompts: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training/eval forward for a batch.
+
+        Geometric prompts are optional: ``coords`` (B, N, 2) / ``labels`` (B, N) for the whole batch, or
+        ``prompts``, one ``(coords (N, 2), labels (N,))`` or None (text only) per sample.
+        """
         embeddings = self.encode_image(images)
         token = self.prompt_token()
         masks, ious = [], []
         for b in range(images.shape[0]):
-            c = None if coords is None else coords[b:b + 1]
-            lab = None if labels is None else labels[b:b + 1]
+            if prompts is not None:
+                p = prompts[b]
+                c, lab = (None, None) if p is None else (p[0].reshape(1, -1, 2), p[1].reshape(1, -1))
+            else:
+                c = None if coords is None else coords[b:b + 1]
+                lab = None if labels is None else labels[b:b + 1]
             m, i = self.decode(embeddings[b:b + 1], self.sparse_prompts(token, c, lab))
             masks.append(m)
             ious.append(i)

@@ -560,26 +560,20 @@ HEADLESS_HINT = ("this OpenCV build has no GUI support (opencv-python-headless).
 
 
 def opencv_has_gui() -> bool:
-    """True when cv2 was built with a GUI backend (GTK/Qt/Win32/Cocoa)."""
+    """True when cv2 was built with a GUI backend (GTK/Qt/Win32/Cocoa/Wayland)."""
     import cv2
 
-    info = cv2.getBuildInformation()
-    in_gui = False
-    for line in info.splitlines():
+    backends = ("GTK", "QT", "WIN32 UI", "COCOA", "WAYLAND", "FRAMEBUFFER")
+    for line in cv2.getBuildInformation().splitlines():
         stripped = line.strip()
-        if stripped.startswith("GUI:"):
-            value = stripped.split(":", 1)[1].strip().upper()
+        if ":" not in stripped:
+            continue
+        key, value = (t.strip().upper() for t in stripped.split(":", 1))
+        if key == "GUI":
             if value and value != "NONE":
                 return True
-            in_gui = True
-            continue
-        if in_gui:
-            if not line.startswith("    ") or not stripped:
-                break
-            if ":" in stripped:
-                v = stripped.split(":", 1)[1].strip().upper()
-                if v.startswith("YES"):
-                    return True
+        elif key.startswith(backends) and value.startswith("YES"):
+            return True
     return False
 
 

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,8 @@ class FrameSource:
         }
         self._gen: Iterator[Frame] | None = None
         self._closed = False
+        self._released = False
+        self._lock = threading.Lock()
 
     # -- iteration
     def _frames(self) -> Iterator[Frame]:  # pragma: no cover - abstract
@@ -143,27 +146,44 @@ class FrameSource:
 
     def __next__(self) -> Frame:
         if self._closed:
+            self._finish()
             raise StopIteration
         if self._gen is None:
             self._gen = self._frames()
-        return next(self._gen)
+        frame = next(self._gen)
+        if self._closed:  # closed from another thread while this one was reading
+            self._finish()
+            raise StopIteration
+        return frame
 
     # -- lifetime
     def _release(self) -> None:  # pragma: no cover - overridden
         pass
 
-    def close(self) -> None:
-        """Release the underlying file/device. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        gen, self._gen = self._gen, None
+    def _finish(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            gen, self._gen = self._gen, None
         if gen is not None:
             try:
                 gen.close()
             except Exception:
                 pass
         self._release()
+
+    def close(self) -> None:
+        """Release the underlying file/device. Idempotent.
+
+        Safe to call from another thread while a frame is being read: the release then
+        happens in the reading thread as soon as that read returns.
+        """
+        self._closed = True
+        gen = self._gen
+        if gen is not None and gen.gi_running:
+            return
+        self._finish()
 
     @property
     def closed(self) -> bool:

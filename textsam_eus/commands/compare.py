@@ -1,0 +1,36 @@
+"""``textsam-eus compare a.json b.json``: paired two-sided t-test on per-image Dice and NSD."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="evaluation JSON of method A (from 'textsam-eus eval --json')")
+    p.add_argument("b", help="evaluation JSON of method B")
+    p.add_argument("--json", default=None, help="write the test results here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.evaluate import compare
+
+    docs = []
+    for path in (args.a, args.b):
+        try:
+            docs.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read evaluation JSON {path}: {exc}") from exc
+        if "per_image" not in docs[-1]:
+            raise ValueError(f"{path} has no per_image results: write it with 'textsam-eus eval --json'")
+    res = compare(*docs)
+    for key in ("dice", "nsd"):
+        r = res[key]
+        print(f"{key:5s} mean difference (A - B) {100 * r['mean_diff']:+.2f} points, t = {r['t']:.3f}, "
+              f"p = {r['p']:.4g} (paired two-sided, n = {r['n']})")
+    if res["only_in_a"] or res["only_in_b"]:
+        print(f"note: {res['only_in_a']} images only in A and {res['only_in_b']} only in B were left out")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0

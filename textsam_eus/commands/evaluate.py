@@ -1,0 +1,106 @@
+"""``textsam-eus eval``: Dice and NSD (3 px) of a checkpoint, a zero-shot SAM baseline, or a folder of masks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .train import add_data_arguments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None, help="TextSAM-EUS checkpoint (.safetensors) or 'demo'")
+    add_data_arguments(p)
+    p.add_argument("--subset", choices=["test", "val", "train", "all"], default=None,
+                   help="which split to score (default: test if it has images, else val)")
+    p.add_argument("--phantom-clips", type=int, default=0, help="add K held-out synthetic clips")
+    p.add_argument("--clip-frames", type=int, default=30)
+    p.add_argument("--mode", default="auto+refine",
+                   help="auto, auto+refine, manual, sam-box, sam-point, predictions")
+    p.add_argument("--iterations", type=int, default=2, help="refinement iterations for auto+refine")
+    p.add_argument("--refine-prompts", default="box+centroid",
+                   help="refinement prompts: none, box, point, box+centroid, box+5points")
+    p.add_argument("--predictions", default=None, help="folder of predicted masks (mode 'predictions')")
+    p.add_argument("--sam-checkpoint", default=None, help="official SAM/MedSAM .pth for the sam-* baselines")
+    p.add_argument("--preset", default="vit_b", help="preset of --sam-checkpoint for the sam-* baselines")
+    p.add_argument("--tolerance", type=float, default=3.0, help="NSD tolerance in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the manual-prompt perturbation")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="write the summary + per-image results here")
+    p.add_argument("--csv", default=None, help="write per-image results here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _items(args, splits) -> list:
+    from ..common.phantom import PhantomClip, PhantomConfig
+    from ..train.evaluate import EvalItem
+    from ..train.data import load_pair
+
+    subset = args.subset or ("test" if splits["test"] else "val")
+    chosen = [s for k in ("train", "val", "test") for s in splits[k]] if subset == "all" else splits[subset]
+    items = []
+    for s in chosen:
+        image, mask = load_pair(s)
+        items.append(EvalItem(id=str(s.image), case=s.case, image=image, mask=mask))
+    pcfg = PhantomConfig(height=args.phantom_size, width=args.phantom_size)
+    if args.phantom:
+        from ..common.phantom import make_phantom_dataset
+
+        for i, (image, mask) in enumerate(make_phantom_dataset(args.phantom, seed=9000 + args.seed, config=pcfg)):
+            items.append(EvalItem(id=f"phantom_{i:05d}", case=f"phantom_{i:05d}", image=image, mask=mask))
+    for c in range(args.phantom_clips):
+        clip = PhantomClip(args.clip_frames, seed=90_000 + c, config=pcfg)
+        for i, (image, mask) in enumerate(clip):
+            items.append(EvalItem(id=f"clip{c:03d}_{i:04d}", case=f"clip{c:03d}", image=image, mask=mask))
+    if not items:
+        raise ValueError(f"nothing to evaluate: the {subset!r} split is empty; pass --data, --subset, --phantom N "
+                         "or --phantom-clips K")
+    return items, subset
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from ..train import evaluate as E
+    from ..train.splits import split_samples
+
+    splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed)
+    items, subset = _items(args, splits)
+    predictor = None
+    meta = {"mode": args.mode, "subset": subset, "data": args.data, "tolerance_px": args.tolerance}
+    if args.mode in ("sam-box", "sam-point"):
+        if not args.sam_checkpoint:
+            raise ValueError(f"mode {args.mode!r} needs --sam-checkpoint (official SAM or MedSAM ViT-B .pth)")
+        from ..model.checkpoint import load_sam_checkpoint
+        from ..model.predictor import SamBaselinePredictor
+        from ..model.registry import get_config
+        from ..model.textsam import build_sam
+
+        cfg = get_config(args.preset)
+        sam = build_sam(cfg)
+        load_sam_checkpoint(sam, args.sam_checkpoint, args.preset)
+        predictor = SamBaselinePredictor(sam, cfg, args.device)
+        meta["sam_checkpoint"] = args.sam_checkpoint
+    elif args.mode != "predictions":
+        if not args.checkpoint:
+            raise ValueError(f"mode {args.mode!r} needs --checkpoint PATH (or 'demo')")
+        from ..model.checkpoint import load_checkpoint
+        from ..model.predictor import TextSamPredictor
+
+        model, _ = load_checkpoint(args.checkpoint, map_location=args.device)
+        predictor = TextSamPredictor(model, refine_prompts=args.refine_prompts, device=args.device)
+        meta.update(checkpoint=str(args.checkpoint), iterations=args.iterations, refine_prompts=args.refine_prompts)
+    else:
+        meta["predictions"] = args.predictions
+    predict = E.make_predict_fn(args.mode, predictor, args.iterations, args.seed, args.predictions)
+    records = E.evaluate(items, predict, args.tolerance, progress=not args.no_progress)
+    result = E.summarize(records, **meta)
+    E.write_results(result, args.json, args.csv)
+    print(E.format_summary(result))
+    for row in result["per_case"][:20]:
+        print(f"  {row['case']:>24s}  n={row['n_images']:<4d} Dice {100 * row['dice']:.2f}  NSD {100 * row['nsd']:.2f}")
+    if len(result["per_case"]) > 20:
+        print(f"  ... {len(result['per_case'])} cases in all" + (f" (see {args.json})" if args.json else ""))
+    return 0

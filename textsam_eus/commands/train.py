@@ -1,0 +1,109 @@
+"""``textsam-eus train``: train on your data (and/or the synthetic phantom), patient-wise splits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+MODEL_FLAGS = {  # CLI flag -> config field (ablations from config)
+    "lora_rank": int, "lora_alpha": float, "n_ctx": int, "prompt_depth": int, "image_size": int,
+    "patch_size": int, "finetune": str, "class_name": str, "sam_checkpoint": str, "biomedclip_dir": str,
+    "refine_iterations": int,
+}
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="vit_b", help="model preset: vit_b (the paper) or tiny")
+    for name, typ in MODEL_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, dest=name,
+                       help=f"override the preset's {name}")
+
+
+def model_overrides(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k, None) is not None}
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", default=[],
+                   help="dataset: EUS database folder, <root>/{train,val,test} folder, or manifest CSV (repeatable)")
+    p.add_argument("--split", choices=["auto", "paper", "existing"], default="auto",
+                   help="auto: the layout's splits if it has them, else case-wise; paper: 12/2/4 cancer patients")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of cases for validation (auto split)")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="share of cases held out for testing")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--phantom", type=int, default=0, help="add N synthetic phantom frames to training")
+    p.add_argument("--phantom-val", type=int, default=0, help="add N synthetic frames to validation")
+    p.add_argument("--phantom-size", type=int, default=320, help="side of synthetic frames")
+
+
+def load_splits(args: argparse.Namespace) -> dict[str, list]:
+    """{'train': [...], 'val': [...], 'test': [...]} of (image, mask) sequences, split by case."""
+    from ..common.phantom import PhantomConfig, make_phantom_dataset
+    from ..train.splits import split_samples
+
+    splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed)
+    from ..train.data import SegmentationDataset
+
+    out = {k: list(SegmentationDataset(v)) if v else [] for k, v in splits.items()}
+    pcfg = PhantomConfig(height=args.phantom_size, width=args.phantom_size)
+    if args.phantom:
+        out["train"] += make_phantom_dataset(args.phantom, seed=1000 + args.split_seed, config=pcfg)
+    if args.phantom_val:
+        out["val"] += make_phantom_dataset(args.phantom_val, seed=2000 + args.split_seed, config=pcfg)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    add_data_arguments(p)
+    p.add_argument("--out", required=True, help="output folder (checkpoints, logs)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--min-lr-ratio", type=float, default=0.0, help="cosine floor as a fraction of --lr")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", action="store_true", help="ultrasound augmentation (gain, speckle, small affine)")
+    p.add_argument("--train-refinement", type=float, default=0.0,
+                   help="probability of training steps with GT box+centroid prompts (0: the paper)")
+    p.add_argument("--iou-loss-weight", type=float, default=1.0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--max-steps-per-epoch", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors + train_state.pt")
+    p.add_argument("--half-frozen", action="store_true", help="store frozen tensors in fp16 (smaller files)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
+    from ..model.registry import build_textsam
+    from ..train.trainer import TrainConfig, Trainer
+
+    splits = load_splits(args)
+    torch.manual_seed(args.seed)
+    model = build_textsam(args.preset, **model_overrides(args))
+    cfg = TrainConfig(out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
+                      seed=args.seed, augment=args.augment, train_refinement=args.train_refinement,
+                      iou_loss_weight=args.iou_loss_weight, amp=not args.no_amp, device=args.device,
+                      num_workers=args.workers, max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume,
+                      progress=not args.no_progress, half_frozen=args.half_frozen,
+                      extra={"data": args.data, "phantom": args.phantom, "split": args.split})
+    total, trainable = model.count_parameters()
+    print(f"model {model.cfg.preset}: {trainable:,} trainable of {total:,} parameters; "
+          f"train {len(splits['train'])} / val {len(splits['val'])} / test {len(splits['test'])} images", flush=True)
+    trainer = Trainer(model, splits["train"], splits["val"], cfg)
+    history = trainer.fit()
+    if trainer.rank == 0 and history:
+        best = min(history, key=lambda r: r["val_loss"])
+        print(json.dumps({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+                          "best_val_dice": best["val_dice"], "checkpoint": str(Path(args.out) / "best.safetensors")}))
+    return 0

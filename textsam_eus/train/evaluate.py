@@ -1,0 +1,162 @@
+"""Evaluation: Dice and NSD (3 px) per image, mean ± std, per-case table; the paper's modes and baselines.
+
+Modes
+-----
+``auto``            text prompt only (one decoder pass)
+``auto+refine``     text prompt + ``iterations`` refinement passes with the mask's box + centroid (default 2)
+``manual``          text prompt + the ground-truth centroid point and the tight box perturbed 10-15 px per side
+``sam-box`` / ``sam-point``  zero-shot SAM/MedSAM (no LoRA, no text) with the GT box (perturbed) or centroid
+``predictions``     masks made by any other method (nnU-Net, SAMUS, ...) read from a folder by image name
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from . import metrics
+
+MODES = ("auto", "auto+refine", "manual", "sam-box", "sam-point", "predictions")
+
+
+@dataclass
+class EvalItem:
+    id: str
+    case: str
+    image: np.ndarray  # (H, W, 3) uint8
+    mask: np.ndarray  # (H, W) {0, 1}
+
+
+def perturbed_box(mask: np.ndarray, rng: np.random.Generator, lo: float = 10, hi: float = 15) -> np.ndarray | None:
+    """The GT's tight box with each side moved by a random 10-15 px in a random direction, clipped to the image."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
+    box += rng.uniform(lo, hi, 4) * rng.choice([-1.0, 1.0], 4)
+    h, w = mask.shape
+    box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
+    return np.array([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])], np.float32)
+
+
+def centroid(mask: np.ndarray) -> np.ndarray | None:
+    ys, xs = np.nonzero(mask)
+    return None if ys.size == 0 else np.array([[xs.mean(), ys.mean()]], np.float32)
+
+
+def make_predict_fn(mode: str, predictor=None, iterations: int = 2, seed: int = 0,
+                    predictions_dir: str | Path | None = None) -> Callable[[EvalItem], tuple[np.ndarray, float]]:
+    """A function item -> (predicted mask (H, W) bool, predicted IoU or nan) for ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is invalid: choose one of {MODES}")
+    if mode == "predictions":
+        if predictions_dir is None:
+            raise ValueError("mode 'predictions' needs --predictions DIR")
+        folder = Path(predictions_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"predictions folder not found: {folder}")
+        files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")}
+
+        def from_folder(item: EvalItem):
+            from .data import read_mask
+
+            stem = Path(item.id).stem
+            if stem not in files:
+                raise FileNotFoundError(f"no predicted mask for {item.id} in {folder} (expected {stem}.png)")
+            pred = read_mask(files[stem]).astype(bool)
+            if pred.shape != item.mask.shape:
+                raise ValueError(f"{files[stem]} is {pred.shape[1]}x{pred.shape[0]} but the ground truth is "
+                                 f"{item.mask.shape[1]}x{item.mask.shape[0]}")
+            return pred, float("nan")
+        return from_folder
+    if predictor is None:
+        raise ValueError(f"mode {mode!r} needs a model")
+
+    def predict(item: EvalItem):
+        rng = np.random.default_rng([seed, zlib.crc32(item.id.encode())])
+        if mode == "auto":
+            r = predictor.segment(item.image, iterations=0)
+        elif mode == "auto+refine":
+            r = predictor.segment(item.image, iterations=iterations)
+        elif mode in ("manual", "sam-box", "sam-point"):
+            box = perturbed_box(item.mask, rng) if mode in ("manual", "sam-box") else None
+            pts = centroid(item.mask) if mode in ("manual", "sam-point") else None
+            if box is None and pts is None:  # no lesion: no manual prompt to give
+                if mode == "manual":
+                    r = predictor.segment(item.image, iterations=0)
+                else:
+                    return np.zeros(item.mask.shape, bool), float("nan")
+            else:
+                r = predictor.segment(item.image, iterations=0, points=pts, box=box)
+        return r.mask, r.iou
+    return predict
+
+
+def evaluate(items: Iterable[EvalItem], predict_fn, tolerance_px: float = 3.0, progress: bool = False) -> list[dict]:
+    records = []
+    items = list(items) if progress else items
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="eval", leave=False)
+    for item in items:
+        pred, iou = predict_fn(item)
+        gt = item.mask > 0
+        records.append({"id": item.id, "case": item.case,
+                        "dice": metrics.dice(pred, gt),
+                        "nsd": metrics.surface_dice(pred, gt, tolerance_px),
+                        "nsd_reference_convention": metrics.surface_dice_reference_convention(pred, gt, tolerance_px),
+                        "iou_pred": iou, "gt_empty": not gt.any(), "pred_empty": not pred.any()})
+    return records
+
+
+def summarize(records: list[dict], **meta) -> dict:
+    out = dict(meta)
+    out["n"] = len(records)
+    for key in ("dice", "nsd", "nsd_reference_convention"):
+        out[key] = metrics.summarize([r[key] for r in records])
+    out["per_case"] = metrics.per_case_table([{k: v for k, v in r.items() if k in ("case", "dice", "nsd")}
+                                              for r in records])
+    out["per_image"] = records
+    return out
+
+
+def write_results(result: dict, json_path: str | Path | None, csv_path: str | Path | None = None) -> None:
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2, default=float))
+    if csv_path:
+        Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+        rows = result["per_image"]
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
+            w.writeheader()
+            w.writerows(rows)
+
+
+def format_summary(result: dict) -> str:
+    def pm(key):
+        s = result[key]
+        return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
+    return (f"{result.get('mode', '')}: n={result['n']}  Dice {pm('dice')}  NSD@{result.get('tolerance_px', 3)}px "
+            f"{pm('nsd')}  (reference-convention NSD {pm('nsd_reference_convention')})")
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Paired two-sided t-test on per-image Dice and NSD of two evaluations of the same images."""
+    ra = {r["id"]: r for r in a["per_image"]}
+    rb = {r["id"]: r for r in b["per_image"]}
+    common = sorted(set(ra) & set(rb))
+    if len(common) < 2:
+        raise ValueError(f"the two evaluations share {len(common)} images; a paired test needs the same images "
+                         "(evaluate both methods on the same data and split)")
+    out = {"n": len(common), "only_in_a": len(set(ra) - set(rb)), "only_in_b": len(set(rb) - set(ra))}
+    for key in ("dice", "nsd"):
+        out[key] = metrics.paired_ttest([ra[i][key] for i in common], [rb[i][key] for i in common])
+    return out
