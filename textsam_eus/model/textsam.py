@@ -76,7 +76,18 @@ def embed_points(prompt_encoder: nn.Module, coords: torch.Tensor, labels: torch.
     for k in range(4):
         emb = emb + (labels == k).to(emb.dtype) * pe.point_embeddings[k].weight
     pad = (labels == -1).to(emb.dtype)
-    return emb * (1 - pad) + pad * pe.not_a_point_embed.weight
+    out = emb * (1 - pad) + pad * pe.not_a_point_embed.weight
+    return out.to(pe.not_a_point_embed.weight.dtype)
+
+
+def to_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast ``model`` to ``dtype`` but keep SAM's random-Fourier positional encoding in fp32 (SAM builds its
+    coordinate grids in fp32; the encodings are cast to the model's dtype where they are used)."""
+    model.to(dtype)
+    for m in model.modules():
+        if hasattr(m, "positional_encoding_gaussian_matrix"):
+            m.positional_encoding_gaussian_matrix = m.positional_encoding_gaussian_matrix.float()
+    return model
 
 
 def decode_single_mask(sam: nn.Module, embeddings: torch.Tensor, sparse: torch.Tensor
@@ -221,3 +232,18 @@ class TextSam(nn.Module):
     def merge_lora(self) -> int:
         """Fold LoRA into plain Linear layers (export sees no wrappers); returns the number merged."""
         return merge_lora(self.sam)
+
+    def deployable(self) -> "TextSam":
+        """A copy for inference: prompt precomputed, LoRA merged, text tower dropped (this model is kept as is)."""
+        import copy
+
+        self.eval()
+        if not self.prompt_cached:
+            self.precompute_prompt()
+        text, self.text = self.text, None
+        try:
+            dep = copy.deepcopy(self)
+        finally:
+            self.text = text
+        dep.merge_lora()
+        return dep.eval()

@@ -1,0 +1,75 @@
+"""One small interface for every backend: set the prompt once, ``segment(frame) -> SegmentResult``.
+
+A backend implements ``encode(x)`` and ``decode(embeddings, tokens, coords, labels)`` on torch tensors; the
+pre-/post-processing and the refinement logic are the shared :class:`~textsam_eus.model.refine.Segmenter`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model.refine import Segmenter, SegmentResult
+
+
+class Engine:
+    name = "base"
+
+    def __init__(self, *, image_size: int, pixel_mean, pixel_std, prompt_tokens, device: torch.device | str = "cpu",
+                 iterations: int = 2, refine_prompts: str = "box+centroid", threshold: float = 0.0,
+                 sync=None) -> None:
+        self.device = torch.device(device)
+        self.image_size = image_size
+        self.set_prompt(prompt_tokens)
+        self.segmenter = Segmenter(self.encode, self._decode, image_size=image_size, pixel_mean=pixel_mean,
+                                   pixel_std=pixel_std, device=self.device, dtype=torch.float32,
+                                   iterations=iterations, refine_prompts=refine_prompts, threshold=threshold,
+                                   sync=sync)
+
+    # ------------------------------------------------------------------ the interface
+    def set_prompt(self, tokens) -> None:
+        """The constant text prompt token(s), (T, C) or (1, T, C); set once, used by every decoder pass."""
+        t = torch.as_tensor(np.asarray(tokens, dtype=np.float32))
+        if t.ndim == 2:
+            t = t.unsqueeze(0)
+        if t.ndim != 3 or t.shape[0] != 1:
+            raise ValueError(f"prompt tokens must be (T, C) or (1, T, C), got {tuple(t.shape)}")
+        self.prompt_tokens = t.to(self.device)
+
+    def segment(self, frame: np.ndarray, **kwargs) -> SegmentResult:
+        """Segment one frame (grayscale, RGB, BGR with color_order='bgr', or RGBA uint8)."""
+        return self.segmenter.segment(frame, **kwargs)
+
+    @property
+    def iterations(self) -> int:
+        return self.segmenter.iterations
+
+    @iterations.setter
+    def iterations(self, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"iterations={value} is invalid: must be >= 0")
+        self.segmenter.iterations = value
+
+    def info(self) -> dict[str, Any]:
+        return {"engine": self.name, "device": str(self.device), "image_size": self.image_size}
+
+    # ------------------------------------------------------------------ backend hooks
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, emb, tokens, coords, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _decode(self, emb, coords, labels):
+        return self.decode(emb, self.prompt_tokens, coords, labels)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""The ONNX Runtime backend: CPU, or the CUDA execution provider with I/O binding (onnxruntime-gpu)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model.bundle import Bundle, BundleError, read_bundle
+from .base import Engine
+
+
+def _check_versions(bundle: Bundle, ort_version: str) -> None:
+    import onnx
+
+    opset = int(bundle.versions.get("opset", 17))
+    max_opset = onnx.defs.onnx_opset_version()
+    if opset > max_opset:
+        raise BundleError(f"bundle {bundle.folder} uses ONNX opset {opset}, but the installed onnx {onnx.__version__}"
+                          f" / onnxruntime {ort_version} know opsets up to {max_opset}; upgrade onnxruntime or "
+                          "re-export the bundle here")
+
+
+class OrtEngine(Engine):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: str | Path | Bundle, *, device: str = "cpu", precision: str = "fp32",
+                 threads: int | None = None, iterations: int | None = None, refine_prompts: str = "box+centroid"
+                 ) -> None:
+        import onnxruntime as ort
+
+        self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
+        _check_versions(self.bundle, ort.__version__)
+        available = ort.get_available_providers()
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in available:
+                raise RuntimeError(f"the CUDA execution provider is not available (providers here: {available}); "
+                                   "install onnxruntime-gpu (pip install 'textsam-eus[gpu]') or use --device cpu")
+            providers = [("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}),
+                         "CPUExecutionProvider"]
+        elif device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise ValueError(f"device={device!r} is invalid for onnxruntime: use 'cpu' or 'cuda'")
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision={precision!r} is invalid for onnxruntime: use fp32 or fp16")
+        suffix = "_fp16" if precision == "fp16" else ""
+        if suffix and "encoder_fp16" not in self.bundle.files:
+            raise BundleError(f"bundle {self.bundle.folder} has no fp16 graphs; export it with --fp16")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.sessions = {role: ort.InferenceSession(str(self.bundle.path(role + suffix)), opts, providers=providers)
+                         for role in ("encoder", "decoder_text", "decoder_refine")}
+        self.providers = self.sessions["encoder"].get_providers()
+        self.precision = precision
+        self.use_cuda = device.startswith("cuda")
+        b = self.bundle
+        super().__init__(image_size=b.image_size, pixel_mean=b.pixel_mean, pixel_std=b.pixel_std,
+                         prompt_tokens=b.prompt_tokens, device=device if self.use_cuda else "cpu",
+                         iterations=b.refine_iterations if iterations is None else iterations,
+                         refine_prompts=refine_prompts, threshold=b.mask_threshold,
+                         sync=torch.cuda.synchronize if self.use_cuda else None)
+
+    # ------------------------------------------------------------------ CPU: numpy in, numpy out
+    def _run(self, role: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        sess = self.sessions[role]
+        if not self.use_cuda:
+            outs = sess.run(None, {k: v.detach().cpu().numpy() for k, v in feeds.items()})
+            return [torch.from_numpy(o) for o in outs]
+        # CUDA: bind torch device buffers directly (no host round trip)
+        binding = sess.io_binding()
+        for name, t in feeds.items():
+            t = t.contiguous().float()
+            feeds[name] = t
+            binding.bind_input(name, "cuda", t.device.index or 0, np.float32, list(t.shape), t.data_ptr())
+        outputs = []
+        for out in sess.get_outputs():
+            shape = self._output_shape(role, out.name, feeds)
+            buf = torch.empty(shape, dtype=torch.float32, device=self.device)
+            binding.bind_output(out.name, "cuda", buf.device.index or 0, np.float32, list(shape), buf.data_ptr())
+            outputs.append(buf)
+        sess.run_with_iobinding(binding)
+        return outputs
+
+    def _output_shape(self, role, name, feeds):
+        if role == "encoder":
+            return tuple(self.bundle.embedding_shape)
+        return (1, 1, self.bundle.lowres_size, self.bundle.lowres_size) if name == "low_res_masks" else (1, 1)
+
+    # ------------------------------------------------------------------ Engine hooks
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run("encoder", {"image": x})[0]
+
+    def decode(self, emb, tokens, coords, labels):
+        feeds = {"image_embeddings": emb, "text_tokens": tokens}
+        if coords is None:
+            low, iou = self._run("decoder_text", feeds)
+        else:
+            feeds.update(point_coords=coords.float(), point_labels=labels.float())
+            low, iou = self._run("decoder_refine", feeds)
+        return low, iou
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "precision": self.precision, "providers": self.providers,
+                "preset": self.bundle.preset}

@@ -1,0 +1,209 @@
+"""ONNX export of the deployable model: LoRA merged, no text tower, static shapes.
+
+Graphs (S = image size, C = prompt width, g = S / patch, h = 4g, T = text tokens, N = geometric prompts)::
+
+    encoder.onnx          image (1, 3, S, S) normalised              -> image_embeddings (1, C, g, g)
+    decoder_text.onnx     image_embeddings, text_tokens (1, T, C)    -> low_res_masks (1, 1, h, h), iou (1, 1)
+    decoder_refine.onnx   + point_coords (1, N, 2), point_labels (1, N) (N dynamic; centroid 1, box corners 2/3)
+
+Resizing to the input, cropping the padding and resizing to the frame stay outside the graphs (a data-dependent
+crop in the graph breaks export and TensorRT). After export the graphs are checked with ONNX Runtime against the
+torch model; a disagreement raises :class:`ExportError`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..model import transforms as T
+from ..model.bundle import Bundle, write_bundle
+from ..model.textsam import TextSam, decode_single_mask, embed_points
+
+OPSET = 17
+MAX_POINTS = 8
+LOGIT_TOL = 1e-3
+IOU_MIN = 0.99
+
+
+class ExportError(RuntimeError):
+    """An exported graph disagrees with the torch model, or the export could not be made."""
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, sam: nn.Module) -> None:
+        super().__init__()
+        self.image_encoder = sam.image_encoder
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(image)
+
+
+class DecoderGraph(nn.Module):
+    """SAM's decoder with the text token(s) first among the sparse tokens; optional geometric prompts."""
+
+    def __init__(self, sam: nn.Module, with_points: bool) -> None:
+        super().__init__()
+        self.sam = sam
+        self.with_points = with_points
+
+    def forward(self, image_embeddings, text_tokens, point_coords=None, point_labels=None):
+        sparse = text_tokens
+        if self.with_points:
+            sparse = torch.cat([text_tokens, embed_points(self.sam.prompt_encoder, point_coords, point_labels)], 1)
+        return decode_single_mask(self.sam, image_embeddings, sparse)
+
+
+def deployable(model: TextSam) -> TextSam:
+    """A copy with the prompt precomputed, LoRA merged and the text tower dropped (the caller's model is kept)."""
+    return model.deployable()
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+            dynamic: dict | None = None) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings from SAM's shape arithmetic (static here by design)
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET,
+                          do_constant_folding=True, dynamic_axes=dynamic, dynamo=False)
+
+
+def export_onnx(model: TextSam, out: str | Path, fp16: bool = False) -> dict[str, str]:
+    """Write the three graphs into ``out``; returns role -> file name.
+
+    ``fp16``: also write ``*_fp16.onnx`` graphs (fp16 compute, LayerNorm/softmax fp32, fp32 inputs/outputs) for
+    TensorRT and GPU runtimes.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dep = deployable(model).float().cpu()
+    cfg = dep.cfg
+    s, c, g = cfg.image_size, cfg.prompt_embed_dim, cfg.embedding_grid
+    image = torch.randn(1, 3, s, s)
+    emb = torch.randn(1, c, g, g)
+    tok = dep.cached_prompt.reshape(1, 1, c)
+    coords = torch.tensor([[[s * 0.5, s * 0.5], [s * 0.3, s * 0.3], [s * 0.7, s * 0.7]]])
+    labels = torch.tensor([[1.0, 2.0, 3.0]])
+    files = {"encoder": "encoder.onnx", "decoder_text": "decoder_text.onnx", "decoder_refine": "decoder_refine.onnx"}
+    _export(EncoderGraph(dep.sam), (image,), out / files["encoder"], ["image"], ["image_embeddings"])
+    _export(DecoderGraph(dep.sam, False), (emb, tok), out / files["decoder_text"],
+            ["image_embeddings", "text_tokens"], ["low_res_masks", "iou_predictions"])
+    _export(DecoderGraph(dep.sam, True), (emb, tok, coords, labels), out / files["decoder_refine"],
+            ["image_embeddings", "text_tokens", "point_coords", "point_labels"], ["low_res_masks", "iou_predictions"],
+            dynamic={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}})
+    if fp16:
+        from .fp16 import HalfIO, fp32_softmax, half_model
+
+        d16 = half_model(dep)
+        with fp32_softmax():
+            for role, graph, args, inputs, dyn in [
+                ("encoder", EncoderGraph(d16.sam), (image,), ["image"], None),
+                ("decoder_text", DecoderGraph(d16.sam, False), (emb, tok), ["image_embeddings", "text_tokens"], None),
+                ("decoder_refine", DecoderGraph(d16.sam, True), (emb, tok, coords, labels),
+                 ["image_embeddings", "text_tokens", "point_coords", "point_labels"],
+                 {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}),
+            ]:
+                name = f"{role}_fp16.onnx"
+                outputs = ["image_embeddings"] if role == "encoder" else ["low_res_masks", "iou_predictions"]
+                _export(HalfIO(graph), args, out / name, inputs, outputs, dyn)
+                files[f"{role}_fp16"] = name
+    return files
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+
+    v = {"torch": torch.__version__, "onnx": onnx.__version__, "opset": str(OPSET)}
+    try:
+        import onnxruntime
+
+        v["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        pass
+    return v
+
+
+def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -> dict[str, float]:
+    """Run the ONNX graphs with ONNX Runtime (CPU) against the torch model on ``frames``.
+
+    Text-only and refinement passes; raises ExportError when the low-res mask logits differ by more than 1e-3 or
+    the binary masks' IoU is below 0.99. Returns the worst numbers seen.
+    """
+    import onnxruntime as ort
+
+    folder = Path(folder)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = {k: ort.InferenceSession(str(folder / f"{k}.onnx"), opts, providers=["CPUExecutionProvider"])
+            for k in ("encoder", "decoder_text", "decoder_refine")}
+    dep = deployable(model).float().cpu()
+    cfg = dep.cfg
+    tok = dep.cached_prompt.reshape(1, 1, -1)
+    worst = {"max_abs_logit_diff": 0.0, "min_mask_iou": 1.0}
+    for frame in frames:
+        x, resized = T.preprocess(T.to_rgb(frame), cfg.image_size, cfg.pixel_mean, cfg.pixel_std)
+        with torch.no_grad():
+            emb_t = dep.encode_image(x)
+            passes = [(None, None)]
+            low_t, _ = dep.decode(emb_t, dep.sparse_prompts(tok[0]))
+            bc = T.box_and_centroid(T.lowres_to_input(low_t, cfg.image_size, resized) > cfg.mask_threshold)
+            if bc is not None:
+                passes.append((torch.cat([bc[1].view(1, 2), bc[0].view(2, 2)]).unsqueeze(0),
+                               torch.tensor([[1.0, 2.0, 3.0]])))
+        emb_o = sess["encoder"].run(None, {"image": x.numpy()})[0]
+        for coords, labels in passes:
+            with torch.no_grad():
+                sparse = dep.sparse_prompts(tok[0], coords, labels)
+                low_t, iou_t = dep.decode(emb_t, sparse)
+            feeds = {"image_embeddings": emb_o, "text_tokens": tok.numpy()}
+            if coords is None:
+                low_o, iou_o = sess["decoder_text"].run(None, feeds)
+            else:
+                feeds.update(point_coords=coords.numpy(), point_labels=labels.numpy())
+                low_o, iou_o = sess["decoder_refine"].run(None, feeds)
+            diff = float(np.abs(low_o - low_t.numpy()).max())
+            a, b = low_o > cfg.mask_threshold, low_t.numpy() > cfg.mask_threshold
+            union = np.logical_or(a, b).sum()
+            iou = 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+            worst["max_abs_logit_diff"] = max(worst["max_abs_logit_diff"], diff)
+            worst["min_mask_iou"] = min(worst["min_mask_iou"], iou)
+            if diff > LOGIT_TOL or iou < IOU_MIN:
+                raise ExportError(f"ONNX Runtime disagrees with torch on {folder} ({'text' if coords is None else 'refine'}"
+                                  f" pass): max |logit diff| {diff:.2e} (limit {LOGIT_TOL}), mask IoU {iou:.4f} "
+                                  f"(limit {IOU_MIN}); the export is not usable")
+    return worst
+
+
+def parity_frames(image_size: int, n: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """Synthetic frames of varied sizes (incl. a non-square one) for the parity check."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        h, w = (image_size, image_size) if i == 0 else (int(image_size * 0.75), image_size + 16 * i)
+        base = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1), dtype=np.uint8)
+        img = np.kron(base, np.ones((8, 8), np.uint8))[:h, :w]
+        img[h // 3: 2 * h // 3, w // 3: 2 * w // 3] //= 4  # a dark blob
+        frames.append(np.ascontiguousarray(img))
+    return frames
+
+
+def export_bundle(model: TextSam, out: str | Path, *, verify: bool = True, frames: list[np.ndarray] | None = None,
+                  source: dict | None = None, fp16: bool = False) -> Bundle:
+    """Export ONNX graphs + bundle.json; verify them with ONNX Runtime unless ``verify=False``."""
+    out = Path(out)
+    files = export_onnx(model, out, fp16=fp16)
+    cfg = model.cfg
+    token = deployable(model).cached_prompt.reshape(1, -1)
+    bundle = Bundle(preset=cfg.preset, image_size=cfg.image_size,
+                    embedding_shape=[1, cfg.prompt_embed_dim, cfg.embedding_grid, cfg.embedding_grid],
+                    lowres_size=cfg.lowres_mask_size, pixel_mean=list(cfg.pixel_mean), pixel_std=list(cfg.pixel_std),
+                    mask_threshold=cfg.mask_threshold, refine_iterations=cfg.refine_iterations,
+                    prompt_tokens=token.tolist(), files=files, versions=_versions(),
+                    source={**(source or {}), "config": cfg.to_dict()})
+    if verify:
+        bundle.source["parity"] = check_parity(model, out, frames or parity_frames(cfg.image_size))
+    write_bundle(out, bundle)
+    return bundle
