@@ -1,0 +1,60 @@
+"""Engine selection shared by the stream, demo and benchmark entry points (the CLI layer: it may export)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("TEXTSAM_EUS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "textsam-eus")
+    return Path(base)
+
+
+def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path:
+    """An ONNX bundle for ``checkpoint`` (exported once, then reused from the cache)."""
+    from ..model.checkpoint import resolve_checkpoint
+    from ..model.bundle import BundleError, read_bundle
+
+    path = resolve_checkpoint(checkpoint)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    folder = cache_dir() / "bundles" / f"{path.stem}-{digest}{'-fp16' if fp16 else ''}"
+    try:
+        read_bundle(folder)
+        return folder
+    except BundleError:
+        pass
+    from ..export.onnx_export import export_bundle
+    from ..model.checkpoint import load_checkpoint
+
+    if not quiet:
+        print(f"exporting {path.name} to ONNX (once) in {folder}", flush=True)
+    model, _ = load_checkpoint(path)
+    export_bundle(model, folder, fp16=fp16, source={"checkpoint": str(path)})
+    return folder
+
+
+def make_engine(engine: str = "auto", checkpoint: str = "demo", bundle: str | None = None, device: str | None = None,
+                precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
+                refine_prompts: str = "box+centroid", quiet: bool = False):
+    from ..engines import create_engine, fastest_engine
+
+    if engine == "auto":
+        engine = fastest_engine(bundle)
+    common = {"iterations": iterations, "refine_prompts": refine_prompts}
+    if engine == "torch":
+        if bundle and not checkpoint:
+            raise ValueError("the torch engine runs a checkpoint: pass --checkpoint (bundles are for onnxruntime "
+                             "and tensorrt)")
+        return create_engine("torch", model=checkpoint, device=device, precision=precision,
+                             cuda_graphs=cuda_graphs, **common)
+    if engine == "onnxruntime":
+        folder = bundle or bundle_for(checkpoint, fp16=precision == "fp16", quiet=quiet)
+        return create_engine("onnxruntime", bundle=folder, device=device or "cpu", precision=precision, **common)
+    if engine == "tensorrt":
+        if not bundle:
+            raise ValueError("the tensorrt engine needs --bundle DIR with plans (textsam-eus export --tensorrt)")
+        return create_engine("tensorrt", bundle=bundle, **common)
+    return create_engine(engine)  # unknown: the error lists the engines

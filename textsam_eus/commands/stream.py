@@ -1,0 +1,128 @@
+"""``textsam-eus stream``: segment a video file, a folder of videos/images, a capture device or the phantom."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="demo", help="TextSAM-EUS checkpoint or 'demo' (the shipped model)")
+    p.add_argument("--engine", default="auto", help="auto (fastest available), torch, onnxruntime, tensorrt")
+    p.add_argument("--bundle", default=None, help="deployment bundle folder (onnxruntime/tensorrt)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16 (GPU), bf16 (torch)")
+    p.add_argument("--cuda-graphs", action="store_true", help="torch engine on CUDA: capture CUDA graphs")
+    p.add_argument("--iterations", type=int, default=None, help="refinement iterations (default: 2)")
+    p.add_argument("--refine-prompts", default="box+centroid")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch/onnxruntime")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True,
+                   help="video file, folder of videos or images, device index or /dev/videoN, GStreamer pipeline "
+                        "(contains '!'), or phantom[:N]")
+    p.add_argument("--out", required=True, help="output folder")
+    add_engine_arguments(p)
+    p.add_argument("--roi", default=None, help="x,y,w,h or a preset (eus800x600: the database's 711x457 crop)")
+    p.add_argument("--temporal", action="store_true",
+                   help="seed each frame with the previous confident frame's box/centroid")
+    p.add_argument("--masks", default="png", choices=["png", "video", "none"])
+    p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--show", action="store_true", help="show a window (needs an OpenCV build with GUI)")
+    p.add_argument("--width", type=int, default=None, help="capture: requested width")
+    p.add_argument("--height", type=int, default=None, help="capture: requested height")
+    p.add_argument("--fps", type=float, default=None, help="capture: requested frame rate")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _videos_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def run_one(engine, source, out: Path, cfg, progress: bool) -> dict:
+    from ..stream.pipeline import StreamPipeline
+
+    bar = None
+    if progress and not source.is_live:
+        from tqdm import tqdm
+
+        bar = tqdm(total=source.n_frames, desc=Path(str(getattr(source, "name", "") or "stream")).name,
+                   unit="frame", leave=False)
+    try:
+        return StreamPipeline(engine, source, out, cfg, progress=bar.update if bar else None).run()
+    finally:
+        if bar:
+            bar.close()
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    lat = summary["latency_ms"] or {}
+    st = summary["stages_ms"] or {}
+    eng = summary["engine"]
+    print(f"{out}: {summary['frames_out']} frames ({summary['frames_dropped']} dropped) at {summary['fps']:.1f} fps "
+          f"with {eng['engine']} on {eng['device']}")
+    if lat.get("count"):
+        print(f"  capture-to-overlay latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}"
+              f"  max {lat['max']:.1f}")
+    if st.get("engine_total", {}).get("count"):
+        e = st["engine_total"]
+        print(f"  model per frame ms: p50 {e['p50']:.1f}  p95 {e['p95']:.1f} (encoder p50 "
+              f"{st['encode']['p50']:.1f}, decoder pass p50 {st['decode_0']['p50']:.1f})")
+    src = summary.get("source_stats") or {}
+    bad = {k: v for k, v in src.items() if k != "decoded" and v}
+    if bad:
+        print(f"  source: {bad}")
+    if summary.get("interrupted_by"):
+        print(f"  stopped by {summary['interrupted_by']}; outputs written so far are finalised")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from ..stream.overlay import OverlayStyle
+    from ..stream.pipeline import PipelineConfig
+    from ..stream.sources import ROI, open_source
+    from ._engine import make_engine
+
+    roi = None
+    if args.roi:
+        roi = ROI.parse(args.roi)
+    cfg = PipelineConfig(roi=roi, iterations=args.iterations, temporal=args.temporal, masks=args.masks,
+                         write_video=not args.no_video, show=args.show, max_frames=args.max_frames,
+                         style=OverlayStyle())
+    out = Path(args.out)
+    spec = args.source
+    jobs = []
+    if os.path.isdir(spec) and _videos_in(Path(spec)):
+        jobs = [(str(v), out / v.stem) for v in _videos_in(Path(spec))]
+    else:
+        jobs = [(spec, out)]
+    capture_kw = {k: getattr(args, k) for k in ("width", "height", "fps") if getattr(args, k) is not None}
+    # open the first source before loading the model: bad input fails before any work
+    first = open_source(jobs[0][0], **capture_kw)
+    if roi is not None and first.size[0]:
+        roi.validate(*first.size)
+    engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
+                         args.iterations, args.refine_prompts)
+    failures = 0
+    for i, (spec_i, out_i) in enumerate(jobs):
+        try:
+            source = first if i == 0 else open_source(spec_i, **capture_kw)
+            with source:
+                summary = run_one(engine, source, out_i, cfg, not args.no_progress)
+            print_summary(summary, out_i)
+            if summary.get("interrupted_by"):
+                return 130
+        except ValueError as exc:
+            if len(jobs) == 1:
+                raise
+            failures += 1
+            print(f"{spec_i}: skipped: {exc}")
+    return 1 if failures else 0
