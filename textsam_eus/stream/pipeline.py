@@ -53,27 +53,37 @@ class PipelineConfig:
 
 
 class _LatestQueue:
-    """Size-1 queue for live sources: a new item replaces an unread one (which is counted as dropped)."""
+    """Queue for live sources: a new frame replaces an unread one (counted as dropped); the end marker never
+    replaces a frame, it is delivered after it."""
 
     def __init__(self) -> None:
         self._item = None
         self._has = False
+        self._ended = False
         self._cond = threading.Condition()
         self.dropped: list[Any] = []
 
     def put(self, item, timeout=None) -> None:
         with self._cond:
-            if self._has and self._item is not _END:
-                self.dropped.append(self._item)
-            self._item, self._has = item, True
+            if item is _END:
+                self._ended = True
+            else:
+                if self._has:
+                    self.dropped.append(self._item)
+                self._item, self._has = item, True
             self._cond.notify()
 
     def get(self, timeout=None):
         with self._cond:
-            if not self._cond.wait_for(lambda: self._has, timeout):
+            if not self._cond.wait_for(lambda: self._has or self._ended, timeout):
                 raise queue.Empty
-            item, self._item, self._has = self._item, None, False
-            return item
+            if self._has:
+                item, self._item, self._has = self._item, None, False
+                return item
+            return _END
+
+    def get_nowait(self):
+        return self.get(timeout=0)
 
 
 class StreamPipeline:
