@@ -37,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         for k, v in info.items():
-            print(f"{k:22s} {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:22s} {v}")
+            print(f"{k:22s} {v:,}" if k.endswith("_parameters") else f"{k:22s} {v}")
     return 0

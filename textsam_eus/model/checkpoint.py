@@ -156,11 +156,12 @@ def _needs_full(model: nn.Module) -> bool:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, *, full: bool | None = None,
-                    extra: dict[str, Any] | None = None, half_frozen: bool = False) -> Path:
+                    extra: dict[str, Any] | None = None, half_frozen: bool = False, half_all: bool = False) -> Path:
     """Write ``model`` (a TextSam) to one safetensors file; returns the path.
 
     ``full=None`` stores every tensor when the base weights cannot be reloaded from files, else only the trainable
-    ones. ``half_frozen`` stores frozen tensors in float16 (smaller shipped files; trainable ones stay float32).
+    ones. ``half_frozen`` stores frozen tensors in float16, ``half_all`` every floating tensor (smaller shipped
+    files; loading casts back to the model's dtype).
     """
     from safetensors.torch import save_file
 
@@ -170,7 +171,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, full: bool | None = N
     out = {}
     for k, v in tensors.items():
         v = v.detach().cpu()
-        if half_frozen and k not in trainable and v.is_floating_point():
+        if v.is_floating_point() and (half_all or (half_frozen and k not in trainable)):
             v = v.half()
         out[k] = v.contiguous()
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "contents": "full" if full else "trainable",
