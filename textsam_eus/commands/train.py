@@ -69,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", action="store_true", help="ultrasound augmentation (gain, speckle, small affine)")
     p.add_argument("--train-refinement", type=float, default=0.0,
                    help="probability of training steps with GT box+centroid prompts (0: the paper)")
-    p.add_argument("--iou-loss-weight", type=float, default=1.0)
+    p.add_argument("--iou-loss-weight", type=float, default=0.0,
+                   help="also train the IoU head (MSE to the real IoU, as SAM does); 0: the paper's Dice + BCE only")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--workers", type=int, default=0)

@@ -40,7 +40,7 @@ class TrainConfig:
     seed: int = 0
     augment: bool = False
     train_refinement: float = 0.0  # probability of a step with GT box/centroid prompts (0 = the paper)
-    iou_loss_weight: float = 1.0  # MSE of the IoU head vs the real IoU (SAM's recipe; 0 = pure Dice + BCE)
+    iou_loss_weight: float = 0.0  # MSE of the IoU head vs the real IoU (SAM's recipe); 0 = the paper's Dice + BCE
     amp: bool = True  # on CUDA only
     device: str = "auto"
     num_workers: int = 0
