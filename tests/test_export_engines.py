@@ -15,7 +15,7 @@ from textsam_eus.cli import main
 from textsam_eus.common.phantom import PhantomConfig, make_phantom_dataset
 from textsam_eus.engines import available_engines, create_engine, fastest_engine
 from textsam_eus.export.onnx_export import ExportError, check_parity, export_bundle
-from textsam_eus.model.bundle import BundleError, read_bundle
+from textsam_eus.model.bundle import BundleError, PlanMismatchError, read_bundle
 from textsam_eus.model.checkpoint import save_checkpoint
 from textsam_eus.model.registry import build_textsam
 from textsam_eus.model.transforms import FrameError
@@ -184,11 +184,11 @@ def test_create_engine_lists_backends():
 
 def test_tensorrt_glue_without_tensorrt(tmp_path):
     from textsam_eus.export.tensorrt_build import TensorRTUnavailable, check_tag, import_tensorrt
-    from textsam_eus.engines.trt_engine import check_plan_tag
+    from textsam_eus.model.bundle import check_plan_tag
 
     tag = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.9.0"}
     here = {"gpu": "NVIDIA L4", "compute_capability": "8.9", "tensorrt": "10.9.0"}
-    with pytest.raises(RuntimeError, match="built for another GPU.*gpu: plan 'NVIDIA H100 80GB HBM3', here 'NVIDIA L4'"):
+    with pytest.raises(PlanMismatchError, match="built for another GPU.*gpu: plan 'NVIDIA H100 80GB HBM3', here 'NVIDIA L4'"):
         check_tag("p.plan", tag, here)
     with pytest.raises(BundleError, match="rebuild them here"):
         check_plan_tag("p.plan", tag, {**tag, "tensorrt": "11.0"})

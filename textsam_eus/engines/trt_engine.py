@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..model.bundle import Bundle, BundleError, read_bundle
+from ..model.bundle import Bundle, BundleError, check_plan_tag, read_bundle
 from .base import Engine
 
 TRT_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU run `pip install 'textsam-eus[trt]'`, "
@@ -25,15 +25,6 @@ def _import_trt():
     except ImportError as exc:
         raise RuntimeError(TRT_HINT) from exc
     return trt
-
-
-def check_plan_tag(plan: Path, tag: dict, current: dict) -> None:
-    problems = [f"{k}: plan {tag.get(k)!r}, here {current.get(k)!r}"
-                for k in ("gpu", "compute_capability", "tensorrt") if tag.get(k) != current.get(k)]
-    if problems:
-        raise BundleError(f"{plan} was built for another GPU or TensorRT version ({'; '.join(problems)}); "
-                          "TensorRT plans are not portable: rebuild them here with "
-                          "'textsam-eus export --bundle DIR --tensorrt' or use --engine onnxruntime")
 
 
 class _TrtModule:

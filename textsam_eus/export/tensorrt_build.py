@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..model.bundle import read_bundle, write_bundle
+from ..model.bundle import PlanMismatchError, check_plan_tag, read_bundle, write_bundle
 
 TRT_INSTALL_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU and driver run "
                     "`pip install 'textsam-eus[trt]'` (the `tensorrt` package), or use another engine "
@@ -25,10 +25,6 @@ POINT_PROFILE = ((1, 1, 2), (1, 3, 2), (1, 8, 2))
 
 class TensorRTUnavailable(RuntimeError):
     """The tensorrt package or a CUDA GPU is missing."""
-
-
-class PlanMismatchError(RuntimeError):
-    """A plan was built for another GPU or TensorRT version."""
 
 
 def import_tensorrt():
@@ -68,12 +64,7 @@ def current_tag(fp16: bool | None = None) -> dict[str, Any]:
 
 def check_tag(plan: str | Path, tag: dict[str, Any], current: dict[str, Any]) -> None:
     """Raise PlanMismatchError when ``tag`` (the plan's) differs from ``current`` in GPU or TensorRT version."""
-    problems = [f"{k}: plan {tag.get(k)!r}, here {current.get(k)!r}"
-                for k in ("gpu", "compute_capability", "tensorrt") if tag.get(k) != current.get(k)]
-    if problems:
-        raise PlanMismatchError(f"{plan} was built for another GPU or TensorRT version ({'; '.join(problems)}). "
-                                "TensorRT plans are not portable: rebuild them here with "
-                                "'textsam-eus export --bundle DIR --tensorrt' (or use --engine onnxruntime)")
+    check_plan_tag(plan, tag, current)
 
 
 def read_tag(plan: str | Path) -> dict[str, Any]:

@@ -23,6 +23,20 @@ class BundleError(ValueError):
     """A deployment bundle is missing, altered or made for something else."""
 
 
+class PlanMismatchError(BundleError):
+    """A TensorRT plan was built for another GPU or TensorRT version."""
+
+
+def check_plan_tag(plan: str | Path, tag: dict[str, Any], current: dict[str, Any]) -> None:
+    """Raise PlanMismatchError when a plan's tag differs from this machine's GPU or TensorRT version."""
+    problems = [f"{k}: plan {tag.get(k)!r}, here {current.get(k)!r}"
+                for k in ("gpu", "compute_capability", "tensorrt") if tag.get(k) != current.get(k)]
+    if problems:
+        raise PlanMismatchError(f"{plan} was built for another GPU or TensorRT version ({'; '.join(problems)}). "
+                                "TensorRT plans are not portable: rebuild them here with "
+                                "'textsam-eus export --bundle DIR --tensorrt' (or use --engine onnxruntime)")
+
+
 def sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -40,7 +40,34 @@ def _plain_copy(base: nn.Linear, weight: torch.Tensor) -> nn.Linear:
     return merged
 
 
-class LoRALinear(nn.Module):
+class _LoRABase(nn.Module):
+    """Shared by the wrappers: the base layer's attributes and ``merge()``."""
+
+    base: nn.Linear
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:  # callers that read .weight (dtype/device) get the base weight
+        return self.base.weight
+
+    def delta_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merge(self) -> nn.Linear:
+        """A plain Linear with the low-rank update folded into its weight."""
+        with torch.no_grad():
+            w = self.base.weight + self.delta_weight().to(self.base.weight.dtype)
+        return _plain_copy(self.base, w)
+
+
+class LoRALinear(_LoRABase):
     """``base(x) + scaling * lora_B(lora_A(x))``; x: (..., in) -> (..., out)."""
 
     def __init__(self, base: nn.Linear, rank: int, scaling: float = 1.0) -> None:
@@ -52,18 +79,6 @@ class LoRALinear(nn.Module):
         self.lora_A.to(base.weight.device)
         self.lora_B.to(base.weight.device)
 
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
-
-    @property
-    def weight(self) -> torch.Tensor:  # some callers read .weight (dtype/device); this is the base weight
-        return self.base.weight
-
     def delta_weight(self) -> torch.Tensor:
         """The low-rank update, shape (out, in)."""
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
@@ -71,13 +86,8 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + self.lora_B(self.lora_A(x)) * self.scaling
 
-    def merge(self) -> nn.Linear:
-        with torch.no_grad():
-            w = self.base.weight + self.delta_weight().to(self.base.weight.dtype)
-        return _plain_copy(self.base, w)
 
-
-class LoRAQKV(nn.Module):
+class LoRAQKV(_LoRABase):
     """LoRA on the q and v slices of a fused qkv Linear(d, 3d); x: (..., d) -> (..., 3d)."""
 
     def __init__(self, base: nn.Linear, rank: int, scaling: float = 1.0) -> None:
@@ -94,18 +104,6 @@ class LoRAQKV(nn.Module):
         self.lora_A_v, self.lora_B_v = _new_pair(d, d, rank)
         self.to(base.weight.device)
 
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base.weight
-
     def delta_weight(self) -> torch.Tensor:
         """The update of the fused weight, shape (3d, d), zero in the k rows."""
         d = self.dim
@@ -120,11 +118,6 @@ class LoRAQKV(nn.Module):
         dv = self.lora_B_v(self.lora_A_v(x)) * self.scaling
         d = self.dim
         return torch.cat([qkv[..., :d] + dq, qkv[..., d:2 * d], qkv[..., 2 * d:] + dv], dim=-1)
-
-    def merge(self) -> nn.Linear:
-        with torch.no_grad():
-            w = self.base.weight + self.delta_weight().to(self.base.weight.dtype)
-        return _plain_copy(self.base, w)
 
 
 LORA_TYPES = (LoRALinear, LoRAQKV)
