@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .stream import add_engine_arguments, print_summary, run_one
+from .stream import add_engine_arguments, add_style_arguments, print_summary, run_one, style_from
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="480x360", help="frame size WxH of the synthetic clip")
     p.add_argument("--seed", type=int, default=0)
     add_engine_arguments(p)
+    add_style_arguments(p)
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     source = PhantomSource(n_frames=args.frames, seed=args.seed, width=width, height=height, fps=15.0)
     with source:
-        summary = run_one(engine, source, out, PipelineConfig(), not args.no_progress)
+        summary = run_one(engine, source, out, PipelineConfig(style=style_from(args)), not args.no_progress)
     print_summary(summary, out)
     # the clip is synthetic, so its exact masks are known: score what was written
     import cv2

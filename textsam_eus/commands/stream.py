@@ -37,7 +37,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=None, help="capture: requested height")
     p.add_argument("--fps", type=float, default=None, help="capture: requested frame rate")
     p.add_argument("--max-frames", type=int, default=None)
+    add_style_arguments(p)
     p.add_argument("--no-progress", action="store_true")
+
+
+def add_style_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fill-color", default="255,64,64", help="mask fill colour: R,G,B, #rrggbb or a name")
+    p.add_argument("--contour-color", default="255,255,0", help="contour colour")
+    p.add_argument("--alpha", type=float, default=0.35, help="fill opacity 0..1")
+    p.add_argument("--no-hud", action="store_true", help="no fps/latency text on the overlay")
+
+
+def style_from(args: argparse.Namespace):
+    from ..stream.overlay import OverlayStyle
+
+    return OverlayStyle(fill_color=args.fill_color, contour_color=args.contour_color, fill_alpha=args.alpha,
+                        hud=not args.no_hud)
 
 
 def _videos_in(folder: Path) -> list[Path]:
@@ -86,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..stream.overlay import OverlayStyle
     from ..stream.pipeline import PipelineConfig
     from ..stream.sources import ROI, open_source
     from ._engine import make_engine
@@ -96,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         roi = ROI.parse(args.roi)
     cfg = PipelineConfig(roi=roi, iterations=args.iterations, temporal=args.temporal, masks=args.masks,
                          write_video=not args.no_video, show=args.show, max_frames=args.max_frames,
-                         style=OverlayStyle())
+                         style=style_from(args))
     out = Path(args.out)
     spec = args.source
     jobs = []
