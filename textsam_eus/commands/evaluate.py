@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=3.0, help="NSD tolerance in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the manual-prompt perturbation")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--json", default=None, help="write the summary + per-image results here")
     p.add_argument("--csv", default=None, help="write per-image results here")
     p.add_argument("--no-progress", action="store_true")
@@ -62,7 +63,7 @@ def _items(args, splits) -> list:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     from ..train import evaluate as E
     from ..train.splits import split_samples
 

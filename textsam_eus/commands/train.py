@@ -36,6 +36,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phantom", type=int, default=0, help="add N synthetic phantom frames to training")
     p.add_argument("--phantom-val", type=int, default=0, help="add N synthetic frames to validation")
     p.add_argument("--phantom-size", type=int, default=320, help="side of synthetic frames")
+    p.add_argument("--phantom-seed", type=int, default=None, help="seed of the synthetic training frames")
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, list]:
@@ -49,7 +50,8 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
     out = {k: list(SegmentationDataset(v)) if v else [] for k, v in splits.items()}
     pcfg = PhantomConfig(height=args.phantom_size, width=args.phantom_size)
     if args.phantom:
-        out["train"] += make_phantom_dataset(args.phantom, seed=1000 + args.split_seed, config=pcfg)
+        seed = 1000 + args.split_seed if getattr(args, "phantom_seed", None) is None else args.phantom_seed
+        out["train"] += make_phantom_dataset(args.phantom, seed=seed, config=pcfg)
     if args.phantom_val:
         out["val"] += make_phantom_dataset(args.phantom_val, seed=2000 + args.split_seed, config=pcfg)
     return out
@@ -77,6 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors + train_state.pt")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; a new schedule)")
     p.add_argument("--half-frozen", action="store_true", help="store frozen tensors in fp16 (smaller files)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -90,14 +93,20 @@ def run(args: argparse.Namespace) -> int:
 
     splits = load_splits(args)
     torch.manual_seed(args.seed)
-    model = build_textsam(args.preset, **model_overrides(args))
+    if args.init:
+        from ..model.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(args.init, **model_overrides(args))
+    else:
+        model = build_textsam(args.preset, **model_overrides(args))
     cfg = TrainConfig(out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
                       seed=args.seed, augment=args.augment, train_refinement=args.train_refinement,
                       iou_loss_weight=args.iou_loss_weight, amp=not args.no_amp, device=args.device,
                       num_workers=args.workers, max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume,
                       progress=not args.no_progress, half_frozen=args.half_frozen,
-                      extra={"data": args.data, "phantom": args.phantom, "split": args.split})
+                      extra={"data": args.data, "phantom": args.phantom, "split": args.split,
+                             "init": args.init})
     total, trainable = model.count_parameters()
     print(f"model {model.cfg.preset}: {trainable:,} trainable of {total:,} parameters; "
           f"train {len(splits['train'])} / val {len(splits['val'])} / test {len(splits['test'])} images", flush=True)
