@@ -10,6 +10,7 @@ logits (H, W).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -54,10 +55,17 @@ def to_rgb(frame: np.ndarray, color_order: str = "rgb") -> np.ndarray:
 def preprocess(frame_rgb: np.ndarray | torch.Tensor, image_size: int, pixel_mean, pixel_std,
                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
                ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(H, W, 3) uint8 RGB -> normalised, padded (1, 3, S, S) tensor and the resized (h, w) inside it."""
-    x = torch.from_numpy(frame_rgb) if isinstance(frame_rgb, np.ndarray) else frame_rgb
-    x = x.to(device=device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
-    h, w = resized_shape(x.shape[-2], x.shape[-1], image_size)
+    """(H, W, 3) uint8 RGB -> normalised, padded (1, 3, S, S) tensor and the resized (h, w) inside it.
+
+    A numpy frame is resized on the host with OpenCV's area interpolation (what training uses; far faster than
+    torch on a CPU); a torch tensor (e.g. already on the GPU) with antialiased bilinear interpolation.
+    """
+    h, w = resized_shape(frame_rgb.shape[0], frame_rgb.shape[1], image_size)
+    if isinstance(frame_rgb, np.ndarray):
+        if (h, w) != frame_rgb.shape[:2]:
+            frame_rgb = cv2.resize(frame_rgb, (w, h), interpolation=cv2.INTER_AREA)
+        frame_rgb = torch.from_numpy(np.ascontiguousarray(frame_rgb))
+    x = frame_rgb.to(device=device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
     if (h, w) != tuple(x.shape[-2:]):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(pixel_mean, device=x.device).view(1, 3, 1, 1)
