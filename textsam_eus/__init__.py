@@ -1,0 +1,8 @@
+"""TextSAM-EUS: real-time, text-prompted Segment Anything for pancreatic tumours in endoscopic ultrasound video.
+
+Subpackages: ``model`` (SAM + LoRA + text prompt learner + refinement), ``common`` (synthetic EUS phantom),
+``train`` (data, losses, trainer, evaluation), ``export`` (ONNX, TensorRT), ``engines`` (torch, onnxruntime,
+tensorrt behind one interface), ``stream`` (sources, pipeline, sinks). The ``textsam-eus`` command is ``cli.main``.
+"""
+
+__version__ = "0.1.0"
