@@ -106,8 +106,6 @@ class Segmenter:
         rgb = T.to_rgb(frame, color_order)
         hw = rgb.shape[:2]
         x, resized = T.preprocess(rgb, self.image_size, self.pixel_mean, self.pixel_std, self.device, self.dtype)
-        if not torch.isfinite(x).all():
-            raise T.FrameError("frame contains NaN/inf values")
         t = self._tick(timings, "preprocess", t)
         emb = self.encode(x)
         t = self._tick(timings, "encode", t)
