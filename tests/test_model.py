@@ -229,8 +229,13 @@ def test_predictor_on_tiny_model_is_deterministic_and_uses_manual_prompts(tiny_m
     coords, labels = manual.prompts[0]
     assert labels.tolist() == [[1, 2, 3]]
     assert coords[0, 0].tolist() == pytest.approx([50 * 256 / 240, 60 * 256 / 240], rel=1e-4)
+    calls = []
+    encode = tiny_model.encode_image
+    tiny_model.encode_image = lambda x: calls.append(1) or encode(x)
     pred.set_image(frame)
     assert np.array_equal(pred.predict().mask, a.mask)
+    pred.predict(box=np.array([10, 20, 100, 120]), iterations=0)
+    assert len(calls) == 1  # encode once, query many times
 
 
 @pytest.mark.parametrize("frame,ok", [

@@ -48,30 +48,20 @@ class TextSamPredictor:
 
     # SamPredictor-style API: embeddings cached between queries
     def set_image(self, frame: np.ndarray, color_order: str = "rgb") -> None:
-        self._frame = frame
-        cached = {}
+        self._frame, self._color_order, self._embeddings = frame, color_order, None
 
-        def encode_once(x: torch.Tensor) -> torch.Tensor:
-            if "emb" not in cached:
-                cached["emb"] = self.model.encode_image(x)
-            return cached["emb"]
-
-        self._encode_once = encode_once
-        self._color_order = color_order
+    def _cached_encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self._embeddings is None:
+            self._embeddings = self.model.encode_image(x)
+        return self._embeddings
 
     @torch.inference_mode()
     def predict(self, *, iterations: int | None = None, points=None, point_labels=None, box=None) -> SegmentResult:
         """Segment the image given to ``set_image``; the encoder runs only for the first query."""
         if self._frame is None:
             raise RuntimeError("call set_image(frame) before predict()")
-        seg = self.segmenter
-        original = seg.encode
-        seg.encode = self._encode_once
-        try:
-            return seg.segment(self._frame, color_order=self._color_order, iterations=iterations, points=points,
-                               point_labels=point_labels, box=box)
-        finally:
-            seg.encode = original
+        return self.segmenter.segment(self._frame, color_order=self._color_order, iterations=iterations,
+                                      points=points, point_labels=point_labels, box=box, encode=self._cached_encode)
 
 
 class SamBaselinePredictor:

@@ -92,13 +92,14 @@ class Segmenter:
     @torch.inference_mode()
     def segment(self, frame: np.ndarray, *, color_order: str = "rgb", iterations: int | None = None,
                 points: np.ndarray | None = None, point_labels: np.ndarray | None = None,
-                box: np.ndarray | None = None, seed_prompt: tuple[np.ndarray, np.ndarray] | None = None
-                ) -> SegmentResult:
+                box: np.ndarray | None = None, seed_prompt: tuple[np.ndarray, np.ndarray] | None = None,
+                encode: Callable | None = None) -> SegmentResult:
         """Segment one frame.
 
         ``points`` (N, 2) with ``point_labels`` (N,) and/or ``box`` (x0, y0, x1, y1), in frame pixels, are manual
         prompts added to the first pass (the paper's manual mode). ``seed_prompt = (box, centroid)`` in frame
-        pixels (e.g. the previous video frame's) is added to the first pass the same way.
+        pixels (e.g. the previous video frame's) is added to the first pass the same way. ``encode`` replaces the
+        backend's encoder for this call (e.g. one that returns cached embeddings).
         """
         iterations = self.iterations if iterations is None else iterations
         timings: dict[str, float] = {}
@@ -107,7 +108,7 @@ class Segmenter:
         hw = rgb.shape[:2]
         x, resized = T.preprocess(rgb, self.image_size, self.pixel_mean, self.pixel_std, self.device, self.dtype)
         t = self._tick(timings, "preprocess", t)
-        emb = self.encode(x)
+        emb = (encode or self.encode)(x)
         t = self._tick(timings, "encode", t)
 
         first = self._first_prompts(hw, resized, points, point_labels, box, seed_prompt)
