@@ -1,0 +1,176 @@
+"""The frame-source base class, its error type and shared helpers (no torch, no model/engine imports)."""
+
+from __future__ import annotations
+
+import glob
+import re
+import sys
+import threading
+from typing import Any, Iterator
+
+import numpy as np
+
+from .frames import Frame
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+ACCEPTED_SPECS = (
+    "  - a video file readable by FFmpeg (e.g. clip.mp4, clip.avi, clip.mkv, clip.ts)\n"
+    "  - a folder of images (png/jpg/jpeg/bmp/tif/tiff)\n"
+    "  - a capture device index (e.g. 0) or a V4L2 device path (e.g. /dev/video0)\n"
+    "  - a GStreamer pipeline string containing '!' (e.g. 'v4l2src ! videoconvert ! appsink')\n"
+    "  - 'phantom' or 'phantom:N' for N synthetic phantom frames"
+)
+
+
+class SourceError(ValueError):
+    """A frame source cannot be opened or is misconfigured (message says which and why)."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _to_rgb_u8(img: np.ndarray, bgr: bool = True) -> np.ndarray:
+    """Convert gray / BGR / BGRA, 8/16-bit or float images to C-contiguous uint8 RGB."""
+    import cv2
+
+    if img.dtype != np.uint8:
+        if img.dtype == np.uint16:
+            img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        elif np.issubdtype(img.dtype, np.floating):
+            f = np.nan_to_num(img.astype(np.float32))
+            if f.size and float(f.max()) <= 1.0:
+                f = f * 255.0
+            img = np.clip(f + 0.5, 0, 255).astype(np.uint8)
+        else:  # other integer types (int32 labels, int16, ...)
+            img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        out = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        out = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    elif img.ndim == 3 and img.shape[2] == 3:
+        out = cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if bgr else img
+    elif img.ndim == 3 and img.shape[2] == 4:
+        out = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
+    else:
+        raise SourceError(f"unsupported image shape {img.shape} (expected gray, BGR or BGRA)")
+    return np.ascontiguousarray(out)
+
+
+def _natural_key(name: str) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_video_devices() -> list[str]:
+    """The ``/dev/video*`` device nodes present (Linux); empty elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return []
+    return sorted(glob.glob("/dev/video*"), key=_natural_key)
+
+
+def opencv_has_gstreamer() -> bool:
+    """True when this OpenCV build reports GStreamer support."""
+    import cv2
+
+    for line in cv2.getBuildInformation().splitlines():
+        if "GStreamer" in line and ":" in line:
+            return line.split(":", 1)[1].strip().upper().startswith("YES")
+    return False
+
+
+class FrameSource:
+    """Base class: context manager + iterator of :class:`Frame`.
+
+    Subclasses implement :meth:`_frames` (a generator) and :meth:`_release`.
+    """
+
+    fps: float | None = None
+    size: tuple[int, int] = (0, 0)
+    is_live: bool = False
+    n_frames: int | None = None
+    name: str = ""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, Any] = {
+            "decoded": 0,
+            "skipped_packets": 0,
+            "decode_errors": 0,
+            "reconnects": 0,
+        }
+        self._gen: Iterator[Frame] | None = None
+        self._closed = False
+        self._released = False
+        self._lock = threading.Lock()
+
+    # -- iteration
+    def _frames(self) -> Iterator[Frame]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self) -> "FrameSource":
+        return self
+
+    def __next__(self) -> Frame:
+        if self._closed:
+            self._finish()
+            raise StopIteration
+        if self._gen is None:
+            self._gen = self._frames()
+        frame = next(self._gen)
+        if self._closed:  # closed from another thread while this one was reading
+            self._finish()
+            raise StopIteration
+        return frame
+
+    # -- lifetime
+    def _release(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def _finish(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            gen, self._gen = self._gen, None
+        if gen is not None:
+            try:
+                gen.close()
+            except Exception:
+                pass
+        self._release()
+
+    def close(self) -> None:
+        """Release the underlying file/device. Idempotent.
+
+        Safe to call from another thread while a frame is being read: the release then
+        happens in the reading thread as soon as that read returns.
+        """
+        self._closed = True
+        gen = self._gen
+        if gen is not None and gen.gi_running:
+            return
+        self._finish()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def __del__(self):  # best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        w, h = self.size
+        return (
+            f"{type(self).__name__}({self.name!r}, size={w}x{h}, fps={self.fps}, "
+            f"live={self.is_live}, n_frames={self.n_frames})"
+        )
+
+
