@@ -23,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .overlay import OverlayStyle, draw_overlay
-from .sinks import LatencyReport, MaskPngSink, MaskVideoSink, VideoWriterSink, WindowSink
+from .report import LatencyReport
+from .sinks import MaskPngSink, MaskVideoSink, VideoWriterSink, WindowSink
 from .sources import ROI, FrameSource
 
 _END = object()
