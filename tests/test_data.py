@@ -14,14 +14,14 @@ from textsam_eus.train.data import (
     case_from_filename,
     crop_eus_screen,
     load_pair,
-    paper_split,
     read_dataset,
     read_eus_database,
     read_manifest,
     read_split_folders,
-    split_by_case,
     to_uint8,
 )
+
+from textsam_eus.train.splits import paper_split, split_by_case  # noqa: E402
 
 REAL_MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/ultrasound_lesions/manifest.csv"
 
