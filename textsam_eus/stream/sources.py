@@ -140,6 +140,15 @@ class VideoFileSource(FrameSource):
             except Exception:
                 pass
 
+    def _emit(self, video_frames) -> Iterator[Frame]:
+        """Frames in decode order; ``stats['decoded']`` is the running count (and the next index)."""
+        for vf in video_frames:
+            if vf.is_corrupt:
+                self.stats["corrupt_frames"] += 1
+            frame = self._make(vf, self.stats["decoded"])
+            self.stats["decoded"] += 1
+            yield frame
+
     def _make(self, vf, index: int) -> Frame:
         img = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
         ts = time.monotonic()
@@ -157,7 +166,6 @@ class VideoFileSource(FrameSource):
         container, stream = self._container, self._stream
         if container is None:
             return
-        index = 0
         consecutive = 0
         flushed = False
         demux = container.demux(stream)
@@ -185,26 +193,14 @@ class VideoFileSource(FrameSource):
                 self.stats["skipped_packets"] += 1
                 self.stats["decode_errors"] += 1
                 continue
-            for vf in decoded:
-                if vf.is_corrupt:
-                    self.stats["corrupt_frames"] += 1
-                frame = self._make(vf, index)
-                index += 1
-                self.stats["decoded"] = index
-                yield frame
+            yield from self._emit(decoded)
         if not flushed:  # demux ended on an error: drain the decoder
             try:
                 remaining = stream.codec_context.decode(None)
             except av.FFmpegError:
                 self.stats["decode_errors"] += 1
                 remaining = []
-            for vf in remaining:
-                if vf.is_corrupt:
-                    self.stats["corrupt_frames"] += 1
-                frame = self._make(vf, index)
-                index += 1
-                self.stats["decoded"] = index
-                yield frame
+            yield from self._emit(remaining)
 
 
 # --------------------------------------------------------------------------- image folders
