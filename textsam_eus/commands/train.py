@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     from ..model.registry import build_textsam
     from ..train.trainer import TrainConfig, Trainer
 
+    if not args.init:
+        from ..model.registry import get_config
+
+        get_config(args.preset, **model_overrides(args))  # a bad preset or field fails before data is read
     splits = load_splits(args)
     torch.manual_seed(args.seed)
     if args.init:
