@@ -92,7 +92,7 @@ class TorchEngine(Engine):
     # ------------------------------------------------------------------ graphs
     def _capture(self) -> None:
         cfg = self.model.cfg
-        s, c, g = cfg.image_size, cfg.prompt_embed_dim, cfg.embedding_grid
+        s = cfg.image_size
         x = torch.zeros(1, 3, s, s, device=self.device)
         self.graphs["encode"] = _Graph(self._encode_eager, x)
         emb = self.graphs["encode"].outputs

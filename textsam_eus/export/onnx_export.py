@@ -22,6 +22,7 @@ from torch import nn
 
 from ..model import transforms as T
 from ..model.bundle import Bundle, write_bundle
+from ..model.lora import has_lora
 from ..model.textsam import TextSam, decode_single_mask, embed_points
 
 OPSET = 17
@@ -59,8 +60,13 @@ class DecoderGraph(nn.Module):
 
 
 def deployable(model: TextSam) -> TextSam:
-    """A copy with the prompt precomputed, LoRA merged and the text tower dropped (the caller's model is kept)."""
-    return model.deployable()
+    """The model as export sees it: prompt precomputed, LoRA merged, no text tower, fp32 on the CPU.
+
+    A model that is already deployable is used as is; otherwise a copy is made (the caller's model is kept).
+    """
+    if model.text is not None or has_lora(model.sam):
+        model = model.deployable()
+    return model.float().cpu()
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
@@ -79,7 +85,7 @@ def export_onnx(model: TextSam, out: str | Path, fp16: bool = False) -> dict[str
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dep = deployable(model).float().cpu()
+    dep = deployable(model)
     cfg = dep.cfg
     s, c, g = cfg.image_size, cfg.prompt_embed_dim, cfg.embedding_grid
     image = torch.randn(1, 3, s, s)
@@ -139,7 +145,7 @@ def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -
     opts.log_severity_level = 3
     sess = {k: ort.InferenceSession(str(folder / f"{k}.onnx"), opts, providers=["CPUExecutionProvider"])
             for k in ("encoder", "decoder_text", "decoder_refine")}
-    dep = deployable(model).float().cpu()
+    dep = deployable(model)
     cfg = dep.cfg
     tok = dep.cached_prompt.reshape(1, 1, -1)
     worst = {"max_abs_logit_diff": 0.0, "min_mask_iou": 1.0}
@@ -147,23 +153,17 @@ def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -
         x, resized = T.preprocess(T.to_rgb(frame), cfg.image_size, cfg.pixel_mean, cfg.pixel_std)
         with torch.no_grad():
             emb_t = dep.encode_image(x)
-            passes = [(None, None)]
-            low_t, _ = dep.decode(emb_t, dep.sparse_prompts(tok[0]))
-            bc = T.box_and_centroid(T.lowres_to_input(low_t, cfg.image_size, resized) > cfg.mask_threshold)
-            if bc is not None:
-                passes.append((torch.cat([bc[1].view(1, 2), bc[0].view(2, 2)]).unsqueeze(0),
-                               torch.tensor([[1.0, 2.0, 3.0]])))
         emb_o = sess["encoder"].run(None, {"image": x.numpy()})[0]
-        for coords, labels in passes:
+        coords = labels = None
+        while True:  # the text-only pass, then one refinement pass from its mask (box corners + centroid)
             with torch.no_grad():
-                sparse = dep.sparse_prompts(tok[0], coords, labels)
-                low_t, iou_t = dep.decode(emb_t, sparse)
+                low_t, _ = dep.decode(emb_t, dep.sparse_prompts(tok[0], coords, labels))
             feeds = {"image_embeddings": emb_o, "text_tokens": tok.numpy()}
             if coords is None:
-                low_o, iou_o = sess["decoder_text"].run(None, feeds)
+                low_o, _ = sess["decoder_text"].run(None, feeds)
             else:
                 feeds.update(point_coords=coords.numpy(), point_labels=labels.numpy())
-                low_o, iou_o = sess["decoder_refine"].run(None, feeds)
+                low_o, _ = sess["decoder_refine"].run(None, feeds)
             diff = float(np.abs(low_o - low_t.numpy()).max())
             a, b = low_o > cfg.mask_threshold, low_t.numpy() > cfg.mask_threshold
             union = np.logical_or(a, b).sum()
@@ -174,6 +174,11 @@ def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -
                 raise ExportError(f"ONNX Runtime disagrees with torch on {folder} ({'text' if coords is None else 'refine'}"
                                   f" pass): max |logit diff| {diff:.2e} (limit {LOGIT_TOL}), mask IoU {iou:.4f} "
                                   f"(limit {IOU_MIN}); the export is not usable")
+            bc = T.box_and_centroid(T.lowres_to_input(low_t, cfg.image_size, resized) > cfg.mask_threshold)
+            if coords is not None or bc is None:
+                break
+            coords = torch.cat([bc[1].view(1, 2), bc[0].view(2, 2)]).unsqueeze(0)
+            labels = torch.tensor([[1.0, 2.0, 3.0]])
     return worst
 
 
@@ -194,9 +199,10 @@ def export_bundle(model: TextSam, out: str | Path, *, verify: bool = True, frame
                   source: dict | None = None, fp16: bool = False) -> Bundle:
     """Export ONNX graphs + bundle.json; verify them with ONNX Runtime unless ``verify=False``."""
     out = Path(out)
-    files = export_onnx(model, out, fp16=fp16)
-    cfg = model.cfg
-    token = deployable(model).cached_prompt.reshape(1, -1)
+    dep = deployable(model)  # one copy serves the export, the bundle's token and the parity check
+    files = export_onnx(dep, out, fp16=fp16)
+    cfg = dep.cfg
+    token = dep.cached_prompt.reshape(1, -1)
     bundle = Bundle(preset=cfg.preset, image_size=cfg.image_size,
                     embedding_shape=[1, cfg.prompt_embed_dim, cfg.embedding_grid, cfg.embedding_grid],
                     lowres_size=cfg.lowres_mask_size, pixel_mean=list(cfg.pixel_mean), pixel_std=list(cfg.pixel_std),
@@ -204,6 +210,6 @@ def export_bundle(model: TextSam, out: str | Path, *, verify: bool = True, frame
                     prompt_tokens=token.tolist(), files=files, versions=_versions(),
                     source={**(source or {}), "config": cfg.to_dict()})
     if verify:
-        bundle.source["parity"] = check_parity(model, out, frames or parity_frames(cfg.image_size))
+        bundle.source["parity"] = check_parity(dep, out, frames or parity_frames(cfg.image_size))
     write_bundle(out, bundle)
     return bundle

@@ -62,9 +62,8 @@ def current_tag(fp16: bool | None = None) -> dict[str, Any]:
     return tag
 
 
-def check_tag(plan: str | Path, tag: dict[str, Any], current: dict[str, Any]) -> None:
-    """Raise PlanMismatchError when ``tag`` (the plan's) differs from ``current`` in GPU or TensorRT version."""
-    check_plan_tag(plan, tag, current)
+#: Raise PlanMismatchError when a plan's tag differs from this machine's GPU or TensorRT version.
+check_tag = check_plan_tag
 
 
 def read_tag(plan: str | Path) -> dict[str, Any]:

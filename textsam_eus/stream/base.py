@@ -57,6 +57,16 @@ def _to_rgb_u8(img: np.ndarray, bgr: bool = True) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def release_quietly(resource, method: str = "close") -> None:
+    """Call ``resource.<method>()`` if there is a resource, ignoring its errors (teardown of files/devices)."""
+    if resource is None:
+        return
+    try:
+        getattr(resource, method)()
+    except Exception:
+        pass
+
+
 def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
@@ -131,11 +141,7 @@ class FrameSource:
                 return
             self._released = True
             gen, self._gen = self._gen, None
-        if gen is not None:
-            try:
-                gen.close()
-            except Exception:
-                pass
+        release_quietly(gen)
         self._release()
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Iterator
 
 
-from .base import FrameSource, SourceError, _to_rgb_u8, list_video_devices, opencv_has_gstreamer
+from .base import FrameSource, SourceError, _to_rgb_u8, list_video_devices, opencv_has_gstreamer, release_quietly
 from .frames import Frame
 
 # --------------------------------------------------------------------------- live capture
@@ -155,11 +155,7 @@ class CaptureSource(FrameSource):
         except Exception:
             ok = False
         if not ok:
-            if cap is not None:
-                try:
-                    cap.release()
-                except Exception:
-                    pass
+            release_quietly(cap, "release")
             return None
         return cap
 
@@ -223,11 +219,7 @@ class CaptureSource(FrameSource):
     def _reconnect(self):
         """Bounded reconnect; returns the first image read after reconnecting, or None."""
         cap, self._cap = self._cap, None
-        if cap is not None:
-            try:
-                cap.release()
-            except Exception:
-                pass
+        release_quietly(cap, "release")
         for _ in range(self.max_reconnects):
             if self._closed:
                 return None
@@ -240,10 +232,7 @@ class CaptureSource(FrameSource):
             self._configure(cap)
             img = self._read(cap)
             if img is None:
-                try:
-                    cap.release()
-                except Exception:
-                    pass
+                release_quietly(cap, "release")
                 continue
             self._cap = cap
             self.stats["reconnects"] += 1
@@ -273,10 +262,6 @@ class CaptureSource(FrameSource):
 
     def _release(self) -> None:
         cap, self._cap = self._cap, None
-        if cap is not None:
-            try:
-                cap.release()
-            except Exception:
-                pass
+        release_quietly(cap, "release")
 
 

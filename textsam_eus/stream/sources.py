@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from .base import (ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8,
-                   list_video_devices, opencv_has_gstreamer)
+                   list_video_devices, opencv_has_gstreamer, release_quietly)
 from .capture import CaptureSource
 from .frames import Frame
 from .roi import ROI, list_presets
@@ -134,11 +134,7 @@ class VideoFileSource(FrameSource):
 
     def _release(self) -> None:
         c, self._container = self._container, None
-        if c is not None:
-            try:
-                c.close()
-            except Exception:
-                pass
+        release_quietly(c)
 
     def _emit(self, video_frames) -> Iterator[Frame]:
         """Frames in decode order; ``stats['decoded']`` is the running count (and the next index)."""
