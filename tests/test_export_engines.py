@@ -14,8 +14,8 @@ from conftest import shared_data
 from textsam_eus.cli import main
 from textsam_eus.common.phantom import PhantomConfig, make_phantom_dataset
 from textsam_eus.engines import available_engines, create_engine, fastest_engine
-from textsam_eus.export.onnx_export import ExportError, check_parity, export_bundle
-from textsam_eus.model.bundle import BundleError, PlanMismatchError, read_bundle
+from textsam_eus.export.onnx_export import ExportError, _logit_diff, _mask_iou, check_parity, export_bundle
+from textsam_eus.model.bundle import BundleError, PlanMismatchError, read_bundle, sha256
 from textsam_eus.model.checkpoint import save_checkpoint
 from textsam_eus.model.registry import build_textsam
 from textsam_eus.model.transforms import FrameError
@@ -100,7 +100,8 @@ def test_torch_and_onnxruntime_engines_agree_on_synthetic_frames(model, bundle_d
 
 def test_engines_agree_on_real_eus_frames(model, bundle_dir):
     clips = shared_data("eus_clips")
-    from textsam_eus.stream.sources import ROI, VideoFileSource
+    from textsam_eus.stream.roi import ROI
+    from textsam_eus.stream.sources import VideoFileSource
 
     te = create_engine("torch", model=model, device="cpu")
     oe = create_engine("onnxruntime", bundle=bundle_dir)
@@ -144,6 +145,65 @@ def test_bundle_hash_and_version_errors(bundle_dir, tmp_path):
 
         with pytest.raises(BundleError, match="no TensorRT plans"):
             TrtEngine(bundle_dir)
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda data: data[: len(data) // 2], id="truncated"),
+    pytest.param(lambda data: b"\x00\xffnot an onnx graph" * 64, id="garbage"),
+    pytest.param(lambda data: b"", id="empty"),
+])
+def test_broken_graph_file_is_a_bundle_error(bundle_dir, tmp_path, damage):
+    bad = tmp_path / "b"
+    shutil.copytree(bundle_dir, bad)
+    graph = bad / "decoder_text.onnx"
+    graph.write_bytes(damage(graph.read_bytes()))
+    meta = json.loads((bad / "bundle.json").read_text())
+    meta["hashes"]["decoder_text.onnx"] = sha256(graph)  # the hash check passes: ONNX Runtime meets the file
+    (bad / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"cannot load .*decoder_text.onnx.*re-export the bundle") as err:
+        create_engine("onnxruntime", bundle=bad)
+    assert "\n" not in str(err.value)
+
+
+def _stale_bundle(bundle_dir, tmp_path):
+    """A folder holding a valid earlier bundle, which a failed export into it must not leave usable."""
+    out = tmp_path / "out"
+    shutil.copytree(bundle_dir, out)
+    return out
+
+
+@pytest.mark.parametrize("param", [
+    "sam.mask_decoder.output_upscaling.0.bias",  # NaN mask logits (and IoU)
+    "sam.mask_decoder.iou_prediction_head.layers.2.bias",  # finite masks, NaN IoU predictions only
+])
+def test_export_refuses_a_model_with_non_finite_outputs(bundle_dir, tmp_path, param):
+    model = _trained_like(0)
+    with torch.no_grad():
+        model.get_parameter(param).fill_(float("nan"))
+    out = _stale_bundle(bundle_dir, tmp_path)
+    with pytest.raises(ExportError, match=r"non-finite outputs \(NaN/Inf\).*check the checkpoint/training"):
+        export_bundle(model, out)
+    assert not (out / "bundle.json").exists()
+    with pytest.raises(BundleError, match="bundle.json is missing"):
+        read_bundle(out)
+
+
+def test_export_refuses_a_non_finite_prompt_token(bundle_dir, tmp_path):
+    model = _trained_like(0)
+    with torch.no_grad():
+        model.get_parameter("text.ctx")[0, 0, 0] = float("inf")
+    out = _stale_bundle(bundle_dir, tmp_path)
+    for verify in (True, False):
+        with pytest.raises(ExportError, match=r"non-finite outputs \(NaN/Inf\): the prompt token"):
+            export_bundle(model, out, verify=verify)
+        assert not (out / "bundle.json").exists()
+
+
+def test_parity_numbers_never_pass_nan():
+    nan, zeros = np.full((1, 1, 4, 4), np.nan, np.float32), np.zeros((1, 1, 4, 4), np.float32)
+    assert _logit_diff(nan, zeros) == np.inf and _logit_diff(zeros, nan) == np.inf
+    assert _mask_iou(nan, nan, 0.0) == 0.0 and _mask_iou(zeros, zeros, 0.0) == 1.0
+    assert _logit_diff(zeros, zeros + 1e-4) == pytest.approx(1e-4)
 
 
 @pytest.mark.parametrize("make", [

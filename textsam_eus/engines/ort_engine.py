@@ -8,8 +8,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.bundle import Bundle, BundleError, read_bundle
+from ..model.bundle import REEXPORT, Bundle, BundleError, read_bundle
 from .base import Engine
+
+# what ONNX Runtime raises for a file it cannot parse or load as a graph (not provider or device failures)
+_LOAD_ERRORS = ("InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoModel", "NoSuchFile", "Fail",
+                "NotImplemented")
 
 
 def _check_versions(bundle: Bundle, ort_version: str) -> None:
@@ -21,6 +25,19 @@ def _check_versions(bundle: Bundle, ort_version: str) -> None:
         raise BundleError(f"bundle {bundle.folder} uses ONNX opset {opset}, but the installed onnx {onnx.__version__}"
                           f" / onnxruntime {ort_version} know opsets up to {max_opset}; upgrade onnxruntime or "
                           "re-export the bundle here")
+
+
+def _session(ort, path: Path, opts, providers) -> Any:
+    """An InferenceSession for ``path``; a broken or foreign file is a BundleError naming it, not a traceback."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    load_errors = tuple(getattr(state, n) for n in _LOAD_ERRORS if hasattr(state, n))
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except load_errors as exc:
+        why = " ".join(str(exc).split())[:200]
+        raise BundleError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}: {why}); the graph file is "
+                          f"broken or not an ONNX graph: {REEXPORT}") from exc
 
 
 class OrtEngine(Engine):
@@ -58,7 +75,7 @@ class OrtEngine(Engine):
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
-        self.sessions = {role: ort.InferenceSession(str(self.bundle.path(role + suffix)), opts, providers=providers)
+        self.sessions = {role: _session(ort, self.bundle.path(role + suffix), opts, providers)
                          for role in ("encoder", "decoder_text", "decoder_refine")}
         self.providers = self.sessions["encoder"].get_providers()
         self.precision = precision

@@ -132,11 +132,37 @@ def _versions() -> dict[str, str]:
     return v
 
 
+NON_FINITE_HINT = "check the checkpoint/training (NaN weights or a diverged run); no bundle was written"
+
+
+def _check_finite(what: str, value: np.ndarray | torch.Tensor, where: str) -> None:
+    """Raise ExportError when ``value`` holds NaN or Inf: such a model must not become a bundle."""
+    if not np.isfinite(np.asarray(value)).all():
+        raise ExportError(f"the model produces non-finite outputs (NaN/Inf): {what} {where}; {NON_FINITE_HINT}")
+
+
+def _logit_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b|; inf when either holds NaN/Inf, so a non-finite output can never pass a tolerance."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("inf")
+    return float(np.abs(a - b).max())
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
+    """IoU of the binary masks ``a > threshold`` and ``b > threshold``; 0 when either holds NaN/Inf."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return 0.0
+    ma, mb = a > threshold, b > threshold
+    union = np.logical_or(ma, mb).sum()
+    return 1.0 if union == 0 else float(np.logical_and(ma, mb).sum() / union)
+
+
 def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -> dict[str, float]:
     """Run the ONNX graphs with ONNX Runtime (CPU) against the torch model on ``frames``.
 
-    Text-only and refinement passes; raises ExportError when the low-res mask logits differ by more than 1e-3 or
-    the binary masks' IoU is below 0.99. Returns the worst numbers seen.
+    Text-only and refinement passes; raises ExportError when torch or ONNX Runtime gives NaN/Inf mask logits or
+    IoU predictions, when the low-res mask logits differ by more than 1e-3 or the binary masks' IoU is below 0.99.
+    Returns the worst numbers seen.
     """
     import onnxruntime as ort
 
@@ -148,6 +174,7 @@ def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -
     dep = deployable(model)
     cfg = dep.cfg
     tok = dep.cached_prompt.reshape(1, 1, -1)
+    _check_finite("the prompt token", tok, "(text branch)")
     worst = {"max_abs_logit_diff": 0.0, "min_mask_iou": 1.0}
     for frame in frames:
         x, resized = T.preprocess(T.to_rgb(frame), cfg.image_size, cfg.pixel_mean, cfg.pixel_std)
@@ -157,23 +184,25 @@ def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -
         coords = labels = None
         while True:  # the text-only pass, then one refinement pass from its mask (box corners + centroid)
             with torch.no_grad():
-                low_t, _ = dep.decode(emb_t, dep.sparse_prompts(tok[0], coords, labels))
+                low_t, iou_t = dep.decode(emb_t, dep.sparse_prompts(tok[0], coords, labels))
             feeds = {"image_embeddings": emb_o, "text_tokens": tok.numpy()}
             if coords is None:
-                low_o, _ = sess["decoder_text"].run(None, feeds)
+                low_o, iou_o = sess["decoder_text"].run(None, feeds)
             else:
                 feeds.update(point_coords=coords.numpy(), point_labels=labels.numpy())
-                low_o, _ = sess["decoder_refine"].run(None, feeds)
-            diff = float(np.abs(low_o - low_t.numpy()).max())
-            a, b = low_o > cfg.mask_threshold, low_t.numpy() > cfg.mask_threshold
-            union = np.logical_or(a, b).sum()
-            iou = 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+                low_o, iou_o = sess["decoder_refine"].run(None, feeds)
+            where = f"({'text' if coords is None else 'refine'} pass)"
+            for what, value in (("torch mask logits", low_t), ("torch IoU predictions", iou_t),
+                                ("ONNX Runtime mask logits", low_o), ("ONNX Runtime IoU predictions", iou_o)):
+                _check_finite(what, value, where)
+            diff = _logit_diff(low_o, low_t.numpy())
+            iou = _mask_iou(low_o, low_t.numpy(), cfg.mask_threshold)
             worst["max_abs_logit_diff"] = max(worst["max_abs_logit_diff"], diff)
             worst["min_mask_iou"] = min(worst["min_mask_iou"], iou)
-            if diff > LOGIT_TOL or iou < IOU_MIN:
-                raise ExportError(f"ONNX Runtime disagrees with torch on {folder} ({'text' if coords is None else 'refine'}"
-                                  f" pass): max |logit diff| {diff:.2e} (limit {LOGIT_TOL}), mask IoU {iou:.4f} "
-                                  f"(limit {IOU_MIN}); the export is not usable")
+            if not (diff <= LOGIT_TOL and iou >= IOU_MIN):  # written so that NaN fails
+                raise ExportError(f"ONNX Runtime disagrees with torch on {folder} {where}: max |logit diff| "
+                                  f"{diff:.2e} (limit {LOGIT_TOL}), mask IoU {iou:.4f} (limit {IOU_MIN}); "
+                                  "the export is not usable")
             bc = T.box_and_centroid(T.lowres_to_input(low_t, cfg.image_size, resized) > cfg.mask_threshold)
             if coords is not None or bc is None:
                 break
@@ -197,12 +226,18 @@ def parity_frames(image_size: int, n: int = 3, seed: int = 0) -> list[np.ndarray
 
 def export_bundle(model: TextSam, out: str | Path, *, verify: bool = True, frames: list[np.ndarray] | None = None,
                   source: dict | None = None, fp16: bool = False) -> Bundle:
-    """Export ONNX graphs + bundle.json; verify them with ONNX Runtime unless ``verify=False``."""
+    """Export ONNX graphs + bundle.json; verify them with ONNX Runtime unless ``verify=False``.
+
+    A bundle.json already in ``out`` is removed first (its graphs are being replaced), so a failed export leaves
+    no usable bundle behind. A model whose prompt token or outputs hold NaN/Inf is refused with ExportError.
+    """
     out = Path(out)
+    (out / "bundle.json").unlink(missing_ok=True)
     dep = deployable(model)  # one copy serves the export, the bundle's token and the parity check
+    token = dep.cached_prompt.reshape(1, -1)
+    _check_finite("the prompt token", token, "(text branch)")
     files = export_onnx(dep, out, fp16=fp16)
     cfg = dep.cfg
-    token = dep.cached_prompt.reshape(1, -1)
     bundle = Bundle(preset=cfg.preset, image_size=cfg.image_size,
                     embedding_shape=[1, cfg.prompt_embed_dim, cfg.embedding_grid, cfg.embedding_grid],
                     lowres_size=cfg.lowres_mask_size, pixel_mean=list(cfg.pixel_mean), pixel_std=list(cfg.pixel_std),

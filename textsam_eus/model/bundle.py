@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 BUNDLE_FORMAT = "textsam-eus-bundle"
 BUNDLE_VERSION = 1
+REEXPORT = "re-export the bundle ('textsam-eus export --checkpoint CKPT --out DIR')"
 
 
 class BundleError(ValueError):
@@ -87,7 +89,11 @@ def write_bundle(folder: str | Path, bundle: Bundle) -> Path:
 
 
 def read_bundle(folder: str | Path, verify: bool = True) -> Bundle:
-    """Read ``folder/bundle.json``; with ``verify`` every listed file must exist with its recorded hash."""
+    """Read ``folder/bundle.json`` and check its values.
+
+    Every listed file (graphs and TensorRT plans) must lie inside ``folder`` and have a sha256 in bundle.json;
+    with ``verify`` each must also exist with that hash (``verify=False`` skips only reading the files).
+    """
     folder = Path(folder)
     path = folder / "bundle.json"
     if not path.is_file():
@@ -97,7 +103,7 @@ def read_bundle(folder: str | Path, verify: bool = True) -> Bundle:
         d = json.loads(path.read_text())
     except ValueError as exc:
         raise BundleError(f"{path} is not valid JSON ({exc}); re-export the bundle") from exc
-    if d.pop("format", None) != BUNDLE_FORMAT:
+    if not isinstance(d, dict) or d.pop("format", None) != BUNDLE_FORMAT:
         raise BundleError(f"{path} is not a TextSAM-EUS bundle")
     version = d.pop("version", None)
     if version != BUNDLE_VERSION:
@@ -107,13 +113,92 @@ def read_bundle(folder: str | Path, verify: bool = True) -> Bundle:
         bundle = Bundle(**d, folder=str(folder))
     except TypeError as exc:
         raise BundleError(f"{path} has unexpected fields ({exc}); re-export the bundle") from exc
-    if verify:
-        for name, digest in bundle.hashes.items():
-            f = folder / name
-            if not f.is_file():
-                raise BundleError(f"bundle file {f} is missing; re-export the bundle")
-            got = sha256(f)
-            if got != digest:
-                raise BundleError(f"{f} does not match bundle.json (sha256 {got[:12]}... expected {digest[:12]}...): "
-                                  "the file was changed or belongs to another export; re-export the bundle")
+    _check_values(bundle, path)
+    for role, name in _listed_files(bundle, path).items():
+        _check_contained(folder, role, name, path)
+        digest = bundle.hashes.get(name)
+        if not isinstance(digest, str) or not digest:
+            raise BundleError(f"{path}: bundle file {name!r} ({role}) has no sha256 in bundle.json; {REEXPORT}")
+        if verify:
+            _check_digest(folder / name, digest)
     return bundle
+
+
+# ---------------------------------------------------------------------- reading: the listed files
+
+
+def _listed_files(bundle: Bundle, path: Path) -> dict[str, str]:
+    """role -> file name for the graphs and the TensorRT plans; the sections must be name tables."""
+    for key in ("files", "hashes", "tensorrt", "versions", "source"):
+        if not isinstance(getattr(bundle, key), dict):
+            _invalid(path, key, getattr(bundle, key), "a JSON object")
+    listed = {**bundle.files, **{k: v for k, v in bundle.tensorrt.items() if k.startswith("plan_")}}
+    for role, name in listed.items():
+        if not isinstance(name, str) or not name:
+            _invalid(path, f"files[{role!r}]" if role in bundle.files else f"tensorrt[{role!r}]", name, "a file name")
+    return listed
+
+
+def _check_contained(folder: Path, role: str, name: str, path: Path) -> None:
+    """Refuse a name that, resolved (``..``, absolute, symlinks followed), is not inside ``folder``."""
+    root = folder.resolve()
+    target = (folder / name).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise BundleError(f"{path}: entry {role!r} -> {name!r} is not a file inside the bundle folder "
+                          f"(it resolves to {target}); {REEXPORT}")
+
+
+def _check_digest(f: Path, digest: str) -> None:
+    if not f.is_file():
+        raise BundleError(f"bundle file {f} is missing; re-export the bundle")
+    got = sha256(f)
+    if got != digest:
+        raise BundleError(f"{f} does not match bundle.json (sha256 {got[:12]}... expected {digest[:12]}...): "
+                          "the file was changed or belongs to another export; re-export the bundle")
+
+
+# ---------------------------------------------------------------------- reading: the values
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_finite(v: Any) -> bool:
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _numbers(v: Any, n: int, ok=_is_finite) -> bool:
+    return isinstance(v, list) and len(v) == n and all(ok(x) for x in v)
+
+
+_VALUE_CHECKS = [  # field, check, what it must be
+    ("image_size", lambda v: _is_int(v) and v > 0 and v % 16 == 0, "a positive int, a multiple of 16"),
+    ("embedding_shape", lambda v: _numbers(v, 4, lambda x: _is_int(x) and x > 0), "4 positive ints"),
+    ("lowres_size", lambda v: _is_int(v) and v > 0, "a positive int"),
+    ("pixel_mean", lambda v: _numbers(v, 3), "3 finite numbers"),
+    ("pixel_std", lambda v: _numbers(v, 3, lambda x: _is_finite(x) and x > 0), "3 finite numbers > 0"),
+    ("mask_threshold", _is_finite, "a finite number"),
+    ("refine_iterations", lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _invalid(path: Path, name: str, value: Any, expected: str) -> None:
+    raise BundleError(f"{path}: {name} is {_short(value)}, expected {expected}; re-export the bundle")
+
+
+def _check_values(bundle: Bundle, path: Path) -> None:
+    """Hand-edited or damaged values: each field must have the type and range an engine relies on."""
+    for name, ok, expected in _VALUE_CHECKS:
+        if not ok(getattr(bundle, name)):
+            _invalid(path, name, getattr(bundle, name), expected)
+    width = bundle.embedding_shape[1]
+    tokens = bundle.prompt_tokens
+    if not (isinstance(tokens, list) and tokens and all(_numbers(row, width) for row in tokens)):
+        _invalid(path, "prompt_tokens", tokens,
+                 f"a non-empty list of rows of {width} finite numbers (embedding_shape[1])")
