@@ -251,7 +251,8 @@ def load_frames(clip: str, n: int, seed: int) -> tuple[list[np.ndarray], dict[st
         frames = [np.ascontiguousarray(pc.frame(i)[0]) for i in range(n)]
         return frames, {"kind": "synthetic", "desc": f"synthetic phantom clip {w}x{h} (seed {seed})", "roi": None,
                         "frames_available": n}
-    from textsam_eus.stream.sources import ROI, VideoFileSource
+    from textsam_eus.stream.roi import ROI
+    from textsam_eus.stream.sources import VideoFileSource
 
     src = VideoFileSource(clip)
     roi = ROI.preset("eus800x600") if ROI.preset("eus800x600").fits(*src.size) else None
@@ -409,7 +410,8 @@ def run_model_mode(proxy: Measured, frames: list[np.ndarray], warmup: int, n: in
 def run_stream_mode(proxy: Measured, clip_info: dict, warmup: int, n: int, iterations: int, seed: int,
                     tmp: Path) -> dict:
     from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
-    from textsam_eus.stream.sources import ROI, PhantomSource, VideoFileSource
+    from textsam_eus.stream.roi import ROI
+    from textsam_eus.stream.sources import PhantomSource, VideoFileSource
 
     total = warmup + n
     if clip_info["kind"] == "video":
@@ -427,7 +429,7 @@ def run_stream_mode(proxy: Measured, clip_info: dict, warmup: int, n: int, itera
         with source:
             pipe = StreamPipeline(proxy, source, out_dir, cfg, progress=lambda _k: done.append(time.perf_counter()))
             summary = pipe.run()
-        records = [r for r in pipe.report.records if not r["dropped"]]
+        records = [r for r in pipe.report.records() if not r["dropped"]]
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     measured_frames = proxy.frames[warmup:]

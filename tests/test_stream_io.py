@@ -15,30 +15,16 @@ import cv2
 import numpy as np
 import pytest
 
-from textsam_eus.stream.frames import Frame
+from textsam_eus.stream.record import FrameRecord
 from textsam_eus.stream.overlay import OverlayStyle, draw_overlay, parse_color
-from textsam_eus.stream.sinks import (
-    DisplayUnavailableError,
-    LatencyReport,
-    MaskPngSink,
-    MaskVideoSink,
-    SinkError,
-    VideoWriterSink,
-    WindowSink,
-    opencv_has_gui,
-    read_mask_video,
-)
-from textsam_eus.stream.sources import (
-    ROI,
-    CaptureSource,
-    ImageFolderSource,
-    PhantomSource,
-    SourceError,
-    VideoFileSource,
-    list_presets,
-    open_source,
-    opencv_has_gstreamer,
-)
+from textsam_eus.stream.base import SourceError, opencv_has_gstreamer
+from textsam_eus.stream.capture import CaptureSource
+from textsam_eus.stream.encoders import MaskVideoEncoder, SinkError, VideoEncoder, read_mask_video
+from textsam_eus.stream.report import LatencyReport
+from textsam_eus.stream.roi import ROI, list_presets
+from textsam_eus.stream.sinks import MaskPngSink
+from textsam_eus.stream.sources import ImageFolderSource, PhantomSource, VideoFileSource, open_source
+from textsam_eus.stream.window import DisplayUnavailableError, Window, opencv_has_gui
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "eus_clips"
 STREAM_DIR = Path(__file__).resolve().parents[1] / "textsam_eus" / "stream"
@@ -55,8 +41,8 @@ def _frame(i: int, w: int, h: int) -> np.ndarray:
     return img
 
 
-def _write_clip(path, n, w, h, fps=15.0, pts=True, **kw) -> VideoWriterSink:
-    with VideoWriterSink(path, fps, **kw) as sink:
+def _write_clip(path, n, w, h, fps=15.0, pts=True, **kw) -> VideoEncoder:
+    with VideoEncoder(path, fps, **kw) as sink:
         for i in range(n):
             sink.write(_frame(i, w, h), pts_seconds=(i / fps) if pts else None)
     return sink
@@ -83,7 +69,7 @@ def test_mp4_roundtrip_odd_size_keeps_fps_and_pts(tmp_path):
     assert src.stats["decoded"] == 30 and src.stats["decode_errors"] == 0
     assert [f.index for f in frames] == list(range(30))
     for i, f in enumerate(frames):
-        assert isinstance(f, Frame)
+        assert isinstance(f, FrameRecord)
         assert f.image.shape == (98, 130, 3) and f.image.dtype == np.uint8
         assert f.image.flags.c_contiguous
         assert f.source == str(path)
@@ -110,7 +96,7 @@ def test_writer_without_pts_uses_frame_index(tmp_path):
 def test_writer_non_increasing_pts_nudged_or_dropped(tmp_path):
     seq = [0.0, 1 / 15, 1 / 15, 0.05, 3 / 15, 4 / 15]
     nudge = tmp_path / "nudge.mp4"
-    with VideoWriterSink(nudge, 15) as s:
+    with VideoEncoder(nudge, 15) as s:
         results = [s.write(_frame(i, 64, 48), pts_seconds=p) for i, p in enumerate(seq)]
     assert all(results) and s.stats["pts_nudged"] == 2 and s.frames_written == 6
     with VideoFileSource(nudge) as src:
@@ -118,7 +104,7 @@ def test_writer_non_increasing_pts_nudged_or_dropped(tmp_path):
     assert len(pts) == 6 and np.all(np.diff(pts) > 0)
 
     drop = tmp_path / "drop.mp4"
-    with VideoWriterSink(drop, 15, on_bad_pts="drop") as s:
+    with VideoEncoder(drop, 15, on_bad_pts="drop") as s:
         results = [s.write(_frame(i, 64, 48), pts_seconds=p) for i, p in enumerate(seq)]
     assert results == [True, True, False, False, True, True]
     assert s.stats["pts_dropped"] == 2 and s.frames_written == 4
@@ -128,10 +114,10 @@ def test_writer_non_increasing_pts_nudged_or_dropped(tmp_path):
 
 def test_writer_rejects_size_change_and_bad_args(tmp_path):
     with pytest.raises(SinkError, match="not available"):
-        VideoWriterSink(tmp_path / "x.mp4", 15, codec="no_such_codec")
+        VideoEncoder(tmp_path / "x.mp4", 15, codec="no_such_codec")
     with pytest.raises(SinkError, match="fps"):
-        VideoWriterSink(tmp_path / "x.mp4", 0)
-    with VideoWriterSink(tmp_path / "y.mp4", 15) as s:
+        VideoEncoder(tmp_path / "x.mp4", 0)
+    with VideoEncoder(tmp_path / "y.mp4", 15) as s:
         s.write(_frame(0, 64, 48))
         with pytest.raises(SinkError, match="size changed"):
             s.write(_frame(1, 66, 48))
@@ -141,7 +127,7 @@ def test_writer_rejects_size_change_and_bad_args(tmp_path):
 
 def test_sink_close_idempotent_and_finalises_after_exception(tmp_path):
     path = tmp_path / "crash.mp4"
-    sink = VideoWriterSink(path, 15)
+    sink = VideoEncoder(path, 15)
     with pytest.raises(RuntimeError, match="boom"):
         with sink:
             for i in range(7):
@@ -422,7 +408,7 @@ def test_image_folder_source_converts_and_sorts(tmp_path):
     with ImageFolderSource(folder, fps=10) as src:
         assert src.n_frames == 5 and src.size == (w, h) and src.fps == 10.0
         frames = list(src)
-    assert [Path(f.source).name for f in frames] == ["frame1.tif", "frame2.png", "frame3.bmp",
+    assert [Path(f.file).name for f in frames] == ["frame1.tif", "frame2.png", "frame3.bmp",
                                                       "frame10.png"]
     assert src.stats["decode_errors"] == 1  # the broken jpeg is skipped
     for f in frames:
@@ -431,7 +417,10 @@ def test_image_folder_source_converts_and_sorts(tmp_path):
     assert tuple(frames[1].image[0, 0]) == (200, 0, 0)
     assert tuple(frames[2].image[0, 0]) == (0, 0, 255)
     assert tuple(frames[3].image[0, 0]) == (77, 77, 77)
-    assert [f.pts for f in frames] == [0.0, 0.1, 0.2, pytest.approx(0.3)]
+    # the index (and pts) is the file's place in the sorted list, so outputs keep matching their inputs
+    assert [f.index for f in frames] == [0, 1, 2, 4] and [f.pts for f in frames] == [0.0, 0.1, 0.2, 0.4]
+    assert [f.name for f in frames] == ["frame1", "frame2", "frame3", "frame10"]
+    assert [Path(p).name for _, p in src.unreadable] == ["frame4.jpg"] and src.unreadable[0][0] == 3
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SourceError, match="no images"):
@@ -631,7 +620,7 @@ def test_mask_video_lossless_roundtrip(tmp_path):
     rng = np.random.default_rng(3)
     masks = [rng.random((61, 83)) > 0.6 for _ in range(12)]  # odd size, noisy: worst case
     path = tmp_path / "masks.mkv"
-    with MaskVideoSink(path, 15) as sink:
+    with MaskVideoEncoder(path, 15) as sink:
         for i, m in enumerate(masks):
             sink.write(m.astype(np.uint8) if i % 2 else m, pts_seconds=i / 15)
     back = list(read_mask_video(path))
@@ -641,16 +630,20 @@ def test_mask_video_lossless_roundtrip(tmp_path):
         np.testing.assert_array_equal(b, m.astype(np.uint8) * 255)
 
 
-def test_mask_png_sink(tmp_path):
-    sink = MaskPngSink(tmp_path / "pngs")
+def test_mask_png_sink_names_by_index_or_file_stem(tmp_path):
+    sink = MaskPngSink(tmp_path)
     m = np.zeros((20, 30), np.uint8)
     m[5:10, 5:15] = 1
-    p0 = sink.write(m)
-    p7 = sink.write(m.astype(bool), index=7)
-    p8 = sink.write(m * 3)
-    assert [p.name for p in (p0, p7, p8)] == ["mask_000000.png", "mask_000007.png",
-                                               "mask_000008.png"]
-    back = cv2.imread(str(p7), cv2.IMREAD_UNCHANGED)
+    records = [FrameRecord(0, None, 0.0, None, "v"), FrameRecord(7, None, 0.0, None, "v"),
+               FrameRecord(8, None, 0.0, None, "d", file="d/scan 3.tif", name="scan 3")]
+    for rec, mask in zip(records, (m, m.astype(bool), m * 3)):
+        rec.mask = mask
+        sink.write(rec)
+    assert [r.info["outputs"]["mask"] for r in records] == ["masks/mask_000000.png", "masks/mask_000007.png",
+                                                            "masks/scan 3.png"]
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["mask_000000.png", "mask_000007.png",
+                                                                     "scan 3.png"]  # no .part left
+    back = cv2.imread(str(tmp_path / "masks" / "mask_000007.png"), cv2.IMREAD_UNCHANGED)
     assert back.shape == (20, 30) and set(np.unique(back)) == {0, 255}
     np.testing.assert_array_equal(back, m * 255)
 
@@ -710,8 +703,8 @@ def test_latency_report_empty():
 @pytest.mark.skipif(opencv_has_gui(), reason="OpenCV here has a GUI")
 def test_window_sink_headless_message():
     with pytest.raises(DisplayUnavailableError, match="opencv-python"):
-        WindowSink("x")
-    w = WindowSink("x", strict=False)
+        Window("x")
+    w = Window("x", strict=False)
     assert w.available is False and w.show(np.zeros((4, 4, 3), np.uint8)) is False
     w.close()
 
@@ -719,7 +712,9 @@ def test_window_sink_headless_message():
 def test_stream_io_modules_do_not_import_heavy_packages():
     banned = ("torch", "textsam_eus.train", "textsam_eus.engines", "textsam_eus.model",
               "textsam_eus.common.phantom")
-    for name in ("frames.py", "sources.py", "sinks.py", "overlay.py"):
+    names = sorted(p.name for p in STREAM_DIR.glob("*.py"))
+    assert {"pipeline.py", "sources.py", "sinks.py", "record.py", "replay.py", "av_live.py"} <= set(names)
+    for name in names:
         tree = ast.parse((STREAM_DIR / name).read_text())
         for node in ast.walk(tree):
             mods = []

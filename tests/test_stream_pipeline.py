@@ -15,10 +15,13 @@ from conftest import shared_data
 
 from textsam_eus.cli import main
 from textsam_eus.model.refine import SegmentResult
-from textsam_eus.stream.frames import Frame
+from textsam_eus.stream.record import FrameRecord
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
-from textsam_eus.stream.sinks import VideoWriterSink
-from textsam_eus.stream.sources import ROI, CaptureSource, FrameSource, PhantomSource, SourceError, VideoFileSource
+from textsam_eus.stream.encoders import VideoEncoder
+from textsam_eus.stream.base import FrameSource, SourceError
+from textsam_eus.stream.capture import CaptureSource
+from textsam_eus.stream.roi import ROI
+from textsam_eus.stream.sources import PhantomSource, VideoFileSource
 
 
 class FakeEngine:
@@ -107,7 +110,7 @@ class LiveSource(FrameSource):
         for i in range(self.n):
             time.sleep(0.01)
             self.stats["decoded"] += 1
-            yield Frame(i, np.full((48, 64, 3), i % 255, np.uint8), time.monotonic(), None, "live")
+            yield FrameRecord(i, np.full((48, 64, 3), i % 255, np.uint8), time.monotonic(), None, "live")
 
 
 def test_live_source_keeps_only_the_newest_frame(tmp_path):
@@ -130,7 +133,7 @@ def test_temporal_seeding_uses_previous_box(tmp_path):
 
 
 def _write_ts(path, n=40, size=(96, 64)):
-    with VideoWriterSink(path, 15.0) as sink:
+    with VideoEncoder(path, 15.0) as sink:
         for i in range(n):
             img = np.zeros((size[1], size[0], 3), np.uint8)
             img[:, : (i * 2) % size[0]] = 200
@@ -252,7 +255,7 @@ class FastSource(FrameSource):
         rng = np.random.default_rng(0)
         base = rng.integers(0, 255, (72, 96, 3), dtype=np.uint8)
         for i in range(self.n):
-            yield Frame(i, np.roll(base, i, axis=1), time.monotonic(), i / 30.0, "fast")
+            yield FrameRecord(i, np.roll(base, i, axis=1), time.monotonic(), i / 30.0, "fast")
 
 
 def _rss_mb():

@@ -14,9 +14,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=90, help="frames of the synthetic clip")
     p.add_argument("--size", default="480x360", help="frame size WxH of the synthetic clip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace what --out holds (an earlier demo's output "
+                   "is replaced without it)")
     add_engine_arguments(p)
     add_style_arguments(p)
     p.add_argument("--no-progress", action="store_true")
+
+
+def _earlier_demo(out: Path) -> bool:
+    """True when ``out`` holds the output of an earlier demo run (a phantom source), which the demo replaces."""
+    import json
+
+    try:
+        return str(json.loads((out / "summary.json").read_text()).get("source", "")).startswith("phantom:")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,12 +45,19 @@ def run(args: argparse.Namespace) -> int:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise ValueError(f"--size {args.size!r} is invalid: use WxH, e.g. 480x360") from None
+    from ..stream.outdir import check_out_dir
+
+    check_out_dir(args.out, overwrite=args.overwrite or _earlier_demo(Path(args.out)))
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
                          args.iterations, args.refine_prompts)
     out = Path(args.out)
+    overwrite = args.overwrite or _earlier_demo(out)
+    if overwrite and not args.overwrite:
+        print(f"replacing the earlier demo output in {out}")
     source = PhantomSource(n_frames=args.frames, seed=args.seed, width=width, height=height, fps=15.0)
     with source:
-        summary = run_one(engine, source, out, PipelineConfig(style=style_from(args)), not args.no_progress)
+        summary = run_one(engine, source, out, PipelineConfig(style=style_from(args), overwrite=overwrite),
+                          not args.no_progress)
     print_summary(summary, out)
     # the clip is synthetic, so its exact masks are known: score what was written
     import cv2

@@ -23,19 +23,27 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True,
-                   help="video file, folder of videos or images, device index or /dev/videoN, GStreamer pipeline "
-                        "(contains '!'), or phantom[:N]")
-    p.add_argument("--out", required=True, help="output folder")
+                   help="video file, folder of videos or images, device index or /dev/videoN (OpenCV), "
+                        "v4l2:/dev/videoN (PyAV, kernel timestamps), lavfi:GRAPH, GStreamer pipeline (contains '!'), "
+                        "or phantom[:N]")
+    p.add_argument("--out", required=True, help="output folder (must be empty, or pass --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     add_engine_arguments(p)
     p.add_argument("--roi", default=None, help="x,y,w,h or a preset (eus800x600: the database's 711x457 crop)")
     p.add_argument("--temporal", action="store_true",
                    help="seed each frame with the previous confident frame's box/centroid")
+    p.add_argument("--realtime", action="store_true",
+                   help="files/folders: replay at the recording's own timestamps as a live source (newest frame "
+                        "wins, drops counted), as from a capture card")
+    p.add_argument("--speed", type=float, default=1.0, help="with --realtime: replay speed factor (default 1)")
     p.add_argument("--masks", default="png", choices=["png", "video", "none"])
-    p.add_argument("--no-video", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--no-video", action="store_true", help="do not write the overlay (overlay.mp4 / overlays/)")
     p.add_argument("--show", action="store_true", help="show a window (needs an OpenCV build with GUI)")
-    p.add_argument("--width", type=int, default=None, help="capture: requested width")
-    p.add_argument("--height", type=int, default=None, help="capture: requested height")
-    p.add_argument("--fps", type=float, default=None, help="capture: requested frame rate")
+    p.add_argument("--width", type=int, default=None, help="capture devices: requested width")
+    p.add_argument("--height", type=int, default=None, help="capture devices: requested height")
+    p.add_argument("--fps", type=float, default=None, help="capture: requested frame rate; files/folders: frame rate")
+    p.add_argument("--pixel-format", default=None,
+                   help="capture devices: pixel format (v4l2: mjpeg, yuyv422, ...; OpenCV: a FOURCC such as MJPG)")
     p.add_argument("--max-frames", type=int, default=None)
     add_style_arguments(p)
     p.add_argument("--no-progress", action="store_true")
@@ -57,6 +65,18 @@ def style_from(args: argparse.Namespace):
 
 def _videos_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def plan_jobs(spec: str, out: Path) -> list[tuple[str, Path]]:
+    """(source, output folder) pairs: one per video of a folder of videos (same-stem videos get distinct
+    folders, ``clip_mp4`` and ``clip_mkv``), else the source itself into ``out``."""
+    from ..stream.sources import unique_stems
+
+    if os.path.isdir(spec) and _videos_in(Path(spec)):
+        videos = _videos_in(Path(spec))
+        stems = unique_stems(videos)
+        return [(str(v), out / stems[v]) for v in videos]
+    return [(spec, out)]
 
 
 def run_one(engine, source, out: Path, cfg, progress: bool) -> dict:
@@ -92,8 +112,24 @@ def print_summary(summary: dict, out: Path) -> None:
     bad = {k: v for k, v in src.items() if k != "decoded" and v}
     if bad:
         print(f"  source: {bad}")
-    if summary.get("interrupted_by"):
-        print(f"  stopped by {summary['interrupted_by']}; outputs written so far are finalised")
+    for w in summary.get("warnings") or []:
+        print(f"  warning: {w}")
+    if not summary.get("complete"):
+        print(f"  incomplete: {summary.get('stop_reason')}; outputs written so far are finalised")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("width", "height", "max_frames"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} {v} is invalid: use a positive number (or leave it out)")
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps {args.fps} is invalid: use a positive frame rate")
+    if not args.speed > 0:
+        raise ValueError(f"--speed {args.speed} is invalid: use a number > 0 (2 = twice the recording's pace)")
+    if args.speed != 1.0 and not args.realtime:
+        raise ValueError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
+                         "fast as the model runs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,26 +137,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from ..stream.outdir import check_out_dir
     from ..stream.pipeline import PipelineConfig
-    from ..stream.sources import ROI, open_source
+    from ..stream.roi import ROI
+    from ..stream.sources import open_source
     from ._engine import make_engine
 
-    roi = None
-    if args.roi:
-        roi = ROI.parse(args.roi)
+    _check_args(args)
+    roi = ROI.parse(args.roi) if args.roi else None
     cfg = PipelineConfig(roi=roi, iterations=args.iterations, temporal=args.temporal, masks=args.masks,
                          write_video=not args.no_video, show=args.show, max_frames=args.max_frames,
-                         style=style_from(args))
-    out = Path(args.out)
-    spec = args.source
-    jobs = []
-    if os.path.isdir(spec) and _videos_in(Path(spec)):
-        jobs = [(str(v), out / v.stem) for v in _videos_in(Path(spec))]
-    else:
-        jobs = [(spec, out)]
-    capture_kw = {k: getattr(args, k) for k in ("width", "height", "fps") if getattr(args, k) is not None}
+                         style=style_from(args), overwrite=args.overwrite)
+    jobs = plan_jobs(args.source, Path(args.out))
+    for _, out_i in jobs:  # every output folder is checked before any work
+        check_out_dir(out_i, overwrite=args.overwrite)
+    source_kw = {"width": args.width, "height": args.height, "fps": args.fps, "pixel_format": args.pixel_format,
+                 "realtime": args.realtime, "speed": args.speed}
     # open the first source before loading the model: bad input fails before any work
-    first = open_source(jobs[0][0], **capture_kw)
+    first = open_source(jobs[0][0], **source_kw)
     if roi is not None and first.size[0]:
         roi.validate(*first.size)
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
@@ -128,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     for i, (spec_i, out_i) in enumerate(jobs):
         try:
-            source = first if i == 0 else open_source(spec_i, **capture_kw)
+            source = first if i == 0 else open_source(spec_i, **source_kw)
             with source:
                 summary = run_one(engine, source, out_i, cfg, not args.no_progress)
             print_summary(summary, out_i)

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .frames import Frame
+from .record import FrameRecord
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -19,6 +19,8 @@ ACCEPTED_SPECS = (
     "  - a folder of images (png/jpg/jpeg/bmp/tif/tiff)\n"
     "  - a capture device index (e.g. 0) or a V4L2 device path (e.g. /dev/video0)\n"
     "  - a GStreamer pipeline string containing '!' (e.g. 'v4l2src ! videoconvert ! appsink')\n"
+    "  - 'v4l2:/dev/video0' for a V4L2 capture card through PyAV/FFmpeg (kernel timestamps)\n"
+    "  - 'lavfi:GRAPH' for an FFmpeg filter graph as a live source (e.g. 'lavfi:testsrc2=size=800x600:rate=60')\n"
     "  - 'phantom' or 'phantom:N' for N synthetic phantom frames"
 )
 
@@ -89,7 +91,7 @@ def opencv_has_gstreamer() -> bool:
 
 
 class FrameSource:
-    """Base class: context manager + iterator of :class:`Frame`.
+    """Base class: context manager + iterator of :class:`FrameRecord`.
 
     Subclasses implement :meth:`_frames` (a generator) and :meth:`_release`.
     """
@@ -99,27 +101,29 @@ class FrameSource:
     is_live: bool = False
     n_frames: int | None = None
     name: str = ""
+    per_file_outputs: bool = False  # image folders: outputs named after each input file
 
     def __init__(self) -> None:
+        self.warnings: list[str] = []  # e.g. "requested 1920x1080, device delivers 1280x720"
         self.stats: dict[str, Any] = {
             "decoded": 0,
             "skipped_packets": 0,
             "decode_errors": 0,
             "reconnects": 0,
         }
-        self._gen: Iterator[Frame] | None = None
+        self._gen: Iterator[FrameRecord] | None = None
         self._closed = False
         self._released = False
         self._lock = threading.Lock()
 
     # -- iteration
-    def _frames(self) -> Iterator[Frame]:  # pragma: no cover - abstract
+    def _frames(self) -> Iterator[FrameRecord]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __iter__(self) -> "FrameSource":
         return self
 
-    def __next__(self) -> Frame:
+    def __next__(self) -> FrameRecord:
         if self._closed:
             self._finish()
             raise StopIteration

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 
 from .base import FrameSource, SourceError, _to_rgb_u8, list_video_devices, opencv_has_gstreamer, release_quietly
-from .frames import Frame
+from .record import FrameRecord
 
 # --------------------------------------------------------------------------- live capture
 
@@ -93,7 +93,6 @@ class CaptureSource(FrameSource):
         self._open_fn = open_fn if open_fn is not None else cv2.VideoCapture
         self._sleep = sleep_fn
         self.stats.update(read_failures=0, reconnect_attempts=0, lost=False)
-        self.warnings: list[str] = []
         self._cap = None
 
         is_pipeline = isinstance(device, str) and "!" in device
@@ -239,7 +238,7 @@ class CaptureSource(FrameSource):
             return img
         return None
 
-    def _frames(self) -> Iterator[Frame]:
+    def _frames(self) -> Iterator[FrameRecord]:
         index = 0
         first = True
         while not self._closed:
@@ -255,7 +254,7 @@ class CaptureSource(FrameSource):
             if first:
                 self.size = (rgb.shape[1], rgb.shape[0])
                 first = False
-            frame = Frame(index=index, image=rgb, timestamp=ts, pts=None, source=self.name)
+            frame = FrameRecord(index=index, image=rgb, timestamp=ts, pts=None, source=self.name)
             index += 1
             self.stats["decoded"] = index
             yield frame

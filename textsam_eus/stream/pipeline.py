@@ -1,19 +1,22 @@
-"""The streaming pipeline: capture/decode -> preprocess + engine -> overlay -> sinks, each stage in its own thread.
+"""The streaming pipeline: source -> capture -> segment -> draw -> write (sinks), each stage in its own thread.
 
-Stages are joined by bounded queues, so decoding and encoding overlap inference and memory stays flat. A live
-source keeps only the newest frame when inference falls behind (latency stays bounded; dropped frames are counted
-and reported); files process every frame, in order. Every stop path — end of input, a lost device, SIGINT/SIGTERM,
-an error in any stage — finalises the outputs written so far (the MP4 is closed properly, masks are kept).
+The whole topology is :meth:`StreamPipeline.compose`. Stages pass one :class:`~textsam_eus.stream.record.FrameRecord`
+per frame through bounded queues, so decoding and encoding overlap inference and memory stays flat. A live source
+(a capture device, or a file replayed with ``--realtime``) keeps only the newest frame when inference falls
+behind: latency stays bounded, the dropped frames are counted and reported without their pixels. Files process
+every frame, in order.
 
-Per frame: the time to decode/grab it, queue waits, the engine's stages (preprocess, encode, decode_k,
-postprocess), overlay, sink write, and the capture-to-overlay latency.
+Every stop — end of input, a lost device, SIGINT/SIGTERM (any number of them), an error in any stage, a full
+disk — finalises the outputs written so far: signals only ask the run to stop and cannot interrupt finalisation;
+on a full disk a reserve file is freed to make room for it. ``summary.json`` is written when the run starts
+(``complete: false``), refreshed every few seconds, and rewritten at the end with ``complete`` and ``stop_reason``,
+so after a SIGKILL it says the run did not finish. The overlay MP4 is fragmented and plays up to the kill.
 """
 
 from __future__ import annotations
 
-import json
-import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,12 +25,21 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .base import FrameSource
+from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay
-from .report import LatencyReport
-from .sinks import MaskPngSink, MaskVideoSink, VideoWriterSink, WindowSink
-from .sources import ROI, FrameSource
+from .record import FrameRecord
+from .report import LatencyReport, write_json_atomic
+from .roi import ROI
+from .sinks import (MaskPngSink, MaskVideoSink, OutputIndexSink, OverlayPngSink, OverlayVideoSink, ReportSink,
+                    Sink, WindowSink)
+from .stages import FifoQueue, LatestQueue, Stage, run_stage
 
-_END = object()
+HEARTBEAT_S = 2.0  # how often summary.json is refreshed during a run
+
+
+class StreamError(RuntimeError):
+    """A run stopped for a reason the user can fix (full disk, ...); the outputs are finalised."""
 
 
 @dataclass
@@ -38,57 +50,27 @@ class PipelineConfig:
     temporal_min_iou: float = 0.7  # predicted IoU needed to reuse a frame's box/centroid
     temporal_iterations: int = 1  # refinement passes when seeded
     queue_size: int = 4
-    write_video: bool = True
+    write_video: bool = True  # the overlay: overlay.mp4, or overlays/<stem>.png for image folders
     masks: str = "png"  # png | video | none
     report: bool = True
     show: bool = False
     style: OverlayStyle = field(default_factory=OverlayStyle)
     max_frames: int | None = None
     handle_signals: bool = True
+    overwrite: bool = False  # replace the results of an earlier run in the output folder
 
     def __post_init__(self) -> None:
         if self.masks not in ("png", "video", "none"):
             raise ValueError(f"masks={self.masks!r} is invalid: choose png, video or none")
         if self.queue_size < 1:
             raise ValueError(f"queue_size={self.queue_size} is invalid: must be >= 1")
-
-
-class _LatestQueue:
-    """Queue for live sources: a new frame replaces an unread one (counted as dropped); the end marker never
-    replaces a frame, it is delivered after it."""
-
-    def __init__(self) -> None:
-        self._item = None
-        self._has = False
-        self._ended = False
-        self._cond = threading.Condition()
-        self.dropped: list[Any] = []
-
-    def put(self, item, timeout=None) -> None:
-        with self._cond:
-            if item is _END:
-                self._ended = True
-            else:
-                if self._has:
-                    self.dropped.append(self._item)
-                self._item, self._has = item, True
-            self._cond.notify()
-
-    def get(self, timeout=None):
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._has or self._ended, timeout):
-                raise queue.Empty
-            if self._has:
-                item, self._item, self._has = self._item, None, False
-                return item
-            return _END
-
-    def get_nowait(self):
-        return self.get(timeout=0)
+        if self.max_frames is not None and self.max_frames <= 0:
+            raise ValueError(f"max_frames={self.max_frames} is invalid: must be >= 1 (or leave it out for all)")
 
 
 class StreamPipeline:
-    """Run ``engine`` over ``source`` and write to ``out_dir``: overlay.mp4, masks, latency.json/csv, summary.json."""
+    """Run ``engine`` over ``source`` and write to ``out_dir``: overlay, masks, outputs.csv, latency.json/csv,
+    summary.json."""
 
     def __init__(self, engine, source: FrameSource, out_dir: str | Path, config: PipelineConfig | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
@@ -99,235 +81,309 @@ class StreamPipeline:
         self.progress = progress
         width, height = source.size
         if self.cfg.roi is not None and width and height:
-            self.cfg.roi.validate(width, height)  # an ROI outside the frame fails before any work
+            self.cfg.roi.validate(width, height)  # an ROI outside the first frame fails before any work
         self.stop_event = threading.Event()
         self.errors: list[BaseException] = []
-        self.report = LatencyReport(name=getattr(source, "name", ""))
-        self.stats: dict[str, Any] = {"frames_in": 0, "frames_out": 0, "dropped": 0, "temporal_seeded": 0}
+        self.stop_reason: str | None = None
+        self.signals: list[str] = []
+        self.warnings: list[str] = list(getattr(source, "warnings", []) or [])
+        self.stats: dict[str, Any] = {"frames_in": 0, "frames_out": 0, "temporal_seeded": 0, "size_changes": 0}
+        self.report: LatencyReport | None = None
+        self.sinks: list[Sink] = []
+        self.index_sink: OutputIndexSink | None = None
+        self.folder: OutputFolder | None = None
+        self._frames_queue: LatestQueue | FifoQueue | None = None
         self._prev: Any = None
         self._prev_mask: np.ndarray | None = None
-        self._stability: list[float] = []
+        self._size: tuple[int, int] | None = None
+        self._stability = [0.0, 0]  # sum, count of consecutive-frame mask IoU
+        self._fps_window: list[float] = []
+        self._finalised = False
+        self._t0 = time.perf_counter()
 
-    # ------------------------------------------------------------------ stages
-    def _capture(self, q_out) -> None:
-        try:
-            t = time.perf_counter()
-            for frame in self.source:
-                decode_ms = (time.perf_counter() - t) * 1e3
-                if self.stop_event.is_set():
-                    break
-                self.stats["frames_in"] += 1
-                self._put(q_out, (frame, {"video_decode": decode_ms, "_t_put": time.perf_counter()}))
-                if self.cfg.max_frames and self.stats["frames_in"] >= self.cfg.max_frames:
-                    break
-                t = time.perf_counter()
-        except BaseException as exc:  # noqa: BLE001 - reported after outputs are finalised
-            self.errors.append(exc)
-            self.stop_event.set()
-        finally:
-            self._put(q_out, _END, force=True)
+    # ------------------------------------------------------------------ topology
+    def compose(self) -> list[Stage]:
+        """source -> [capture] -> frames -> [segment] -> masks -> [draw] -> overlays -> [write: sinks]."""
+        q = self.cfg.queue_size
+        frames = LatestQueue(self._record_drop) if self.source.is_live else FifoQueue(q)
+        masks, overlays = FifoQueue(q), FifoQueue(q)
+        self._frames_queue = frames
+        return [Stage("capture", self._admit, self._timed_frames(), frames),
+                Stage("segment", self._segment, frames, masks, wait_key="queue_wait"),
+                Stage("draw", self._draw, masks, overlays),
+                Stage("write", self._write, overlays, close=self._close_sinks)]
 
-    def _put(self, q, item, force: bool = False) -> None:
-        while True:
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                if self.stop_event.is_set() and not force:
-                    return
-                if self.stop_event.is_set():  # make room for the end marker
-                    try:
-                        q.get_nowait()
-                    except queue.Empty:
-                        pass
-
-    def _get(self, q):
-        while True:
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-
-    def _infer(self, q_in, q_out) -> None:
-        try:
-            while True:
-                item = self._get(q_in)
-                if item is _END:
-                    break
-                if self.stop_event.is_set():
-                    continue  # drain
-                frame, timings = item
-                timings["queue_wait"] = (time.perf_counter() - timings.pop("_t_put")) * 1e3
-                image = frame.image
-                roi = self.cfg.roi
-                view = roi.crop(image) if roi is not None else image
-                kwargs = {}
-                if self.cfg.iterations is not None:
-                    kwargs["iterations"] = self.cfg.iterations
-                if self.cfg.temporal and self._prev is not None:
-                    kwargs.update(seed_prompt=self._prev, iterations=self.cfg.temporal_iterations)
-                    self.stats["temporal_seeded"] += 1
-                result = self.engine.segment(view, **kwargs)
-                confident = result.box is not None and result.iou >= self.cfg.temporal_min_iou
-                self._prev = (result.box, result.centroid) if confident else None
-                mask = roi.paste(image.shape, result.mask) if roi is not None else result.mask
-                if self._prev_mask is not None:
-                    union = np.logical_or(mask, self._prev_mask).sum()
-                    self._stability.append(1.0 if union == 0 else float(np.logical_and(mask, self._prev_mask).sum()
-                                                                         / union))
-                self._prev_mask = mask
-                timings.update({k: v for k, v in result.timings.items() if k != "total"})
-                timings["engine_total"] = result.timings["total"]
-                self._put(q_out, (frame, mask, result, timings))
-        except BaseException as exc:  # noqa: BLE001
-            self.errors.append(exc)
-            self.stop_event.set()
-        finally:
-            self._put(q_out, _END, force=True)
-
-    def _overlay(self, q_in, q_out) -> None:
-        try:
-            fps_window: list[float] = []
-            while True:
-                item = self._get(q_in)
-                if item is _END:
-                    break
-                frame, mask, result, timings = item
-                t = time.perf_counter()
-                now = time.monotonic()
-                fps_window = [x for x in fps_window if now - x < 1.0] + [now]
-                hud = [f"{self.engine.name} | {len(fps_window)} fps",
-                       f"latency {(now - frame.timestamp) * 1e3:.0f} ms | IoU {result.iou:.2f}"]
-                image = draw_overlay(frame.image, mask, self.cfg.style, hud if self.cfg.style.hud else None)
-                timings["overlay"] = (time.perf_counter() - t) * 1e3
-                timings["latency_capture_to_overlay"] = (time.monotonic() - frame.timestamp) * 1e3
-                self._put(q_out, (frame, image, mask, result, timings))
-        except BaseException as exc:  # noqa: BLE001
-            self.errors.append(exc)
-            self.stop_event.set()
-        finally:
-            self._put(q_out, _END, force=True)
-
-    def _sink(self, q_in, sinks: dict) -> None:
-        try:
-            while True:
-                item = self._get(q_in)
-                if item is _END:
-                    break
-                frame, image, mask, result, timings = item
-                t = time.perf_counter()
-                if "video" in sinks:
-                    sinks["video"].write(image, frame.pts)
-                if "masks" in sinks:
-                    if isinstance(sinks["masks"], MaskPngSink):
-                        sinks["masks"].write(mask.astype(np.uint8), frame.index)
-                    else:
-                        sinks["masks"].write(mask.astype(np.uint8), frame.pts)
-                if "window" in sinks and not sinks["window"].show(image):
-                    self.stop_event.set()  # the user closed the window / pressed q
-                timings["sink_write"] = (time.perf_counter() - t) * 1e3
-                latency = timings.pop("latency_capture_to_overlay")
-                timings["capture_to_written"] = (time.monotonic() - frame.timestamp) * 1e3
-                self.report.add(index=frame.index, latency_ms=latency, stages=timings,
-                                result={"iou_pred": round(float(result.iou), 4), "passes": int(result.passes),
-                                        "mask_area": int(mask.sum())})
-                self.stats["frames_out"] += 1
-                if self.progress:
-                    self.progress(1)
-        except BaseException as exc:  # noqa: BLE001
-            self.errors.append(exc)
-            self.stop_event.set()
-
-    # ------------------------------------------------------------------ run
-    def _open_sinks(self) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)
+    def _open_sinks(self) -> list[Sink]:
         fps = self.source.fps or 15.0
-        sinks: dict[str, Any] = {}
+        per_file = bool(getattr(self.source, "per_file_outputs", False))
+        sinks: list[Sink] = []
         if self.cfg.write_video:
-            sinks["video"] = VideoWriterSink(self.out / "overlay.mp4", fps)
+            sinks.append(OverlayPngSink(self.out) if per_file else OverlayVideoSink(self.out, fps))
         if self.cfg.masks == "png":
-            sinks["masks"] = MaskPngSink(self.out / "masks")
+            sinks.append(MaskPngSink(self.out))
         elif self.cfg.masks == "video":
-            sinks["masks"] = MaskVideoSink(self.out / "masks.mkv", fps)
+            sinks.append(MaskVideoSink(self.out, fps))
         if self.cfg.show:
-            sinks["window"] = WindowSink()
+            sinks.append(WindowSink())
+        self.index_sink = OutputIndexSink(self.out)
+        sinks.append(self.index_sink)
         return sinks
 
+    # ------------------------------------------------------------------ stages
+    def _timed_frames(self):
+        """The source's frames, each with its decode/grab time; stops at ``max_frames``."""
+        it = iter(self.source)
+        while True:
+            t = time.perf_counter()
+            try:
+                record = next(it)
+            except StopIteration:
+                return
+            record.timings["video_decode"] = (time.perf_counter() - t) * 1e3
+            yield record
+            if self.cfg.max_frames and self.stats["frames_in"] >= self.cfg.max_frames:
+                self.stop_reason = self.stop_reason or f"max frames ({self.cfg.max_frames})"
+                return
+
+    def _admit(self, rec: FrameRecord) -> FrameRecord:
+        self.stats["frames_in"] += 1
+        return rec
+
+    def _record_drop(self, rec: FrameRecord) -> None:
+        self.report.add(index=rec.index, dropped=True, timestamp=rec.timestamp)
+
+    def _roi_for(self, rec: FrameRecord) -> ROI | None:
+        roi = self.cfg.roi
+        if roi is None or roi.fits(rec.width, rec.height):
+            return roi
+        msg = f"ROI {roi} does not fit {rec.width}x{rec.height} frames: those frames are segmented whole"
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+            print(f"warning: {msg}", file=sys.stderr)
+        rec.info["roi"] = "full frame"
+        return None
+
+    def _segment(self, rec: FrameRecord) -> FrameRecord:
+        if self.stop_event.is_set():
+            return None
+        if rec.size != self._size:
+            if self._size is not None:
+                self.stats["size_changes"] += 1
+                rec.info["size_changed"] = f"{self._size[0]}x{self._size[1]}->{rec.width}x{rec.height}"
+            self._size, self._prev, self._prev_mask = rec.size, None, None
+        roi = self._roi_for(rec)
+        view = roi.crop(rec.image) if roi is not None else rec.image
+        kwargs: dict[str, Any] = {}
+        if self.cfg.iterations is not None:
+            kwargs["iterations"] = self.cfg.iterations
+        if self.cfg.temporal and self._prev is not None:
+            kwargs.update(seed_prompt=self._prev, iterations=self.cfg.temporal_iterations)
+            self.stats["temporal_seeded"] += 1
+        result = self.engine.segment(view, **kwargs)
+        confident = result.box is not None and bool(np.isfinite(result.iou)) and result.iou >= self.cfg.temporal_min_iou
+        self._prev = (result.box, result.centroid) if confident else None
+        mask = np.asarray(result.mask).astype(np.uint8, copy=False)
+        if roi is not None:
+            mask = roi.paste(rec.image.shape, mask)
+        if self._prev_mask is not None:
+            union = np.count_nonzero(mask | self._prev_mask)
+            self._stability[0] += 1.0 if union == 0 else np.count_nonzero(mask & self._prev_mask) / union
+            self._stability[1] += 1
+        self._prev_mask = mask
+        rec.result, rec.mask = result, mask
+        rec.timings.update({k: v for k, v in result.timings.items() if k != "total"})
+        rec.timings["engine_total"] = result.timings.get("total", 0.0)
+        return rec
+
+    def _draw(self, rec: FrameRecord) -> FrameRecord:
+        t = time.perf_counter()
+        now = time.monotonic()
+        self._fps_window = [x for x in self._fps_window if now - x < 1.0] + [now]
+        hud = None
+        if self.cfg.style.hud:
+            iou = rec.result.iou
+            hud = [f"{self.engine.name} | {len(self._fps_window)} fps",
+                   f"latency {(now - rec.timestamp) * 1e3:.0f} ms | IoU {iou:.2f}" if np.isfinite(iou)
+                   else f"latency {(now - rec.timestamp) * 1e3:.0f} ms | IoU n/a"]
+        rec.overlay = draw_overlay(rec.image, rec.mask, self.cfg.style, hud)
+        rec.timings["overlay"] = (time.perf_counter() - t) * 1e3
+        rec.timings["latency_capture_to_overlay"] = (time.monotonic() - rec.timestamp) * 1e3
+        return rec
+
+    def _write(self, rec: FrameRecord) -> None:
+        t = time.perf_counter()
+        for sink in self.sinks:
+            sink.write(rec)
+            if sink.stop_requested:
+                self.stop_reason = self.stop_reason or "window closed"
+                self.stop_event.set()
+        rec.timings["sink_write"] = (time.perf_counter() - t) * 1e3
+        rec.timings["capture_to_written"] = (time.monotonic() - rec.timestamp) * 1e3
+        ReportSink(self.report).write(rec)
+        self.stats["frames_out"] += 1
+        if self.progress:
+            self.progress(1)
+        rec.image = rec.overlay = rec.mask = None  # nothing of the frame outlives its write
+        return None
+
+    def _close_sinks(self) -> None:
+        if any(is_disk_full(e) for e in self.errors) and self.folder is not None:
+            self.folder.release_reserve()  # room to finalise what was written
+        for missing in getattr(self.source, "unreadable", []) or []:
+            if self.index_sink is not None:
+                self.index_sink.add_missing(missing[0], missing[1], "unreadable")
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except BaseException as exc:  # noqa: BLE001 - the others still close
+                self.errors.append(exc)
+        self._finalised = True
+
+    # ------------------------------------------------------------------ signals
     def _on_signal(self, signum, _frame) -> None:
-        self.stats["interrupted_by"] = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        self.signals.append(name)
+        if len(self.signals) == 1:
+            self.stop_reason = self.stop_reason or f"stopped by {name}"
+            print(f"\n{name}: stopping; finalising the outputs (further signals are ignored until done)",
+                  file=sys.stderr, flush=True)
         self.stop_event.set()
         self.source.close()
 
-    def run(self) -> dict[str, Any]:
-        """Process the whole source (or until stopped); returns the summary (also written to summary.json)."""
-        sinks = self._open_sinks()
-        live = self.source.is_live
-        q_frames = _LatestQueue() if live else queue.Queue(self.cfg.queue_size)
-        q_masks: queue.Queue = queue.Queue(self.cfg.queue_size)
-        q_images: queue.Queue = queue.Queue(self.cfg.queue_size)
-        old_handlers = {}
+    def _install_signal_handlers(self) -> dict:
+        old = {}
         if self.cfg.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                old_handlers[sig] = signal.signal(sig, self._on_signal)
-        threads = [threading.Thread(target=self._capture, args=(q_frames,), name="capture", daemon=True),
-                   threading.Thread(target=self._infer, args=(q_frames, q_masks), name="infer", daemon=True),
-                   threading.Thread(target=self._overlay, args=(q_masks, q_images), name="overlay", daemon=True),
-                   threading.Thread(target=self._sink, args=(q_images, sinks), name="sink", daemon=True)]
-        self.report.start()
-        t0 = time.perf_counter()
+                old[sig] = signal.signal(sig, self._on_signal)
+        return old
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict[str, Any]:
+        """Process the whole source (or until stopped); returns the summary (also written to summary.json).
+
+        Raises the first stage error after the outputs are finalised (:class:`StreamError` for a full disk).
+        """
+        old_handlers = self._install_signal_handlers()  # before any output exists: nothing can be half-written
         try:
-            for t in threads:
-                t.start()
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(timeout=0.1)
+            with OutputFolder(self.out, overwrite=self.cfg.overwrite) as folder:
+                self.folder = folder
+                summary = self._run_in(folder)
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        disk = next((e for e in self.errors if is_disk_full(e)), None)
+        if disk is not None:
+            raise StreamError(f"no space left on the disk of {self.out} ({disk}); {summary['frames_out']} frames "
+                              "were written and finalised (summary.json says complete: false); free some space or "
+                              "choose another --out") from None
+        if self.errors:
+            raise self.errors[0]
+        return summary
+
+    def _run_in(self, folder: OutputFolder) -> dict[str, Any]:
+        self.report = LatencyReport(name=getattr(self.source, "name", ""), spool=self.out / "frames.jsonl")
+        stages: list[Stage] = []
+        try:
+            self.sinks = self._open_sinks()
+            for w in self.warnings:
+                print(f"warning: {w}", file=sys.stderr)
+            self._write_summary(running=True)
+            stages = self.compose()
+            self.report.start()
+            self._t0 = time.perf_counter()
+            for st in stages:
+                st.thread = threading.Thread(target=run_stage, args=(st, self.stop_event, self.errors),
+                                             name=st.name, daemon=True)
+                st.thread.start()
+            last_beat = time.monotonic()
+            while any(st.thread.is_alive() for st in stages):
+                stages[-1].thread.join(timeout=0.1)
+                if time.monotonic() - last_beat > HEARTBEAT_S:
+                    self._write_summary(running=True)
+                    last_beat = time.monotonic()
         finally:
             self.stop_event.set()
             self.source.close()
-            for t in threads:
-                t.join(timeout=10)
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
+            for st in stages:
+                if st.thread is not None:
+                    st.thread.join(timeout=10)
+            if not stages:  # failed before the stages ran: close what was opened
+                self._close_sinks()
             self.report.stop()
-            close_errors = []
-            for sink in sinks.values():
-                try:
-                    sink.close()
-                except Exception as exc:  # noqa: BLE001
-                    close_errors.append(exc)
-            summary = self._summary(time.perf_counter() - t0, q_frames)
-        if self.errors:
-            raise self.errors[0]
-        if close_errors:
-            raise close_errors[0]
+            summary = self._write_summary(running=False)
         return summary
 
-    def _summary(self, wall_s: float, q_frames) -> dict[str, Any]:
-        if isinstance(q_frames, _LatestQueue):
-            for frame, _ in q_frames.dropped:
-                self.report.add(index=frame.index, dropped=True)
-            self.stats["dropped"] = len(q_frames.dropped)
-        s = self.report.summary(wall_time_s=wall_s)
-        summary = {
+    # ------------------------------------------------------------------ summary
+    def _stop_reason(self) -> tuple[bool, str]:
+        if self.errors:
+            e = self.errors[0]
+            if is_disk_full(e):
+                return False, f"disk full: {e}"
+            return False, f"error: {type(e).__name__}: {e}"
+        if self.stop_reason:
+            return self.stop_reason.startswith("max frames"), self.stop_reason
+        if self.source.stats.get("lost"):
+            return False, "capture device lost (reconnects exhausted)"
+        return True, "end of input"
+
+    def summary(self, running: bool = False) -> dict[str, Any]:
+        wall_s = time.perf_counter() - self._t0
+        s = self.report.summary(wall_time_s=wall_s) if self.report is not None else {}
+        if running:
+            complete, reason = False, ("running (if this stays, the run was killed or crashed: the outputs up to "
+                                       "the last second play; frames.jsonl has the per-frame records)")
+        else:
+            complete, reason = self._stop_reason()
+        dropped = self._frames_queue.dropped if isinstance(self._frames_queue, LatestQueue) else 0
+        outputs: dict[str, Any] = {}
+        for sink in self.sinks:
+            outputs.update(sink.describe())
+        stab_sum, stab_n = self._stability
+        unreadable = getattr(self.source, "unreadable", []) or []
+        return {
+            "complete": complete,
+            "stop_reason": reason,
+            "finalised": self._finalised and not running,
             "source": getattr(self.source, "name", ""),
+            "live": bool(self.source.is_live),
             "engine": self.engine.info(),
             "frames_in": self.stats["frames_in"],
             "frames_out": self.stats["frames_out"],
-            "frames_dropped": self.stats["dropped"],
+            "frames_dropped": dropped,
             "wall_s": wall_s,
             "fps": self.stats["frames_out"] / wall_s if wall_s > 0 else 0.0,
             "latency_ms": s.get("latency_ms"),
             "stages_ms": s.get("stages_ms"),
-            "source_stats": dict(self.source.stats),
+            "source_stats": {k: v for k, v in self.source.stats.items()},
+            "size_changes": self.stats["size_changes"],
+            "roi": str(self.cfg.roi) if self.cfg.roi is not None else None,
             "temporal": {"enabled": self.cfg.temporal, "seeded_frames": self.stats["temporal_seeded"],
-                         "consecutive_mask_iou_mean": float(np.mean(self._stability)) if self._stability else None},
-            "interrupted_by": self.stats.get("interrupted_by"),
+                         "consecutive_mask_iou_mean": stab_sum / stab_n if stab_n else None},
+            "warnings": list(self.warnings),
+            "unreadable_files": [f for _, f in unreadable[:50]],
+            "unreadable_count": len(unreadable),
+            "interrupted_by": self.signals[0] if self.signals else None,
             "errors": [f"{type(e).__name__}: {e}" for e in self.errors],
-            "outputs": {"video": "overlay.mp4" if self.cfg.write_video else None,
-                        "masks": {"png": "masks/", "video": "masks.mkv", "none": None}[self.cfg.masks]},
+            "outputs": outputs,
         }
-        if self.cfg.report:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.report.write(self.out / "latency.json", self.out / "latency.csv")
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+    def _write_summary(self, running: bool) -> dict[str, Any]:
+        summary = self.summary(running=running)
+        if not self.cfg.report:
+            return summary
+        try:
+            if not running and self.report is not None:
+                self.report.write(self.out / "latency.json", self.out / "latency.csv")
+                self.report.close(remove_spool=True)
+                summary["outputs"].update({"latency": ["latency.json", "latency.csv"]})
+            write_json_atomic(self.out / "summary.json", summary)
+        except OSError as exc:
+            if running or not is_disk_full(exc):
+                raise
+            self.errors.append(exc)  # the per-frame records stay in frames.jsonl
+            summary["complete"], summary["stop_reason"] = False, f"disk full: {exc}"
+            try:
+                write_json_atomic(self.out / "summary.json", summary)
+            except OSError:
+                pass
         return summary

@@ -1,4 +1,5 @@
-"""Per-frame latency records -> percentiles, JSON and CSV (pure numpy; no torch, no model/engine imports)."""
+"""Per-frame latency records -> percentiles, JSON and CSV, in bounded memory (pure numpy; no torch, no model/engine
+imports)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,98 @@ import csv
 import json
 import math
 import os
+import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 # --------------------------------------------------------------------------- latency
 
-_RESERVED = ("index", "dropped", "latency_ms", "timestamp")
-
-
-def _finite_or_none(v):
+def json_safe(v):
+    """``v`` with numpy scalars made plain and non-finite floats made ``None`` (valid JSON, recursively)."""
+    if isinstance(v, Mapping):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
     if isinstance(v, (float, np.floating)):
         return float(v) if math.isfinite(v) else None
     if isinstance(v, np.integer):
         return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
     return v
 
 
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as JSON (non-finite numbers as null) to a temporary name, then rename it into place."""
+    path = Path(path)
+    part = path.with_name(path.name + ".part")
+    try:
+        part.write_text(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False), encoding="utf-8")
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return path
+
+
+class _Series:
+    """Count, mean and max exactly; percentiles from the values themselves up to ``cap`` values, then from a
+    uniform reservoir sample of ``cap`` values (algorithm R), so memory stays bounded on runs of any length."""
+
+    def __init__(self, cap: int, seed: int) -> None:
+        self.cap = cap
+        self.values = np.empty(0, dtype=np.float64)
+        self._n_kept = 0
+        self.count = 0
+        self.total = 0.0
+        self.max = -math.inf
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, v: float) -> None:
+        if v is None or not math.isfinite(v):
+            return
+        self.count += 1
+        self.total += v
+        self.max = max(self.max, v)
+        if self._n_kept < self.cap:
+            if self._n_kept == self.values.size:
+                grown = np.empty(min(self.cap, max(256, 2 * self.values.size)), dtype=np.float64)
+                grown[:self._n_kept] = self.values[:self._n_kept]
+                self.values = grown
+            self.values[self._n_kept] = v
+            self._n_kept += 1
+        else:
+            j = int(self._rng.integers(0, self.count))
+            if j < self.cap:
+                self.values[j] = v
+
+    def stats(self, percentiles) -> dict[str, Any]:
+        if self.count == 0:
+            return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+        p = np.percentile(self.values[:self._n_kept], percentiles)
+        out = {"count": self.count, "p50": float(p[0]), "p95": float(p[1]), "p99": float(p[2]),
+               "max": float(self.max), "mean": self.total / self.count}
+        if self.count > self.cap:
+            out["percentiles_from_sample"] = self.cap
+        return out
+
+
 class LatencyReport:
-    """Collect per-frame timings and summarise them (pure numpy).
+    """Collect per-frame timings and summarise them, in bounded memory for runs of any length.
 
     A record has an optional ``index``, ``dropped`` flag, ``latency_ms`` (capture-to-overlay,
     end to end), optional ``timestamp``, and stage timings in ms: either a ``stages`` dict or
     any other numeric fields (e.g. ``capture_ms=1.2, infer_ms=20.3``).  Non-numeric extras are
     kept in the per-frame output only.
+
+    Records are spooled to ``spool`` (JSON lines; a temporary file when not given) as they arrive, so a killed
+    run keeps them on disk and memory does not grow with the run; :meth:`write` turns the spool into JSON/CSV.
+    Percentiles are exact up to ``sample_cap`` values per stage, then computed from a uniform sample of that
+    many (count, mean and max stay exact). Thread-safe.
 
     ``fps`` = frames processed (not dropped) / wall time, wall time running from construction
     (or :meth:`start`) to :meth:`stop` (or the last record).
@@ -41,12 +106,25 @@ class LatencyReport:
 
     PERCENTILES = (50, 95, 99)
 
-    def __init__(self, name: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, name: str = "", clock: Callable[[], float] = time.monotonic,
+                 spool: str | os.PathLike | None = None, sample_cap: int = 100_000) -> None:
         self.name = name
         self._clock = clock
-        self.records: list[dict[str, Any]] = []
+        self.sample_cap = int(sample_cap)
+        self.spool_path = Path(spool) if spool is not None else None
+        if self.spool_path is not None:
+            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            self._spool = open(self.spool_path, "w+", encoding="utf-8", buffering=1)
+        else:
+            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self._lock = threading.Lock()
+        self._series: dict[str, _Series] = {}
+        self._latency = _Series(self.sample_cap, 0)
         self._stage_names: list[str] = []
         self._extra_names: list[str] = []
+        self._has_timestamp = False
+        self.n_records = 0
+        self.n_dropped = 0
         self._t_start = clock()
         self._t_last: float | None = None
         self._t_stop: float | None = None
@@ -62,48 +140,68 @@ class LatencyReport:
         data = dict(record or {})
         data.update(fields)
         stages = dict(data.pop("stages", None) or {})
-        rec: dict[str, Any] = {
-            "index": data.pop("index", len(self.records)),
-            "dropped": bool(data.pop("dropped", False)),
-            "latency_ms": data.pop("latency_ms", None),
-        }
-        if "timestamp" in data:
-            rec["timestamp"] = data.pop("timestamp")
-        extras = {}
-        for k, v in data.items():
-            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
-                stages[k] = v
-            else:
-                extras[k] = v
-        clean_stages = {}
-        for k, v in stages.items():
-            clean_stages[str(k)] = None if v is None else float(v)
-            if k not in self._stage_names:
-                self._stage_names.append(str(k))
-        for k in extras:
-            if k not in self._extra_names:
-                self._extra_names.append(k)
-        if rec["latency_ms"] is not None:
-            rec["latency_ms"] = float(rec["latency_ms"])
-        rec["stages"] = clean_stages
-        rec.update({k: v for k, v in extras.items() if k not in rec})
-        self.records.append(rec)
-        self._t_last = self._clock()
+        with self._lock:
+            rec: dict[str, Any] = {
+                "index": data.pop("index", self.n_records),
+                "dropped": bool(data.pop("dropped", False)),
+                "latency_ms": data.pop("latency_ms", None),
+            }
+            if "timestamp" in data:
+                rec["timestamp"] = data.pop("timestamp")
+                self._has_timestamp = True
+            extras = {}
+            for k, v in data.items():
+                if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+                    stages[k] = v
+                elif isinstance(v, Mapping):
+                    extras.update(v)
+                else:
+                    extras[k] = v
+            clean_stages = {}
+            for k, v in stages.items():
+                k = str(k)
+                clean_stages[k] = None if v is None else float(v)
+                if k not in self._series:
+                    self._stage_names.append(k)
+                    self._series[k] = _Series(self.sample_cap, len(self._series) + 1)
+                self._series[k].add(clean_stages[k])
+            for k in extras:
+                if k not in self._extra_names:
+                    self._extra_names.append(k)
+            if rec["latency_ms"] is not None:
+                rec["latency_ms"] = float(rec["latency_ms"])
+                if not rec["dropped"]:
+                    self._latency.add(rec["latency_ms"])
+            rec["stages"] = clean_stages
+            rec.update({k: v for k, v in extras.items() if k not in rec})
+            self._spool.write(json.dumps(json_safe(rec), default=str, allow_nan=False) + "\n")
+            self.n_records += 1
+            self.n_dropped += rec["dropped"]
+            self._t_last = self._clock()
         return rec
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The spooled records, in order (read back from disk; adding waits until the iteration ends)."""
+        with self._lock:
+            self._spool.flush()
+            self._spool.seek(0)
+            try:
+                for line in self._spool:
+                    yield json.loads(line)
+            finally:
+                self._spool.seek(0, os.SEEK_END)
+
+    def close(self, remove_spool: bool = False) -> None:
+        with self._lock:
+            if not self._spool.closed:
+                self._spool.close()
+        if remove_spool and self.spool_path is not None:
+            self.spool_path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ summary
     @property
     def stage_names(self) -> list[str]:
         return list(self._stage_names)
-
-    @classmethod
-    def _stats(cls, values: list[float]) -> dict[str, Any]:
-        arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-        if arr.size == 0:
-            return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
-        p = np.percentile(arr, cls.PERCENTILES)
-        return {"count": int(arr.size), "p50": float(p[0]), "p95": float(p[1]),
-                "p99": float(p[2]), "max": float(arr.max()), "mean": float(arr.mean())}
 
     def wall_time_s(self) -> float:
         end = self._t_stop if self._t_stop is not None else self._t_last
@@ -112,22 +210,19 @@ class LatencyReport:
         return max(0.0, float(end - self._t_start))
 
     def summary(self, wall_time_s: float | None = None) -> dict[str, Any]:
-        processed = [r for r in self.records if not r["dropped"]]
-        wall = self.wall_time_s() if wall_time_s is None else float(wall_time_s)
-        stages = {name: self._stats([r["stages"].get(name) for r in self.records
-                                     if r["stages"].get(name) is not None])
-                  for name in self._stage_names}
-        return {
-            "name": self.name,
-            "frames_total": len(self.records),
-            "frames_processed": len(processed),
-            "frames_dropped": len(self.records) - len(processed),
-            "wall_time_s": wall,
-            "fps": (len(processed) / wall) if wall > 0 else None,
-            "latency_ms": self._stats([r["latency_ms"] for r in processed
-                                       if r["latency_ms"] is not None]),
-            "stages_ms": stages,
-        }
+        with self._lock:
+            processed = self.n_records - self.n_dropped
+            wall = self.wall_time_s() if wall_time_s is None else float(wall_time_s)
+            return {
+                "name": self.name,
+                "frames_total": self.n_records,
+                "frames_processed": processed,
+                "frames_dropped": self.n_dropped,
+                "wall_time_s": wall,
+                "fps": (processed / wall) if wall > 0 else None,
+                "latency_ms": self._latency.stats(self.PERCENTILES),
+                "stages_ms": {name: self._series[name].stats(self.PERCENTILES) for name in self._stage_names},
+            }
 
     def format_summary(self, summary: dict[str, Any] | None = None) -> str:
         s = summary or self.summary()
@@ -148,40 +243,54 @@ class LatencyReport:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ output
-    def _flat_rows(self) -> tuple[list[str], list[dict[str, Any]]]:
+    def _columns(self) -> list[str]:
         cols = ["index", "dropped", "latency_ms"]
-        if any("timestamp" in r for r in self.records):
+        if self._has_timestamp:
             cols.append("timestamp")
-        cols += self._stage_names + [e for e in self._extra_names if e not in cols]
-        rows = []
-        for r in self.records:
-            row = {c: r.get(c) for c in cols if c not in r["stages"]}
-            row.update(r["stages"])
-            rows.append(row)
-        return cols, rows
+        return cols + self._stage_names + [e for e in self._extra_names if e not in cols]
+
+    def _flat_rows(self) -> Iterator[dict[str, Any]]:
+        for r in self.records():
+            stages = r.pop("stages", {})
+            r.update(stages)
+            yield r
 
     def to_dict(self) -> dict[str, Any]:
-        _, rows = self._flat_rows()
-        return {"summary": self.summary(),
-                "frames": [{k: _finite_or_none(v) for k, v in row.items()} for row in rows]}
+        return {"summary": self.summary(), "frames": list(self._flat_rows())}
 
     def write_json(self, path: str | os.PathLike) -> Path:
+        """``{"summary": ..., "frames": [...]}``, streamed from the spool and put in place atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.to_dict()
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str, allow_nan=False)
+        part = path.with_name(path.name + ".part")
+        try:
+            with open(part, "w", encoding="utf-8") as f:
+                f.write('{"summary": ' + json.dumps(json_safe(self.summary()), indent=2, allow_nan=False)
+                        + ',\n"frames": [')
+                for i, row in enumerate(self._flat_rows()):
+                    f.write(("," if i else "") + "\n" + json.dumps(row, default=str, allow_nan=False))
+                f.write("\n]}\n")
+            os.replace(part, path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
         return path
 
     def write_csv(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        cols, rows = self._flat_rows()
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-            w.writeheader()
-            for row in rows:
-                w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        cols = self._columns()
+        part = path.with_name(path.name + ".part")
+        try:
+            with open(part, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+                w.writeheader()
+                for row in self._flat_rows():
+                    w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+            os.replace(part, path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
         return path
 
     def write(self, json_path: str | os.PathLike | None = None,
@@ -194,6 +303,6 @@ class LatencyReport:
         return self.summary()
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.n_records
 
 

@@ -1,458 +1,260 @@
-"""Output sinks of the streaming pipeline: annotated video, masks, latency report, window.
+"""The sinks of the streaming pipeline: each takes every processed :class:`FrameRecord` once, then is closed.
 
-* :class:`VideoWriterSink` - H.264 MP4 (or any PyAV codec/container) keeping the source's
-  frame rate and timestamps; odd sizes are padded to even (right/bottom, black).
-* :class:`MaskPngSink`     - one ``mask_{index:06d}.png`` (0/255) per frame.
-* :class:`MaskVideoSink`   - lossless gray mask video (FFV1 in Matroska); read back with
-  :func:`read_mask_video`.
-* :class:`LatencyReport`   - per-frame stage timings -> percentiles, JSON and CSV (pure numpy).
-* :class:`WindowSink`      - optional on-screen window (needs a non-headless OpenCV).
+A new output is one class with ``write(record)`` and ``close()``. Sinks that write files note the path they wrote
+in ``record.info["outputs"]`` (relative to the output folder), so :class:`OutputIndexSink`, listed after them,
+maps every input frame to its outputs.
+
+* :class:`OverlayVideoSink` - the overlay as fragmented H.264 MP4 with the source's timestamps; frames of another
+  size than the first are letterboxed into the first size (scaled to fit, centred on black).
+* :class:`MaskVideoSink`    - lossless FFV1 mask video; a new segment file starts when the frame size changes, so
+  every mask keeps its own frame's size.
+* :class:`MaskPngSink`      - one PNG per frame (0/255): ``<stem>.png`` for image folders, else
+  ``mask_{index:06d}.png``; written to a temporary name and renamed, so no half-written PNG is ever left.
+* :class:`OverlayPngSink`   - the overlay of each still as ``overlays/<stem>.png`` (image folders).
+* :class:`OutputIndexSink`  - ``outputs.csv``: one row per frame, input file -> output files, written as it goes.
+* :class:`ReportSink`       - per-frame timings into a :class:`~textsam_eus.stream.report.LatencyReport`.
+* :class:`WindowSink`       - an on-screen window; closing it (or q / Esc) stops the run.
 
 This module must stay free of torch and of the model / engine packages.
 """
 
 from __future__ import annotations
 
-import math
+import csv
 import os
-import sys
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
+from .encoders import MaskVideoEncoder, SinkError, VideoEncoder
+from .record import FrameRecord
 from .report import LatencyReport
+from .window import Window
 
-__all__ = [
-    "SinkError",
-    "VideoWriterSink",
-    "MaskPngSink",
-    "MaskVideoSink",
-    "read_mask_video",
-    "LatencyReport",
-    "WindowSink",
-    "DisplayUnavailableError",
-    "opencv_has_gui",
-]
+__all__ = ["Sink", "SinkError", "OverlayVideoSink", "MaskVideoSink", "MaskPngSink", "OverlayPngSink",
+           "OutputIndexSink", "ReportSink", "WindowSink", "write_png"]
 
 
-class SinkError(ValueError):
-    """A sink cannot be created or written (message says which and why)."""
-
-
-def _fps_fraction(fps: float) -> Fraction:
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction, np.floating, np.integer)):
-        raise SinkError(f"fps must be a positive number, got {fps!r}")
-    if not (float(fps) > 0 and math.isfinite(float(fps))):
-        raise SinkError(f"fps must be a positive number, got {fps!r}")
-    if isinstance(fps, Fraction):
-        return fps
-    return Fraction(float(fps)).limit_denominator(1001)
-
-
-def _chroma_alignment(pix_fmt: str) -> tuple[int, int]:
-    """(x, y) multiples a frame size must have for ``pix_fmt`` (2, 2 for yuv420p)."""
-    import av
-
-    try:
-        fmt = av.VideoFormat(pix_fmt, 64, 64)
-    except Exception as e:
-        raise SinkError(f"unknown pixel format {pix_fmt!r}: {e}") from None
-    ax = ay = 1
-    for comp in fmt.components:
-        if comp.is_chroma and comp.width and comp.height:
-            ax = max(ax, 64 // int(comp.width))
-            ay = max(ay, 64 // int(comp.height))
-    return ax, ay
-
-
-class _AvVideoEncoder:
-    """Shared PyAV encoder: lazy open on first frame, pts handling, idempotent close."""
-
-    _input_format = "rgb24"
-    _default_codec_options: dict[str, str] = {}
-
-    def __init__(self, path, fps, codec, pix_fmt, time_base=None, options=None,
-                 container_options=None, on_bad_pts="nudge"):
-        import av
-
-        self.path = Path(path)
-        self.fps = float(fps) if fps is not None else None
-        self._rate = _fps_fraction(fps)
-        try:
-            av.codec.Codec(codec, "w")
-        except Exception as e:
-            raise SinkError(f"video encoder {codec!r} is not available in this PyAV/FFmpeg "
-                            f"build: {e}") from None
-        self.codec = codec
-        self.pix_fmt = pix_fmt
-        self._align = _chroma_alignment(pix_fmt)
-        if time_base is None:
-            if self.path.suffix.lower() == ".avi":  # frame-based container
-                time_base = 1 / self._rate
-            else:
-                time_base = Fraction(1, 90000)
-        self.time_base = Fraction(time_base)
-        if self.time_base <= 0:
-            raise SinkError(f"time_base must be > 0, got {time_base}")
-        if on_bad_pts not in ("nudge", "drop"):
-            raise SinkError(f"on_bad_pts must be 'nudge' or 'drop', got {on_bad_pts!r}")
-        self.on_bad_pts = on_bad_pts
-        self.options = {**self._default_codec_options, **(options or {})}
-        self.container_options = dict(container_options or {})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.size: tuple[int, int] | None = None          # encoded (width, height)
-        self.input_size: tuple[int, int] | None = None    # frames as given
-        self.padding: tuple[int, int] = (0, 0)            # (right, bottom) pixels added
-        self.frames_written = 0
-        self.stats: dict[str, int] = {"written": 0, "pts_nudged": 0, "pts_dropped": 0}
-        self._container = None
-        self._stream = None
-        self._last_ticks: int | None = None
-        self._pts0: float | None = None
-        self._closed = False
-
-    # ---------------------------------------------------------------- open
-    def _open(self, width: int, height: int) -> None:
-        import av
-
-        ax, ay = self._align
-        pw, ph = (-width) % ax, (-height) % ay
-        self.input_size = (width, height)
-        self.padding = (pw, ph)
-        self.size = (width + pw, height + ph)
-        try:
-            container = av.open(str(self.path), mode="w", options=self.container_options or None)
-        except (av.FFmpegError, OSError, ValueError) as e:
-            raise SinkError(f"cannot create video file {self.path}: {e}") from None
-        try:
-            stream = container.add_stream(self.codec, rate=self._rate)
-            stream.width, stream.height = self.size
-            stream.pix_fmt = self.pix_fmt
-            stream.time_base = self.time_base
-            stream.codec_context.time_base = self.time_base
-            if self.options:
-                stream.options = {k: str(v) for k, v in self.options.items()}
-        except Exception as e:
-            container.close()
-            raise SinkError(f"cannot set up {self.codec} stream for {self.path}: {e}") from None
-        self._container, self._stream = container, stream
-
-    # ---------------------------------------------------------------- frames
-    def _prepare(self, image: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
-        return image
-
-    def _ticks_for(self, pts_seconds: float | None) -> int | None:
-        step = max(1, int(round(1 / (self._rate * self.time_base))))
-        if pts_seconds is None:
-            ticks = 0 if self._last_ticks is None else self._last_ticks + step
-            return ticks
-        pts_seconds = float(pts_seconds)
-        if not math.isfinite(pts_seconds):
-            raise SinkError(f"pts_seconds must be finite, got {pts_seconds}")
-        if self._pts0 is None:
-            next_ticks = 0 if self._last_ticks is None else self._last_ticks + step
-            self._pts0 = pts_seconds - float(next_ticks * self.time_base)
-        ticks = int(round((pts_seconds - self._pts0) / self.time_base))
-        if self._last_ticks is not None and ticks <= self._last_ticks:
-            if self.on_bad_pts == "drop":
-                self.stats["pts_dropped"] += 1
-                return None
-            self.stats["pts_nudged"] += 1
-            ticks = self._last_ticks + 1
-        return ticks
-
-    def write(self, image: np.ndarray, pts_seconds: float | None = None) -> bool:
-        """Encode one frame. ``pts_seconds`` (monotonic) keeps source timing; else frame index.
-
-        Returns False when the frame was dropped because of a non-increasing pts
-        (``on_bad_pts='drop'``), True otherwise.
-        """
-        import av
-
-        if self._closed:
-            raise SinkError(f"{type(self).__name__} for {self.path} is already closed")
-        img = self._prepare(np.asarray(image))
-        h, w = img.shape[:2]
-        if self._container is None:
-            self._open(w, h)
-        elif (w, h) != self.input_size:
-            raise SinkError(f"frame size changed from {self.input_size[0]}x{self.input_size[1]} "
-                            f"to {w}x{h} while writing {self.path}")
-        ticks = self._ticks_for(pts_seconds)
-        if ticks is None:
-            return False
-        pw, ph = self.padding
-        if pw or ph:
-            pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
-            img = np.pad(img, pad)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=self._input_format)
-        frame.pts = ticks
-        frame.time_base = self.time_base
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self._last_ticks = ticks
-        self.frames_written += 1
-        self.stats["written"] = self.frames_written
-        return True
-
-    # ---------------------------------------------------------------- close
-    def close(self) -> None:
-        """Flush the encoder and finalise the file. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        container, stream = self._container, self._stream
-        self._container = self._stream = None
-        if container is None:
-            return
-        err = None
-        try:
-            for packet in stream.encode(None):
-                container.mux(packet)
-        except Exception as e:  # still try to write the trailer
-            err = e
-        try:
-            container.close()
-        except Exception as e:
-            err = err or e
-        if err is not None:
-            raise SinkError(f"error while finalising {self.path}: {err}") from err
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            try:
-                self.close()
-            except Exception:
-                pass  # do not mask the original exception
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class VideoWriterSink(_AvVideoEncoder):
-    """Write RGB frames to an H.264 MP4 (default) through PyAV.
-
-    Odd sizes are padded right/bottom with black to the chroma alignment of ``pix_fmt``
-    (even for yuv420p); the padding is kept in the output and reported in ``padding``
-    (right, bottom), ``size`` (encoded) and ``input_size``.
-
-    ``write(image_rgb, pts_seconds=None)``: explicit pts are rebased so that the first
-    written frame starts at 0 and converted to ``time_base`` ticks (default 1/90000, or
-    1/fps for AVI); non-increasing pts are nudged by one tick (or dropped with
-    ``on_bad_pts='drop'``) and counted in ``stats``.  Without pts, frames are spaced 1/fps.
-
-    ``close()`` flushes and finalises (moov atom), idempotent; the context manager closes
-    also when the block raises.
-    """
-
-    def __init__(self, path: str | os.PathLike, fps: float, codec: str = "libx264", crf: int = 18,
-                 pix_fmt: str = "yuv420p", time_base: Fraction | None = None, *,
-                 preset: str | None = "veryfast", options: Mapping[str, Any] | None = None,
-                 container_options: Mapping[str, Any] | None = None,
-                 on_bad_pts: str = "nudge") -> None:
-        opts: dict[str, Any] = {}
-        if codec in ("libx264", "libx264rgb", "libx265"):
-            if crf is not None:
-                opts["crf"] = str(int(crf))
-            if preset:
-                opts["preset"] = preset
-        opts.update(options or {})
-        super().__init__(path, fps, codec, pix_fmt, time_base=time_base, options=opts,
-                         container_options=container_options, on_bad_pts=on_bad_pts)
-        self.crf = crf
-
-    def _prepare(self, image: np.ndarray) -> np.ndarray:
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise SinkError(f"expected an HxWx3 RGB image, got shape {image.shape}")
-        if image.dtype != np.uint8:
-            raise SinkError(f"expected a uint8 image, got {image.dtype}")
-        return image
-
-
-class MaskVideoSink(_AvVideoEncoder):
-    """Lossless mask video: FFV1, gray8, in Matroska (``.mkv``); masks stored as 0/255.
-
-    Any non-zero mask value is written as 255.  Read back with :func:`read_mask_video`.
-    """
-
-    _input_format = "gray"
-
-    def __init__(self, path: str | os.PathLike, fps: float, *, codec: str = "ffv1",
-                 time_base: Fraction | None = None, on_bad_pts: str = "nudge") -> None:
-        super().__init__(path, fps, codec, "gray", time_base=time_base, options=None,
-                         on_bad_pts=on_bad_pts)
-
-    def _prepare(self, mask: np.ndarray) -> np.ndarray:
-        if mask.ndim == 3 and mask.shape[2] == 1:
-            mask = mask[:, :, 0]
-        if mask.ndim != 2:
-            raise SinkError(f"expected an HxW mask, got shape {mask.shape}")
-        return np.where(mask > 0, np.uint8(255), np.uint8(0))
-
-
-def read_mask_video(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """Yield the masks of a :class:`MaskVideoSink` file as uint8 HxW arrays (0/255)."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            yield np.ascontiguousarray(frame.to_ndarray(format="gray"))
-
-
-class MaskPngSink:
-    """Write each mask as ``folder/mask_{index:06d}.png`` with values 0/255."""
-
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise SinkError(f"{self.folder} exists and is not a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.frames_written = 0
-        self._next = 0
-        self._closed = False
-
-    def path_for(self, index: int) -> Path:
-        return self.folder / f"mask_{int(index):06d}.png"
-
-    def write(self, mask: np.ndarray, index: int | None = None) -> Path:
-        import cv2
-
-        if self._closed:
-            raise SinkError(f"MaskPngSink for {self.folder} is already closed")
-        m = np.asarray(mask)
-        if m.ndim == 3 and m.shape[2] == 1:
-            m = m[:, :, 0]
-        if m.ndim != 2:
-            raise SinkError(f"expected an HxW mask, got shape {m.shape}")
-        idx = self._next if index is None else int(index)
-        out = np.where(m > 0, np.uint8(255), np.uint8(0))
-        ok, buf = cv2.imencode(".png", out)
-        if not ok:
-            raise SinkError(f"PNG encoding failed for mask {idx}")
-        path = self.path_for(idx)
-        buf.tofile(str(path))  # works with non-ASCII paths
-        self._next = idx + 1
-        self.frames_written += 1
-        return path
-
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# --------------------------------------------------------------------------- window
-
-class DisplayUnavailableError(RuntimeError):
-    """No on-screen window can be opened (headless OpenCV build or no display)."""
-
-
-HEADLESS_HINT = ("this OpenCV build has no GUI support (opencv-python-headless). To show a "
-                 "window, install the non-headless build: pip uninstall opencv-python-headless "
-                 "&& pip install opencv-python")
-
-
-def opencv_has_gui() -> bool:
-    """True when cv2 was built with a GUI backend (GTK/Qt/Win32/Cocoa/Wayland)."""
+def write_png(path: Path, image: np.ndarray, compression: int = 1) -> None:
+    """Encode ``image`` as PNG and put it at ``path`` atomically (temporary name, then rename)."""
     import cv2
 
-    backends = ("GTK", "QT", "WIN32 UI", "COCOA", "WAYLAND", "FRAMEBUFFER")
-    for line in cv2.getBuildInformation().splitlines():
-        stripped = line.strip()
-        if ":" not in stripped:
-            continue
-        key, value = (t.strip().upper() for t in stripped.split(":", 1))
-        if key == "GUI":
-            if value and value != "NONE":
-                return True
-        elif key.startswith(backends) and value.startswith("YES"):
-            return True
-    return False
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
+    if not ok:
+        raise SinkError(f"PNG encoding failed for {path}")
+    part = path.with_name(path.name + ".part")
+    try:
+        buf.tofile(str(part))  # works with non-ASCII paths
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
-class WindowSink:
-    """Optional on-screen window through ``cv2.imshow``.
+def _note(record: FrameRecord, key: str, rel: str) -> None:
+    record.info.setdefault("outputs", {})[key] = rel
 
-    With ``strict=True`` (default) the constructor raises :class:`DisplayUnavailableError`
-    when no window can be shown; with ``strict=False`` :meth:`show` just returns False.
-    :meth:`show` returns False as well when the user closes the window or presses q / Esc.
-    """
 
-    def __init__(self, title: str = "TextSAM-EUS", strict: bool = True) -> None:
-        self.title = title
-        self.reason: str | None = self.unavailable_reason()
-        self.available = self.reason is None
-        self._opened = False
-        self._closed = False
-        if not self.available and strict:
-            raise DisplayUnavailableError(f"cannot open window {title!r}: {self.reason}")
+def _mask_u8(mask: np.ndarray) -> np.ndarray:
+    return np.where(np.asarray(mask) > 0, np.uint8(255), np.uint8(0))
 
-    @staticmethod
-    def unavailable_reason() -> str | None:
-        if not opencv_has_gui():
-            return HEADLESS_HINT
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                                     or os.environ.get("WAYLAND_DISPLAY")):
-            return "no display (DISPLAY / WAYLAND_DISPLAY are not set)"
-        return None
 
-    def show(self, image_rgb: np.ndarray, wait_ms: int = 1) -> bool:
-        if not self.available or self._closed:
-            return False
-        import cv2
+class Sink:
+    """One output of the pipeline. ``write`` gets every processed record in order; ``close`` finalises."""
 
-        try:
-            if not self._opened:
-                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
-                self._opened = True
-            cv2.imshow(self.title, cv2.cvtColor(np.asarray(image_rgb), cv2.COLOR_RGB2BGR))
-            key = cv2.waitKey(max(1, int(wait_ms))) & 0xFF
-            if key in (ord("q"), 27):
-                return False
-            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
-                return False
-        except cv2.error as e:
-            self.available = False
-            self.reason = f"OpenCV window error: {e}"
-            return False
-        return True
+    stop_requested = False  # a sink may ask the pipeline to stop (the window was closed)
+
+    def write(self, record: FrameRecord) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._opened:
-            try:
-                import cv2
+        pass
 
-                cv2.destroyWindow(self.title)
-                cv2.waitKey(1)
-            except Exception:
-                pass
+    def describe(self) -> dict[str, Any]:
+        """What it wrote, for ``summary.json``."""
+        return {}
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` scaled to fit ``size`` (width, height), aspect kept, centred on black."""
+    import cv2
+
+    w, h = size
+    ih, iw = image.shape[:2]
+    scale = min(w / iw, h / ih)
+    nw, nh = max(1, int(round(iw * scale))), max(1, int(round(ih * scale)))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    out = np.zeros((h, w) + image.shape[2:], dtype=image.dtype)
+    y0, x0 = (h - nh) // 2, (w - nw) // 2
+    out[y0:y0 + nh, x0:x0 + nw] = resized
+    return out
+
+
+class OverlayVideoSink(Sink):
+    """``overlay.mp4``: fragmented H.264 (plays after SIGKILL up to the last second); letterboxes size changes."""
+
+    def __init__(self, out: Path, fps: float, name: str = "overlay.mp4") -> None:
+        self.out, self.rel = Path(out), name
+        self.encoder = VideoEncoder(self.out / name, fps)
+        self.size: tuple[int, int] | None = None
+        self.letterboxed = 0
+
+    def write(self, record: FrameRecord) -> None:
+        image = record.overlay
+        size = (image.shape[1], image.shape[0])
+        if self.size is None:
+            self.size = size
+        elif size != self.size:
+            image = letterbox(image, self.size)
+            self.letterboxed += 1
+        self.encoder.write(image, record.pts)
+        _note(record, "overlay", self.rel)
+
+    def close(self) -> None:
+        self.encoder.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"video": self.rel, "video_frames": self.encoder.frames_written,
+                "video_letterboxed_frames": self.letterboxed}
+
+
+class MaskVideoSink(Sink):
+    """``masks.mkv`` (FFV1, 0/255); a size change starts ``masks_seg001.mkv``, ``masks_seg002.mkv``, ..."""
+
+    def __init__(self, out: Path, fps: float) -> None:
+        self.out, self.fps = Path(out), fps
+        self.files: list[str] = []
+        self.encoder: MaskVideoEncoder | None = None
+        self.size: tuple[int, int] | None = None
+
+    def _start_segment(self) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
+        rel = "masks.mkv" if not self.files else f"masks_seg{len(self.files):03d}.mkv"
+        self.encoder = MaskVideoEncoder(self.out / rel, self.fps)
+        self.files.append(rel)
+
+    def write(self, record: FrameRecord) -> None:
+        size = (record.mask.shape[1], record.mask.shape[0])
+        if size != self.size:
+            self._start_segment()
+            self.size = size
+        self.encoder.write(record.mask, record.pts)
+        _note(record, "mask", f"{self.files[-1]}#{self.encoder.frames_written - 1}")
+
+    def close(self) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"masks": self.files}
+
+
+class MaskPngSink(Sink):
+    """``masks/<stem>.png`` (image folders) or ``masks/mask_{index:06d}.png``, values 0/255."""
+
+    def __init__(self, out: Path, folder: str = "masks") -> None:
+        self.out, self.folder = Path(out), folder
+        (self.out / folder).mkdir(parents=True, exist_ok=True)
+        self.written = 0
+
+    def write(self, record: FrameRecord) -> None:
+        stem = record.name if record.name else f"mask_{record.index:06d}"
+        rel = f"{self.folder}/{stem}.png"
+        write_png(self.out / rel, _mask_u8(record.mask))
+        self.written += 1
+        _note(record, "mask", rel)
+
+    def describe(self) -> dict[str, Any]:
+        return {"masks": f"{self.folder}/", "mask_files": self.written}
+
+
+class OverlayPngSink(Sink):
+    """``overlays/<stem>.png``: the overlay of each still image, at its own size."""
+
+    def __init__(self, out: Path, folder: str = "overlays") -> None:
+        self.out, self.folder = Path(out), folder
+        (self.out / folder).mkdir(parents=True, exist_ok=True)
+        self.written = 0
+
+    def write(self, record: FrameRecord) -> None:
+        import cv2
+
+        stem = record.name if record.name else f"overlay_{record.index:06d}"
+        rel = f"{self.folder}/{stem}.png"
+        write_png(self.out / rel, cv2.cvtColor(record.overlay, cv2.COLOR_RGB2BGR))
+        self.written += 1
+        _note(record, "overlay", rel)
+
+    def describe(self) -> dict[str, Any]:
+        return {"overlays": f"{self.folder}/", "overlay_files": self.written}
+
+
+class OutputIndexSink(Sink):
+    """``outputs.csv``: index, source file, size, mask and overlay paths, predicted IoU, mask area (line-flushed).
+
+    List it after the sinks whose outputs it maps. ``add_missing`` appends rows for inputs that produced nothing
+    (unreadable files).
+    """
+
+    COLUMNS = ("index", "source_file", "width", "height", "mask", "overlay", "iou_pred", "mask_area", "status")
+
+    def __init__(self, out: Path, name: str = "outputs.csv") -> None:
+        self.rel = name
+        self._f = open(Path(out) / name, "w", newline="", encoding="utf-8", buffering=1)
+        self._w = csv.DictWriter(self._f, fieldnames=self.COLUMNS)
+        self._w.writeheader()
+        self.rows = 0
+
+    def write(self, record: FrameRecord) -> None:
+        outputs = record.info.get("outputs", {})
+        iou = getattr(record.result, "iou", None)
+        self._w.writerow({"index": record.index, "source_file": record.file or record.source,
+                          "width": record.width, "height": record.height, "mask": outputs.get("mask", ""),
+                          "overlay": outputs.get("overlay", ""),
+                          "iou_pred": "" if iou is None or not np.isfinite(iou) else round(float(iou), 4),
+                          "mask_area": int(np.count_nonzero(record.mask)) if record.mask is not None else "",
+                          "status": "ok"})
+        self.rows += 1
+
+    def add_missing(self, index: int | str, source_file: str, status: str) -> None:
+        self._w.writerow({"index": index, "source_file": source_file, "status": status})
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.rel}
+
+
+class ReportSink(Sink):
+    """Per-frame timings and results into the latency report (which streams them to disk)."""
+
+    def __init__(self, report: LatencyReport) -> None:
+        self.report = report
+
+    def write(self, record: FrameRecord) -> None:
+        result = record.result
+        timings = dict(record.timings)
+        latency = timings.pop("latency_capture_to_overlay", None)
+        extra = {"iou_pred": round(float(result.iou), 4) if np.isfinite(result.iou) else None,
+                 "passes": int(result.passes), "mask_area": int(np.count_nonzero(record.mask))}
+        extra.update({k: v for k, v in record.info.items() if k != "outputs"})
+        self.report.add(index=record.index, latency_ms=latency, stages=timings, timestamp=record.timestamp,
+                        result=extra)
+
+
+class WindowSink(Sink):
+    """Shows each overlay; closing the window or pressing q / Esc asks the pipeline to stop."""
+
+    def __init__(self, title: str = "TextSAM-EUS") -> None:
+        self.window = Window(title)
+
+    def write(self, record: FrameRecord) -> None:
+        if not self.window.show(record.overlay):
+            self.stop_requested = True
+
+    def close(self) -> None:
+        self.window.close()

@@ -1,16 +1,17 @@
 """Frame sources for the streaming pipeline.
 
-Every source is a context manager and an iterator of :class:`~textsam_eus.stream.frames.Frame`
+Every source is a context manager and an iterator of :class:`~textsam_eus.stream.record.FrameRecord`
 and exposes ``fps``, ``size`` (width, height), ``is_live``, ``n_frames`` and a ``stats`` dict.
 
 * :class:`VideoFileSource`   - recorded videos through PyAV (any container/codec FFmpeg reads),
   robust to corrupt / truncated files.
-* :class:`CaptureSource`     - live capture cards / webcams / GStreamer pipelines through OpenCV,
-  with bounded reconnects when the device drops out.
+* :class:`~textsam_eus.stream.capture.CaptureSource` - live capture cards / webcams / GStreamer pipelines through
+  OpenCV, with bounded reconnects when the device drops out.
+* :class:`~textsam_eus.stream.av_live.AvLiveSource` - V4L2 capture cards and FFmpeg ``lavfi`` graphs through PyAV.
+* :class:`~textsam_eus.stream.replay.RealtimeReplay` - a file or folder replayed live at its own timestamps.
 * :class:`ImageFolderSource` - a folder of still images (sorted naturally).
 * :class:`PhantomSource`     - the synthetic EUS phantom (ground truth available as ``last_mask``).
 * :func:`open_source`        - dispatch from a command-line string.
-* :class:`ROI`               - region-of-interest crops (e.g. the EUS image area of the processor screen).
 
 This module must stay free of torch and of the model / engine packages.
 """
@@ -26,26 +27,13 @@ from typing import Iterator
 
 import numpy as np
 
-from .base import (ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8,
-                   list_video_devices, opencv_has_gstreamer, release_quietly)
+from .av_live import AvLiveSource
+from .base import ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8, release_quietly
 from .capture import CaptureSource
-from .frames import Frame
-from .roi import ROI, list_presets
+from .record import FrameRecord
+from .replay import RealtimeReplay
 
-__all__ = [
-    "SourceError",
-    "FrameSource",
-    "VideoFileSource",
-    "CaptureSource",
-    "ImageFolderSource",
-    "PhantomSource",
-    "open_source",
-    "ROI",
-    "list_presets",
-    "IMAGE_EXTENSIONS",
-    "list_video_devices",
-    "opencv_has_gstreamer",
-]
+__all__ = ["VideoFileSource", "ImageFolderSource", "PhantomSource", "open_source", "unique_stems"]
 
 # --------------------------------------------------------------------------- video files
 
@@ -130,13 +118,15 @@ class VideoFileSource(FrameSource):
             self.fps = rate
         self._fps_override = fps is not None
         self.n_frames = int(stream.frames) if stream.frames and stream.frames > 0 else None
+        if self.n_frames is None and stream.duration and self.fps:  # fragmented MP4 has no frame count: estimate
+            self.n_frames = max(1, int(round(float(stream.duration * stream.time_base) * self.fps))) or None
         self.time_base = stream.time_base
 
     def _release(self) -> None:
         c, self._container = self._container, None
         release_quietly(c)
 
-    def _emit(self, video_frames) -> Iterator[Frame]:
+    def _emit(self, video_frames) -> Iterator[FrameRecord]:
         """Frames in decode order; ``stats['decoded']`` is the running count (and the next index)."""
         for vf in video_frames:
             if vf.is_corrupt:
@@ -145,7 +135,7 @@ class VideoFileSource(FrameSource):
             self.stats["decoded"] += 1
             yield frame
 
-    def _make(self, vf, index: int) -> Frame:
+    def _make(self, vf, index: int) -> FrameRecord:
         img = np.ascontiguousarray(vf.to_ndarray(format="rgb24"))
         ts = time.monotonic()
         pts = None
@@ -154,9 +144,9 @@ class VideoFileSource(FrameSource):
             pts = float(t) if t is not None else None
         if pts is None and self.fps:
             pts = index / self.fps
-        return Frame(index=index, image=img, timestamp=ts, pts=pts, source=self.name)
+        return FrameRecord(index=index, image=img, timestamp=ts, pts=pts, source=self.name)
 
-    def _frames(self) -> Iterator[Frame]:
+    def _frames(self) -> Iterator[FrameRecord]:
         import av
 
         container, stream = self._container, self._stream
@@ -202,13 +192,29 @@ class VideoFileSource(FrameSource):
 # --------------------------------------------------------------------------- image folders
 
 
+def unique_stems(paths: list[Path]) -> dict[Path, str]:
+    """Output stems for input files: the file's stem, or ``stem_ext`` where two files share a stem
+    (``clip.mp4`` and ``clip.mkv`` -> ``clip_mp4``, ``clip_mkv``)."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem.lower()] = counts.get(p.stem.lower(), 0) + 1
+    out = {}
+    for p in paths:
+        out[p] = p.stem if counts[p.stem.lower()] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+    return out
+
+
 class ImageFolderSource(FrameSource):
     """Images of a folder in natural sort order (``frame2`` before ``frame10``).
 
     Images are read with ``cv2.IMREAD_UNCHANGED``; gray, BGRA, 16-bit and float images are
-    converted to uint8 RGB.  Unreadable files are skipped and counted in ``decode_errors``.
-    ``pts`` is ``index / fps``.
+    converted to uint8 RGB. Each record's ``index`` is the file's position in the sorted list, ``file`` its path
+    and ``name`` its output stem (:func:`unique_stems`), so outputs are named after their inputs. Unreadable files
+    are skipped, counted in ``decode_errors`` and listed in ``unreadable`` as ``(index, path)``. Images may have
+    different sizes. ``pts`` is ``index / fps``.
     """
+
+    per_file_outputs = True
 
     def __init__(self, folder: str | os.PathLike, fps: float = 15.0) -> None:
         super().__init__()
@@ -226,14 +232,13 @@ class ImageFolderSource(FrameSource):
             raise SourceError(f"no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) "
                               f"found in folder {self.folder}")
         self.files = sorted(files, key=lambda p: _natural_key(p.name))
+        self.stems = unique_stems(self.files)
         self.fps = float(fps)
         self.is_live = False
         self.n_frames = len(self.files)
-        first = self._load(self.files[0])
-        if first is None:
-            self.size = (0, 0)
-        else:
-            self.size = (first.shape[1], first.shape[0])
+        self.unreadable: list[tuple[int, str]] = []
+        first = next((img for img in map(self._load, self.files[:8]) if img is not None), None)
+        self.size = (0, 0) if first is None else (first.shape[1], first.shape[0])
 
     @staticmethod
     def _load(path: Path) -> np.ndarray | None:
@@ -248,20 +253,17 @@ class ImageFolderSource(FrameSource):
             return None
         return _to_rgb_u8(img, bgr=True)
 
-    def _frames(self) -> Iterator[Frame]:
-        index = 0
-        for path in self.files:
+    def _frames(self) -> Iterator[FrameRecord]:
+        for index, path in enumerate(self.files):
             img = self._load(path)
             if img is None:
                 self.stats["skipped_packets"] += 1
                 self.stats["decode_errors"] += 1
+                self.unreadable.append((index, str(path)))
                 continue
-            ts = time.monotonic()
-            frame = Frame(index=index, image=img, timestamp=ts, pts=index / self.fps,
-                          source=str(path))
-            index += 1
-            self.stats["decoded"] = index
-            yield frame
+            self.stats["decoded"] += 1
+            yield FrameRecord(index=index, image=img, timestamp=time.monotonic(), pts=index / self.fps,
+                              source=self.name, file=str(path), name=self.stems[path])
 
 
 # --------------------------------------------------------------------------- phantom
@@ -297,7 +299,7 @@ class PhantomSource(FrameSource):
                                  fps=self.fps)
         self.last_mask: np.ndarray | None = None
 
-    def _frames(self) -> Iterator[Frame]:
+    def _frames(self) -> Iterator[FrameRecord]:
         t0 = time.monotonic()
         for index, item in enumerate(self._clip):
             if index >= self.n_frames:
@@ -312,7 +314,7 @@ class PhantomSource(FrameSource):
                 img = _to_rgb_u8(img, bgr=False)
             img = np.ascontiguousarray(img)
             self.last_mask = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8))
-            frame = Frame(index=index, image=img, timestamp=time.monotonic(),
+            frame = FrameRecord(index=index, image=img, timestamp=time.monotonic(),
                           pts=index / self.fps, source=self.name)
             self.stats["decoded"] = index + 1
             yield frame
@@ -324,11 +326,36 @@ class PhantomSource(FrameSource):
 # --------------------------------------------------------------------------- dispatch
 
 
-def open_source(spec: str | int | os.PathLike, **kw) -> FrameSource:
+_CAPTURE_ONLY = ("width", "height", "pixel_format")
+
+
+def _file_kwargs(spec: str, kw: dict) -> dict:
+    bad = [k for k in _CAPTURE_ONLY if kw.get(k) is not None]
+    if bad:
+        flags = "/".join("--" + k.replace("_", "-") for k in bad)
+        raise SourceError(f"{flags} apply to capture devices only; {spec} is read at its own size (to pace a "
+                          "recording like a capture card, use --realtime [--speed X])")
+    return {k: v for k, v in kw.items() if k not in _CAPTURE_ONLY}
+
+
+def open_source(spec: str | int | os.PathLike, *, realtime: bool = False, speed: float = 1.0,
+                **kw) -> FrameSource:
     """Open a frame source from a command-line string (see ``ACCEPTED_SPECS``).
 
-    Keyword arguments are passed to the chosen source's constructor.
+    Keyword arguments go to the chosen source's constructor (``width``/``height``/``pixel_format`` to capture
+    sources only). ``realtime`` replays a file or folder live at its timestamps times ``speed``.
     """
+    kw = {k: v for k, v in kw.items() if v is not None}
+    source = _open(spec, kw)
+    if realtime:
+        if source.is_live:
+            source.close()
+            raise SourceError(f"--realtime replays files and folders; {spec} is already a live source")
+        return RealtimeReplay(source, speed)
+    return source
+
+
+def _open(spec, kw: dict) -> FrameSource:
     if isinstance(spec, bool):
         raise SourceError(f"invalid source {spec!r}; accepted forms:\n{ACCEPTED_SPECS}")
     if isinstance(spec, int):
@@ -338,27 +365,29 @@ def open_source(spec: str | int | os.PathLike, **kw) -> FrameSource:
     if not isinstance(spec, str) or not spec.strip():
         raise SourceError(f"invalid source {spec!r}; accepted forms:\n{ACCEPTED_SPECS}")
     s = spec.strip()
-    if "!" in s:
-        return CaptureSource(s, backend=kw.pop("backend", "gstreamer"), **kw)
     low = s.lower()
+    for kind in ("v4l2", "lavfi"):
+        if low.startswith(kind + ":"):
+            return AvLiveSource(kind, s[len(kind) + 1:], **kw)
+    if "!" in s:
+        kw.pop("pixel_format", None)
+        return CaptureSource(s, backend=kw.pop("backend", "gstreamer"), **kw)
     if low == "phantom" or low.startswith("phantom:"):
         n = low.split(":", 1)[1] if ":" in low else ""
+        kw.pop("pixel_format", None)  # the phantom makes frames of any width/height
         if n:
             if not n.isdigit() or int(n) <= 0:
                 raise SourceError(f"invalid phantom spec {spec!r}: use 'phantom' or 'phantom:N' "
                                   "with N a positive frame count")
             kw.setdefault("n_frames", int(n))
         return PhantomSource(**kw)
-    if s.isdigit():
-        return CaptureSource(int(s), **kw)
-    if s.startswith("/dev/video"):
-        return CaptureSource(s, **kw)
+    if s.isdigit() or s.startswith("/dev/video"):
+        fourcc = kw.pop("pixel_format", None)
+        return CaptureSource(int(s) if s.isdigit() else s, fourcc=fourcc, **kw)
     p = Path(s).expanduser()
     if p.is_file():
-        return VideoFileSource(p, **kw)
+        return VideoFileSource(p, **_file_kwargs(s, kw))
     if p.is_dir():
-        return ImageFolderSource(p, **kw)
+        return ImageFolderSource(p, **_file_kwargs(s, kw))
     raise SourceError(f"cannot open source {spec!r}: no such file or folder, and not a device, "
                       f"pipeline or phantom spec. Accepted forms:\n{ACCEPTED_SPECS}")
-
-

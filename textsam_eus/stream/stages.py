@@ -1,0 +1,132 @@
+"""The pieces the pipeline is composed of: queues between stages and one runner for every stage thread.
+
+A :class:`Stage` takes records from its inbox (a queue, or the source itself for the first stage), applies its
+function and puts what it returns into its outbox. Every stage runs the same loop (:func:`run_stage`): errors stop
+the whole pipeline and are kept for the caller; the end marker always reaches the next stage, so every stage ends.
+
+This module must stay free of torch and of the model / engine packages.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .record import FrameRecord
+
+__all__ = ["END", "LatestQueue", "FifoQueue", "Stage", "run_stage"]
+
+END = object()  # the end-of-stream marker
+
+
+class FifoQueue:
+    """Bounded FIFO (files: every frame, in order). ``put`` blocks while full unless the run is stopping."""
+
+    def __init__(self, size: int) -> None:
+        self._q: queue.Queue = queue.Queue(size)
+
+    def put(self, item, stop: threading.Event) -> None:
+        while True:
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if stop.is_set():
+                    if item is not END:
+                        return  # stopping: a frame may be left out, the end marker may not
+                    try:
+                        self._q.get_nowait()  # make room for the end marker
+                    except queue.Empty:
+                        pass
+
+    def get(self):
+        while True:
+            try:
+                return self._q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+
+class LatestQueue:
+    """Live sources: a new frame replaces an unread one. The replaced frame is reported to ``on_drop`` as a record
+    without pixels (index and timestamps only) and not kept, so dropping costs no memory. The end marker never
+    replaces a frame; it is delivered after it."""
+
+    def __init__(self, on_drop: Callable[[FrameRecord], None]) -> None:
+        self._item: Any = None
+        self._has = False
+        self._ended = False
+        self._cond = threading.Condition()
+        self._on_drop = on_drop
+        self.dropped = 0
+
+    def put(self, item, stop: threading.Event | None = None) -> None:
+        replaced = None
+        with self._cond:
+            if item is END:
+                self._ended = True
+            else:
+                if self._has:
+                    replaced = self._item
+                self._item, self._has = item, True
+            self._cond.notify()
+        if replaced is not None:
+            self.dropped += 1
+            self._on_drop(replaced.as_dropped())
+
+    def get(self):
+        with self._cond:
+            self._cond.wait_for(lambda: self._has or self._ended)
+            if self._has:
+                item, self._item, self._has = self._item, None, False
+                return item
+            return END
+
+
+@dataclass
+class Stage:
+    """One thread of the pipeline: ``fn(record) -> record | None`` between an inbox and an outbox.
+
+    ``inbox`` is a queue, or an iterable of records for the first stage (the source). ``None`` from ``fn`` passes
+    nothing on. ``close`` runs in the stage's thread after its last record (e.g. the sinks' finalisation).
+    """
+
+    name: str
+    fn: Callable[[FrameRecord], FrameRecord | None]
+    inbox: Any
+    outbox: Any = None
+    close: Callable[[], None] | None = None
+    wait_key: str | None = None  # timings key for the time a record waited in the inbox
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+def run_stage(stage: Stage, stop: threading.Event, errors: list[BaseException]) -> None:
+    """The loop of every stage thread (see :class:`Stage`)."""
+    try:
+        if isinstance(stage.inbox, (FifoQueue, LatestQueue)):
+            items: Iterable = iter(stage.inbox.get, END)
+        else:
+            items = stage.inbox
+        for record in items:
+            if stop.is_set() and not isinstance(stage.inbox, (FifoQueue, LatestQueue)):
+                break  # the source stops at once; later stages finish what is already queued
+            if stage.wait_key and record.t_queued is not None:
+                record.timings[stage.wait_key] = (time.perf_counter() - record.t_queued) * 1e3
+            out = stage.fn(record)
+            if out is not None and stage.outbox is not None:
+                out.t_queued = time.perf_counter()
+                stage.outbox.put(out, stop)
+    except BaseException as exc:  # noqa: BLE001 - reported by the pipeline after the outputs are finalised
+        errors.append(exc)
+        stop.set()
+    finally:
+        if stage.outbox is not None:
+            stage.outbox.put(END, stop)
+        if stage.close is not None:
+            try:
+                stage.close()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
