@@ -12,9 +12,9 @@ import av
 import numpy as np
 import pytest
 from conftest import shared_data
+from fakes import FakeEngine
 
 from textsam_eus.cli import main
-from textsam_eus.model.refine import SegmentResult
 from textsam_eus.stream.record import FrameRecord
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
 from textsam_eus.stream.encoders import VideoEncoder
@@ -22,29 +22,6 @@ from textsam_eus.stream.base import FrameSource, SourceError
 from textsam_eus.stream.capture import CaptureSource
 from textsam_eus.stream.roi import ROI
 from textsam_eus.stream.sources import PhantomSource, VideoFileSource
-
-
-class FakeEngine:
-    """Stands in for a model where the pipeline, not the model, is under test: a disc at the frame centre."""
-
-    name = "fake"
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
-        self.calls = []
-
-    def segment(self, frame, **kwargs):
-        self.calls.append(kwargs)
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        h, w = frame.shape[:2]
-        yy, xx = np.ogrid[:h, :w]
-        mask = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 4) ** 2
-        return SegmentResult(mask=mask, iou=0.9, box=np.array([w / 4, h / 4, 3 * w / 4, 3 * h / 4]),
-                             centroid=np.array([w / 2, h / 2]), passes=1, timings={"encode": 1.0, "total": 1.0})
-
-    def info(self):
-        return {"engine": "fake", "device": "cpu"}
 
 
 def _decode_all(path):

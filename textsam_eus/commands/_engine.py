@@ -38,7 +38,7 @@ def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path
 
 def make_engine(engine: str = "auto", checkpoint: str = "demo", bundle: str | None = None, device: str | None = None,
                 precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
-                refine_prompts: str = "box+centroid", quiet: bool = False):
+                refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None):
     from ..engines import create_engine, fastest_engine
 
     if engine == "auto":
@@ -52,7 +52,8 @@ def make_engine(engine: str = "auto", checkpoint: str = "demo", bundle: str | No
                              cuda_graphs=cuda_graphs, **common)
     if engine == "onnxruntime":
         folder = bundle or bundle_for(checkpoint, fp16=precision == "fp16", quiet=quiet)
-        return create_engine("onnxruntime", bundle=folder, device=device or "cpu", precision=precision, **common)
+        return create_engine("onnxruntime", bundle=folder, device=device or "cpu", precision=precision,
+                             threads=threads, **common)
     if engine == "tensorrt":
         if not bundle:
             raise ValueError("the tensorrt engine needs --bundle DIR with plans (textsam-eus export --tensorrt)")

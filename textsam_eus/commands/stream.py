@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if roi is not None and first.size[0]:
         roi.validate(*first.size)
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
-                         args.iterations, args.refine_prompts)
+                         args.iterations, args.refine_prompts, threads=args.threads)
     failures = 0
     for i, (spec_i, out_i) in enumerate(jobs):
         try:

@@ -99,6 +99,8 @@ class _AvVideoEncoder:
         self._last_ticks: int | None = None
         self._pts0: float | None = None
         self._closed = False
+        self._write_error: Exception | None = None
+        self._good_bytes = 0
 
     # ---------------------------------------------------------------- open
     def _open(self, width: int, height: int) -> None:
@@ -178,21 +180,47 @@ class _AvVideoEncoder:
         frame.pts = ticks
         frame.time_base = self.time_base
         for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+            self._mux(packet)
         self._last_ticks = ticks
         self.frames_written += 1
         self.stats["written"] = self.frames_written
         return True
 
+    def _mux(self, packet) -> None:
+        """Mux one packet; remember the file size after each success (a fragment boundary), so a failed write
+        (a full disk) can be cut back to the last complete fragment."""
+        try:
+            self._container.mux(packet)
+        except Exception as exc:
+            self._write_error = exc
+            raise
+        try:
+            self._good_bytes = os.stat(self.path).st_size
+        except OSError:
+            pass
+
     # ---------------------------------------------------------------- close
     def close(self) -> None:
-        """Flush the encoder and finalise the file. Idempotent."""
+        """Flush the encoder and finalise the file. Idempotent.
+
+        After a failed write (a full disk) nothing more is written: the file is cut back to its last complete
+        fragment, so what it holds plays cleanly (``stats['truncated_to_bytes']``).
+        """
         if self._closed:
             return
         self._closed = True
         container, stream = self._container, self._stream
         self._container = self._stream = None
         if container is None:
+            return
+        if self._write_error is not None:
+            try:
+                container.close()
+            except Exception:
+                pass
+            with open(self.path, "r+b") as f:
+                f.truncate(self._good_bytes)
+            self.stats["truncated_to_bytes"] = self._good_bytes
             return
         err = None
         try:

@@ -73,6 +73,13 @@ def _is_run_output(name: str) -> bool:
 def check_out_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Check ``path`` without changing anything: raise :class:`OutputError` when it cannot be used."""
     path = Path(path)
+    try:
+        return _check(path, overwrite)
+    except OSError as exc:
+        raise _os_problem(path, exc) from None
+
+
+def _check(path: Path, overwrite: bool) -> Path:
     if path.exists() and not path.is_dir():
         raise OutputError(f"--out {path} is a file, not a folder; choose a folder path (it is created if missing)")
     if len(path.name.encode()) > 255:

@@ -58,6 +58,7 @@ class PipelineConfig:
     max_frames: int | None = None
     handle_signals: bool = True
     overwrite: bool = False  # replace the results of an earlier run in the output folder
+    disk_reserve_bytes: int = 4 << 20  # kept free to finalise the outputs on a full disk
 
     def __post_init__(self) -> None:
         if self.masks not in ("png", "video", "none"):
@@ -265,7 +266,8 @@ class StreamPipeline:
         """
         old_handlers = self._install_signal_handlers()  # before any output exists: nothing can be half-written
         try:
-            with OutputFolder(self.out, overwrite=self.cfg.overwrite) as folder:
+            with OutputFolder(self.out, overwrite=self.cfg.overwrite,
+                              reserve_bytes=self.cfg.disk_reserve_bytes) as folder:
                 self.folder = folder
                 summary = self._run_in(folder)
         finally:
