@@ -167,12 +167,12 @@ def _summary_core(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pipeline(engine, video: Path, out_dir: Path, *, roi, realtime: bool, speed: float, max_frames: int,
-                 progress=None) -> dict[str, Any]:
+                 progress=None, workers: int = 1) -> dict[str, Any]:
     """One StreamPipeline run into a fresh ``out_dir`` (overlay.mp4 + PNG masks + report), as the CLI does."""
     from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
     from textsam_eus.stream.sources import open_source
 
-    cfg = PipelineConfig(roi=roi, masks="png", write_video=True, max_frames=max_frames)
+    cfg = PipelineConfig(roi=roi, masks="png", write_video=True, max_frames=max_frames, workers=workers)
     source = open_source(str(video), realtime=realtime, speed=speed)
     with source:
         summary = StreamPipeline(engine, source, out_dir, cfg, progress=progress).run()
@@ -266,13 +266,31 @@ def measure_model_rate(engine, clip: Path, frames: int, warmup: int) -> dict[str
 
 
 def measure_throughput(engine, video: Path, clip: Path, work: Path, roi, frames: int, warmup: int,
-                       min_ratio: float, keep: bool) -> dict[str, Any]:
+                       min_ratio: float, keep: bool, args: argparse.Namespace) -> dict[str, Any]:
+    """Model-only rate with ``engine`` (all threads on one frame), then file mode as ``textsam-eus stream`` runs
+    it: ``--workers`` segment workers, each with threads / workers threads (its own engine)."""
+    import torch
+
     out_dir = work / "file-mode"
     t = time.perf_counter()
     model = measure_model_rate(engine, clip, frames, warmup)
+    workers = args.workers
+    per_worker = max(1, args.threads // workers)
+    file_engine = engine
+    if workers > 1:
+        file_engine, _ = build_engine(argparse.Namespace(**{**vars(args), "threads": per_worker}))
+        for f in bench.load_frames(str(clip), warmup, 0)[0]:
+            file_engine.segment(f)
     done: list[float] = []  # perf_counter() as each frame is written
-    summary = run_pipeline(engine, video, out_dir, roi=roi, realtime=False, speed=1.0, max_frames=frames,
-                           progress=lambda _k: done.append(time.perf_counter()))
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(per_worker if workers > 1 else args.threads)
+    try:
+        summary = run_pipeline(file_engine, video, out_dir, roi=roi, realtime=False, speed=1.0, max_frames=frames,
+                               progress=lambda _k: done.append(time.perf_counter()), workers=workers)
+    finally:
+        torch.set_num_threads(old_threads)
+        if file_engine is not engine:
+            file_engine.close()
     rate = summary["frames_out"] / summary["wall_s"] if summary["wall_s"] > 0 else None
     steady = ((len(done) - warmup) / (done[-1] - done[warmup - 1])
               if warmup and len(done) > warmup + 1 and done[-1] > done[warmup - 1] else None)
@@ -282,7 +300,7 @@ def measure_throughput(engine, video: Path, clip: Path, work: Path, roi, frames:
            "pipeline_fps": rate, "pipeline_fps_definition": "frames_out / summary wall_s (whole run, all outputs)",
            "pipeline_fps_after_warmup": steady,
            "pipeline_fps_after_warmup_definition": f"frames written per second after the first {warmup}",
-           "model_fps": model["fps"], "ratio": ratio,
+           "model_fps": model["fps"], "ratio": ratio, "workers": workers, "threads_per_worker": per_worker,
            "ratio_after_warmup": steady / model["fps"] if steady and model["fps"] else None,
            "model": model, "frames_in": summary["frames_in"], "frames_out": summary["frames_out"],
            "frames_dropped": summary["frames_dropped"], "wall_s": summary["wall_s"],
@@ -416,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-frames", type=int, default=None, help="frames per latency run (default 600; --quick 120)")
     p.add_argument("--throughput-frames", type=int, default=None,
                    help="frames of the file-mode and model-only runs (default 300; --quick 100)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="file mode: segment workers, each with threads/workers threads, as `textsam-eus stream "
+                        "--workers auto` on a 2-core CPU (default 2; 1 = one frame at a time with all threads)")
     p.add_argument("--speeds", default="2,4", help="realtime speeds of the latency runs (default 2,4)")
     p.add_argument("--soak-speed", type=float, default=4.0)
     p.add_argument("--warmup", type=int, default=5, help="model-only warm-up frames, excluded (default 5)")
@@ -530,7 +551,7 @@ def _run(args: argparse.Namespace, clip: Path, speeds: list[float], only: list[s
                 if what == "throughput":
                     jobs.append(("file_throughput", lambda: measure_throughput(
                         engine, long_mp4, clip, work, roi, args.throughput_frames, args.warmup, args.min_ratio,
-                        args.keep_work)))
+                        args.keep_work, args)))
                 elif what == "latency":
                     for s in speeds:
                         jobs.append(("realtime_latency", lambda s=s: measure_latency(

@@ -457,3 +457,62 @@ def test_summary_written_at_start_and_marked_complete_at_the_end(tmp_path):
         assert key in summary
     assert set(summary["latency_ms"]) >= {"p50", "p95", "p99", "max"}
     assert not (tmp_path / "frames.jsonl").exists()  # folded into latency.json/csv
+
+
+class _IndexEngine(FakeEngine):
+    """Marks each frame's mask with as many pixels as the frame's number, after a random delay."""
+
+    def __init__(self):
+        super().__init__()
+        self.rng = np.random.default_rng(0)
+        self.threads = set()
+
+    def segment(self, frame, **kwargs):
+        import threading
+
+        self.threads.add(threading.get_ident())
+        time.sleep(float(self.rng.uniform(0, 0.01)))
+        r = super().segment(frame, **kwargs)
+        r.mask = np.zeros(frame.shape[:2], bool)
+        r.mask.flat[: int(frame[0, 0, 0])] = True
+        return r
+
+
+class _NumberedSource(FrameSource):
+    fps = 30.0
+    size = (64, 48)
+    name = "numbered"
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def _frames(self):
+        for i in range(self.n):
+            yield FrameRecord(i, np.full((48, 64, 3), i, np.uint8), time.monotonic(), i / 30, self.name)
+
+
+def test_parallel_workers_keep_frame_order(tmp_path):
+    eng = _IndexEngine()
+    summary = StreamPipeline(eng, _NumberedSource(120), tmp_path, PipelineConfig(workers=2)).run()
+    assert summary["workers"] == 2 and summary["frames_out"] == 120 and len(eng.threads) == 2
+    rows = list(csv.DictReader((tmp_path / "outputs.csv").open()))
+    assert [int(r["index"]) for r in rows] == list(range(120))
+    assert [int(r["mask_area"]) for r in rows] == list(range(120))  # each mask stayed with its own frame
+    assert len(_decode(tmp_path / "overlay.mp4")) == 120
+    with pytest.raises(ValueError, match="workers=1"):
+        PipelineConfig(workers=2, temporal=True)
+
+
+def test_parallel_workers_stop_cleanly_on_an_engine_error(tmp_path):
+    class Breaks(_IndexEngine):
+        def segment(self, frame, **kw):
+            if int(frame[0, 0, 0]) == 40:
+                raise RuntimeError("worker failed")
+            return super().segment(frame, **kw)
+
+    with pytest.raises(RuntimeError, match="worker failed"):
+        StreamPipeline(Breaks(), _NumberedSource(200), tmp_path, PipelineConfig(workers=2)).run()
+    s = _strict_json(tmp_path / "summary.json")
+    assert not s["complete"] and s["finalised"] and "worker failed" in s["stop_reason"]
+    assert len(_decode(tmp_path / "overlay.mp4")) == s["frames_out"] <= 40

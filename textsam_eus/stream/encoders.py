@@ -277,7 +277,7 @@ class VideoEncoder(_AvVideoEncoder):
 
     def __init__(self, path: str | os.PathLike, fps: float, codec: str = "libx264", crf: int = 18,
                  pix_fmt: str = "yuv420p", time_base: Fraction | None = None, *,
-                 preset: str | None = "superfast", keyframe_s: float = 1.0, threads: int | None = None,
+                 preset: str | None = "ultrafast", keyframe_s: float = 1.0, threads: int | None = None,
                  options: Mapping[str, Any] | None = None,
                  container_options: Mapping[str, Any] | None = None,
                  on_bad_pts: str = "nudge") -> None:

@@ -33,7 +33,7 @@ from .report import LatencyReport, write_json_atomic
 from .roi import ROI
 from .sinks import (MaskPngSink, MaskVideoSink, OutputIndexSink, OverlayPngSink, OverlayVideoSink, ReportSink,
                     Sink, WindowSink)
-from .stages import FifoQueue, LatestQueue, Stage, run_stage
+from .stages import FifoQueue, LatestQueue, ReorderQueue, Stage, run_stage
 
 HEARTBEAT_S = 2.0  # how often summary.json is refreshed during a run
 
@@ -59,12 +59,17 @@ class PipelineConfig:
     handle_signals: bool = True
     overwrite: bool = False  # replace the results of an earlier run in the output folder
     disk_reserve_bytes: int = 4 << 20  # kept free to finalise the outputs on a full disk
+    workers: int = 1  # parallel segment workers for files (frame-level parallelism; not with live or temporal)
 
     def __post_init__(self) -> None:
         if self.masks not in ("png", "video", "none"):
             raise ValueError(f"masks={self.masks!r} is invalid: choose png, video or none")
         if self.queue_size < 1:
             raise ValueError(f"queue_size={self.queue_size} is invalid: must be >= 1")
+        if self.workers < 1:
+            raise ValueError(f"workers={self.workers} is invalid: must be >= 1")
+        if self.workers > 1 and self.temporal:
+            raise ValueError("temporal seeding needs the previous frame's result: use workers=1 with --temporal")
         if self.max_frames is not None and self.max_frames <= 0:
             raise ValueError(f"max_frames={self.max_frames} is invalid: must be >= 1 (or leave it out for all)")
 
@@ -97,6 +102,7 @@ class StreamPipeline:
         self._prev: Any = None
         self._prev_mask: np.ndarray | None = None
         self._size: tuple[int, int] | None = None
+        self._seed_size: tuple[int, int] | None = None
         self._stability = [0.0, 0]  # sum, count of consecutive-frame mask IoU
         self._fps_window: list[float] = []
         self._finalised = False
@@ -104,15 +110,23 @@ class StreamPipeline:
 
     # ------------------------------------------------------------------ topology
     def compose(self) -> list[Stage]:
-        """source -> [capture] -> frames -> [segment] -> masks -> [draw] -> overlays -> [write: sinks]."""
-        q = self.cfg.queue_size
+        """source -> [capture] -> frames -> [segment] x workers -> masks (in order) -> [draw] -> overlays ->
+        [write: sinks]. A live source's frames queue keeps only the newest frame; a file's keeps every frame."""
+        q, n = self.cfg.queue_size, self.workers
         frames = LatestQueue(self._record_drop) if self.source.is_live else FifoQueue(q)
-        masks, overlays = FifoQueue(q), FifoQueue(q)
+        masks = ReorderQueue(n, q) if n > 1 else FifoQueue(q)
+        overlays = FifoQueue(q)
         self._frames_queue = frames
         return [Stage("capture", self._admit, self._timed_frames(), frames),
-                Stage("segment", self._segment, frames, masks, wait_key="queue_wait"),
+                *[Stage(f"segment{i}" if n > 1 else "segment", self._segment, frames, masks,
+                        wait_key="queue_wait", shared_inbox=n > 1) for i in range(n)],
                 Stage("draw", self._draw, masks, overlays),
                 Stage("write", self._write, overlays, close=self._close_sinks)]
+
+    @property
+    def workers(self) -> int:
+        """Segment workers in use: ``cfg.workers`` for files, 1 for live sources (latency comes first)."""
+        return 1 if self.source.is_live else self.cfg.workers
 
     def _open_sinks(self) -> list[Sink]:
         fps = self.source.fps or 15.0
@@ -147,6 +161,7 @@ class StreamPipeline:
                 return
 
     def _admit(self, rec: FrameRecord) -> FrameRecord:
+        rec.seq = self.stats["frames_in"]
         self.stats["frames_in"] += 1
         return rec
 
@@ -167,11 +182,8 @@ class StreamPipeline:
     def _segment(self, rec: FrameRecord) -> FrameRecord:
         if self.stop_event.is_set():
             return None
-        if rec.size != self._size:
-            if self._size is not None:
-                self.stats["size_changes"] += 1
-                rec.info["size_changed"] = f"{self._size[0]}x{self._size[1]}->{rec.width}x{rec.height}"
-            self._size, self._prev, self._prev_mask = rec.size, None, None
+        if self.cfg.temporal and rec.size != self._seed_size:  # no seeding across a size change
+            self._seed_size, self._prev = rec.size, None
         roi = self._roi_for(rec)
         view = roi.crop(rec.image) if roi is not None else rec.image
         kwargs: dict[str, Any] = {}
@@ -186,17 +198,26 @@ class StreamPipeline:
         mask = np.asarray(result.mask).astype(np.uint8, copy=False)
         if roi is not None:
             mask = roi.paste(rec.image.shape, mask)
-        if self._prev_mask is not None:
-            union = np.count_nonzero(mask | self._prev_mask)
-            self._stability[0] += 1.0 if union == 0 else np.count_nonzero(mask & self._prev_mask) / union
-            self._stability[1] += 1
-        self._prev_mask = mask
         rec.result, rec.mask = result, mask
         rec.timings.update({k: v for k, v in result.timings.items() if k != "total"})
         rec.timings["engine_total"] = result.timings.get("total", 0.0)
         return rec
 
+    def _track(self, rec: FrameRecord) -> None:
+        """Size changes and the mask IoU between consecutive frames (in frame order)."""
+        if rec.size != self._size:
+            if self._size is not None:
+                self.stats["size_changes"] += 1
+                rec.info["size_changed"] = f"{self._size[0]}x{self._size[1]}->{rec.width}x{rec.height}"
+            self._size, self._prev_mask = rec.size, None
+        if self._prev_mask is not None:
+            union = np.count_nonzero(rec.mask | self._prev_mask)
+            self._stability[0] += 1.0 if union == 0 else np.count_nonzero(rec.mask & self._prev_mask) / union
+            self._stability[1] += 1
+        self._prev_mask = rec.mask
+
     def _draw(self, rec: FrameRecord) -> FrameRecord:
+        self._track(rec)
         t = time.perf_counter()
         now = time.monotonic()
         self._fps_window = [x for x in self._fps_window if now - x < 1.0] + [now]
@@ -359,6 +380,7 @@ class StreamPipeline:
             "source_stats": {k: v for k, v in self.source.stats.items()},
             "size_changes": self.stats["size_changes"],
             "roi": str(self.cfg.roi) if self.cfg.roi is not None else None,
+            "workers": self.workers,
             "temporal": {"enabled": self.cfg.temporal, "seeded_frames": self.stats["temporal_seeded"],
                          "consecutive_mask_iou_mean": stab_sum / stab_n if stab_n else None},
             "warnings": list(self.warnings),

@@ -49,6 +49,7 @@ class FrameRecord:
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     dropped: bool = False
+    seq: int = -1  # admission order into the pipeline (set by the capture stage; orders parallel workers' output)
     t_queued: float | None = field(default=None, repr=False)  # perf_counter() when put into a stage's inbox
 
     @property

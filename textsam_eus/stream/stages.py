@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 from .record import FrameRecord
 
-__all__ = ["END", "LatestQueue", "FifoQueue", "Stage", "run_stage"]
+__all__ = ["END", "LatestQueue", "FifoQueue", "ReorderQueue", "Stage", "run_stage"]
 
 END = object()  # the end-of-stream marker
 
@@ -86,6 +86,45 @@ class LatestQueue:
             return END
 
 
+class ReorderQueue:
+    """Joins ``producers`` parallel workers: records come out in ``seq`` order, the end marker after every
+    producer has ended. A worker waits while ``size`` records are ahead of the next one (the next one always goes
+    in, so the workers cannot deadlock)."""
+
+    def __init__(self, producers: int, size: int) -> None:
+        self._pending: dict[int, Any] = {}
+        self._next = 0
+        self._ended = 0
+        self._producers = producers
+        self._size = size
+        self._cond = threading.Condition()
+
+    def put(self, item, stop: threading.Event) -> None:
+        with self._cond:
+            if item is END:
+                self._ended += 1
+            else:
+                while (item.seq != self._next and len(self._pending) >= self._size and not stop.is_set()):
+                    self._cond.wait(0.1)
+                self._pending[item.seq] = item
+            self._cond.notify_all()
+
+    def get(self):
+        with self._cond:
+            while True:
+                if self._next in self._pending:
+                    item = self._pending.pop(self._next)
+                    self._next += 1
+                    self._cond.notify_all()
+                    return item
+                if self._ended >= self._producers:
+                    if self._pending:  # a worker stopped early: skip its missing records
+                        self._next = min(self._pending)
+                        continue
+                    return END
+                self._cond.wait(0.1)
+
+
 @dataclass
 class Stage:
     """One thread of the pipeline: ``fn(record) -> record | None`` between an inbox and an outbox.
@@ -100,18 +139,17 @@ class Stage:
     outbox: Any = None
     close: Callable[[], None] | None = None
     wait_key: str | None = None  # timings key for the time a record waited in the inbox
+    shared_inbox: bool = False  # parallel workers of one stage: the end marker is passed on to the siblings
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
 def run_stage(stage: Stage, stop: threading.Event, errors: list[BaseException]) -> None:
     """The loop of every stage thread (see :class:`Stage`)."""
+    queued = isinstance(stage.inbox, (FifoQueue, LatestQueue, ReorderQueue))
     try:
-        if isinstance(stage.inbox, (FifoQueue, LatestQueue)):
-            items: Iterable = iter(stage.inbox.get, END)
-        else:
-            items = stage.inbox
+        items: Iterable = iter(stage.inbox.get, END) if queued else stage.inbox
         for record in items:
-            if stop.is_set() and not isinstance(stage.inbox, (FifoQueue, LatestQueue)):
+            if stop.is_set() and not queued:
                 break  # the source stops at once; later stages finish what is already queued
             if stage.wait_key and record.t_queued is not None:
                 record.timings[stage.wait_key] = (time.perf_counter() - record.t_queued) * 1e3
@@ -123,6 +161,8 @@ def run_stage(stage: Stage, stop: threading.Event, errors: list[BaseException]) 
         errors.append(exc)
         stop.set()
     finally:
+        if stage.shared_inbox:
+            stage.inbox.put(END, stop)  # the siblings end too
         if stage.outbox is not None:
             stage.outbox.put(END, stop)
         if stage.close is not None:
