@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 from conftest import shared_data
-from fakes import FakeEngine
+from fakes import DyingCapture, FakeEngine, SyntheticSource, rss_mb
 
 from textsam_eus.cli import main
 from textsam_eus.stream.record import FrameRecord
@@ -71,27 +71,9 @@ def test_roi_maps_masks_back_to_the_full_screen(tmp_path):
     assert m.shape == (150, 200) and m[50, 70] == 255 and m[5, 5] == 0 and m[140, 190] == 0
 
 
-class LiveSource(FrameSource):
-    """A live source producing frames faster than the engine keeps up."""
-
-    is_live = True
-    fps = 100.0
-    size = (64, 48)
-    name = "live"
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def _frames(self):
-        for i in range(self.n):
-            time.sleep(0.01)
-            self.stats["decoded"] += 1
-            yield FrameRecord(i, np.full((48, 64, 3), i % 255, np.uint8), time.monotonic(), None, "live")
-
-
 def test_live_source_keeps_only_the_newest_frame(tmp_path):
-    summary = StreamPipeline(FakeEngine(delay_s=0.05), LiveSource(60), tmp_path,
+    summary = StreamPipeline(FakeEngine(delay_s=0.05), SyntheticSource(60, lambda i: np.full((48, 64, 3), i % 255, np.uint8), fps=100.0, live=True,
+                                             interval=0.01), tmp_path,
                              PipelineConfig(masks="none")).run()
     assert summary["frames_dropped"] > 10
     assert summary["frames_out"] + summary["frames_dropped"] == 60
@@ -131,31 +113,6 @@ def test_truncated_file_is_processed_and_output_finalised(tmp_path):
     frames = _decode_all(tmp_path / "out" / "overlay.mp4")  # playable: the MP4 was finalised
     assert len(frames) == summary["frames_out"]
     assert len(list((tmp_path / "out" / "masks").iterdir())) == summary["frames_out"]
-
-
-class DyingCapture:
-    """A cv2.VideoCapture stand-in that delivers ``n`` frames, then fails forever."""
-
-    def __init__(self, n):
-        self.n, self.i = n, 0
-
-    def isOpened(self):
-        return True
-
-    def read(self):
-        self.i += 1
-        if self.i > self.n:
-            return False, None
-        return True, np.full((48, 64, 3), 100, np.uint8)
-
-    def set(self, *a):
-        return True
-
-    def get(self, prop):
-        return {3: 64.0, 4: 48.0, 5: 30.0}.get(prop, 0.0)
-
-    def release(self):
-        pass
 
 
 def test_capture_device_lost_mid_run_stops_cleanly(tmp_path):
@@ -218,29 +175,9 @@ def test_engine_error_keeps_what_was_written(tmp_path):
     assert len(list((tmp_path / "masks").iterdir())) == 5
 
 
-class FastSource(FrameSource):
-    fps = 30.0
-    size = (96, 72)
-    name = "fast"
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-        self.n_frames = n
-
-    def _frames(self):
-        rng = np.random.default_rng(0)
-        base = rng.integers(0, 255, (72, 96, 3), dtype=np.uint8)
-        for i in range(self.n):
-            yield FrameRecord(i, np.roll(base, i, axis=1), time.monotonic(), i / 30.0, "fast")
-
-
-def _rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    pytest.skip("no /proc/self/status")
+def _moving_noise(n):
+    base = np.random.default_rng(0).integers(0, 255, (72, 96, 3), dtype=np.uint8)
+    return SyntheticSource(n, lambda i: np.roll(base, i, axis=1))
 
 
 def test_memory_stays_flat_over_a_long_run(tmp_path):
@@ -250,9 +187,9 @@ def test_memory_stays_flat_over_a_long_run(tmp_path):
         done = measured.setdefault("n", 0) + 1
         measured["n"] = done
         if done in (400, 2400):
-            measured[done] = _rss_mb()
+            measured[done] = rss_mb()
 
-    StreamPipeline(FakeEngine(), FastSource(2400), tmp_path, PipelineConfig(masks="video"), progress=progress).run()
+    StreamPipeline(FakeEngine(), _moving_noise(2400), tmp_path, PipelineConfig(masks="video"), progress=progress).run()
     assert measured["n"] == 2400
     assert measured[2400] - measured[400] < 40, measured
     assert len(_decode_all(tmp_path / "overlay.mp4")) == 2400

@@ -17,7 +17,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from fakes import FakeEngine
+from fakes import DyingCapture, FakeEngine, SyntheticSource, rss_mb
 
 from textsam_eus.cli import main
 from textsam_eus.stream.base import FrameSource, SourceError
@@ -42,14 +42,6 @@ def _strict_json(path):
     def bad(c):
         raise ValueError(f"invalid JSON constant {c}")
     return json.loads(Path(path).read_text(), parse_constant=bad)
-
-
-def _rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    pytest.skip("no /proc/self/status")
 
 
 def _write_clip(path, n=30, size=(96, 64), fps=15.0):
@@ -96,29 +88,12 @@ def test_v4l2_source_names_missing_device():
         open_source("v4l2:/dev/video97")
 
 
-class _BigLiveSource(FrameSource):
-    """A 1080p capture card delivering faster than the model: most frames are dropped."""
-
-    is_live = True
-    fps = 200.0
-    size = (1920, 1080)
-    name = "big-live"
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def _frames(self):
-        for i in range(self.n):
-            time.sleep(0.004)
-            yield FrameRecord(i, np.full((1080, 1920, 3), i % 255, np.uint8), time.monotonic(), None, self.name)
-
-
 def test_live_drops_keep_no_pixels(tmp_path):
-    before = _rss_mb()
-    summary = StreamPipeline(FakeEngine(delay_s=0.05), _BigLiveSource(400), tmp_path,
+    before = rss_mb()
+    summary = StreamPipeline(FakeEngine(delay_s=0.05), SyntheticSource(400, lambda i: np.full((1080, 1920, 3), i % 255, np.uint8), fps=200.0,
+                                             live=True, interval=0.004), tmp_path,
                              PipelineConfig(masks="none", write_video=False)).run()
-    grown = _rss_mb() - before
+    grown = rss_mb() - before
     assert summary["frames_dropped"] > 300  # ~6 MB each: kept, they would take ~2 GB
     assert grown < 150, f"RSS grew {grown:.0f} MB over {summary['frames_dropped']} dropped 1080p frames"
     dropped = [r for r in _strict_json(tmp_path / "latency.json")["frames"] if r["dropped"]]
@@ -143,24 +118,7 @@ def test_realtime_replay_paces_a_file_as_a_live_source(tmp_path):
 
 
 def test_capture_warnings_reach_console_and_summary(tmp_path, capsys):
-    class Cap:
-        def isOpened(self):
-            return True
-
-        def read(self):
-            self.n = getattr(self, "n", 0) + 1
-            return (self.n <= 3), np.zeros((48, 64, 3), np.uint8)
-
-        def set(self, *a):
-            return True
-
-        def get(self, prop):
-            return {3: 64.0, 4: 48.0, 5: 30.0}.get(prop, 0.0)
-
-        def release(self):
-            pass
-
-    src = CaptureSource(0, width=1920, height=1080, max_reconnects=0, open_fn=lambda d, a: Cap())
+    src = CaptureSource(0, width=1920, height=1080, max_reconnects=0, open_fn=lambda d, a: DyingCapture(3))
     summary = StreamPipeline(FakeEngine(), src, tmp_path).run()
     assert any("requested 1920x1080, device delivers 64x48" in w for w in summary["warnings"])
     assert "device delivers 64x48" in capsys.readouterr().err
@@ -211,7 +169,7 @@ def test_repeated_sigint_mid_run_finalises(tmp_path):
 CHILD = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    from fakes import FakeEngine
+    from fakes import DyingCapture, FakeEngine, SyntheticSource, rss_mb
     from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
     from textsam_eus.stream.sources import PhantomSource
     StreamPipeline(FakeEngine(delay_s=0.02), PhantomSource(n_frames=100000, width=160, height=120, fps=30),
@@ -265,26 +223,15 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-class _NoiseSource(FrameSource):
-    fps = 30.0
-    size = (320, 240)
-    name = "noise"
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def _frames(self):
-        rng = np.random.default_rng(0)
-        for i in range(self.n):
-            yield FrameRecord(i, rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), time.monotonic(), i / 30,
-                              self.name)
+def _noise(n):
+    rng = np.random.default_rng(0)
+    return SyntheticSource(n, lambda i: rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
 
 
 def test_full_disk_ends_with_a_clear_message_and_finalised_files(tiny_disk):
     out = tiny_disk / "run"
     with pytest.raises(StreamError, match="no space left") as err:
-        StreamPipeline(FakeEngine(), _NoiseSource(2000), out, PipelineConfig(disk_reserve_bytes=1 << 20)).run()
+        StreamPipeline(FakeEngine(), _noise(2000), out, PipelineConfig(disk_reserve_bytes=1 << 20)).run()
     assert "\n" not in str(err.value) and "free some space" in str(err.value)
     s = _strict_json(out / "summary.json")
     assert s["complete"] is False and s["stop_reason"].startswith("disk full") and s["finalised"]
@@ -382,22 +329,9 @@ def test_bad_stream_options_are_one_line_errors(tmp_path, capsys, extra, expect)
 # --------------------------------------------------------------------------- inputs that change
 
 
-class _ResizingSource(FrameSource):
-    """A recording whose resolution changes mid-stream (a mode change on the processor)."""
-
-    fps = 15.0
-    size = (512, 430)
-    name = "resizing"
-
-    def _frames(self):
-        for i in range(10):
-            h = 430 if i < 5 else 437
-            yield FrameRecord(i, np.full((h, 512, 3), 90, np.uint8), time.monotonic(), i / 15, self.name)
-
-
 @pytest.mark.parametrize("masks", ["png", "video"])
 def test_resolution_change_mid_stream(tmp_path, masks):
-    summary = StreamPipeline(FakeEngine(), _ResizingSource(), tmp_path,
+    summary = StreamPipeline(FakeEngine(), SyntheticSource(10, lambda i: np.full((430 if i < 5 else 437, 512, 3), 90, np.uint8), fps=15.0), tmp_path,
                              PipelineConfig(masks=masks, temporal=True)).run()
     assert summary["complete"] and summary["frames_out"] == 10 and summary["size_changes"] == 1
     frames = _decode(tmp_path / "overlay.mp4")
@@ -478,23 +412,13 @@ class _IndexEngine(FakeEngine):
         return r
 
 
-class _NumberedSource(FrameSource):
-    fps = 30.0
-    size = (64, 48)
-    name = "numbered"
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def _frames(self):
-        for i in range(self.n):
-            yield FrameRecord(i, np.full((48, 64, 3), i, np.uint8), time.monotonic(), i / 30, self.name)
+def _numbered(n):
+    return SyntheticSource(n, lambda i: np.full((48, 64, 3), i, np.uint8))
 
 
 def test_parallel_workers_keep_frame_order(tmp_path):
     eng = _IndexEngine()
-    summary = StreamPipeline(eng, _NumberedSource(120), tmp_path, PipelineConfig(workers=2)).run()
+    summary = StreamPipeline(eng, _numbered(120), tmp_path, PipelineConfig(workers=2)).run()
     assert summary["workers"] == 2 and summary["frames_out"] == 120 and len(eng.threads) == 2
     rows = list(csv.DictReader((tmp_path / "outputs.csv").open()))
     assert [int(r["index"]) for r in rows] == list(range(120))
@@ -512,7 +436,7 @@ def test_parallel_workers_stop_cleanly_on_an_engine_error(tmp_path):
             return super().segment(frame, **kw)
 
     with pytest.raises(RuntimeError, match="worker failed"):
-        StreamPipeline(Breaks(), _NumberedSource(200), tmp_path, PipelineConfig(workers=2)).run()
+        StreamPipeline(Breaks(), _numbered(200), tmp_path, PipelineConfig(workers=2)).run()
     s = _strict_json(tmp_path / "summary.json")
     assert not s["complete"] and s["finalised"] and "worker failed" in s["stop_reason"]
     assert len(_decode(tmp_path / "overlay.mp4")) == s["frames_out"] <= 40

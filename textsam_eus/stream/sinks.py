@@ -32,7 +32,7 @@ from .record import FrameRecord
 from .report import LatencyReport
 from .window import Window
 
-__all__ = ["Sink", "SinkError", "OverlayVideoSink", "MaskVideoSink", "MaskPngSink", "OverlayPngSink",
+__all__ = ["Sink", "OverlayVideoSink", "MaskVideoSink", "MaskPngSink", "OverlayPngSink",
            "OutputIndexSink", "ReportSink", "WindowSink", "write_png"]
 
 
@@ -151,44 +151,54 @@ class MaskVideoSink(Sink):
         return {"masks": self.files}
 
 
-class MaskPngSink(Sink):
+class _PngPerFrameSink(Sink):
+    """One PNG per frame in ``<out>/<folder>/``: ``<stem>.png`` for image folders, else ``<kind>_{index:06d}.png``."""
+
+    kind = ""  # "mask" or "overlay": the outputs.csv column and the file prefix
+
+    def __init__(self, out: Path, folder: str) -> None:
+        self.out, self.folder = Path(out), folder
+        (self.out / folder).mkdir(parents=True, exist_ok=True)
+        self.written = 0
+
+    def _image(self, record: FrameRecord) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def write(self, record: FrameRecord) -> None:
+        stem = record.name if record.name else f"{self.kind}_{record.index:06d}"
+        rel = f"{self.folder}/{stem}.png"
+        write_png(self.out / rel, self._image(record))
+        self.written += 1
+        _note(record, self.kind, rel)
+
+    def describe(self) -> dict[str, Any]:
+        return {f"{self.kind}s": f"{self.folder}/", f"{self.kind}_files": self.written}
+
+
+class MaskPngSink(_PngPerFrameSink):
     """``masks/<stem>.png`` (image folders) or ``masks/mask_{index:06d}.png``, values 0/255."""
 
+    kind = "mask"
+
     def __init__(self, out: Path, folder: str = "masks") -> None:
-        self.out, self.folder = Path(out), folder
-        (self.out / folder).mkdir(parents=True, exist_ok=True)
-        self.written = 0
+        super().__init__(out, folder)
 
-    def write(self, record: FrameRecord) -> None:
-        stem = record.name if record.name else f"mask_{record.index:06d}"
-        rel = f"{self.folder}/{stem}.png"
-        write_png(self.out / rel, _mask_u8(record.mask))
-        self.written += 1
-        _note(record, "mask", rel)
-
-    def describe(self) -> dict[str, Any]:
-        return {"masks": f"{self.folder}/", "mask_files": self.written}
+    def _image(self, record: FrameRecord) -> np.ndarray:
+        return _mask_u8(record.mask)
 
 
-class OverlayPngSink(Sink):
+class OverlayPngSink(_PngPerFrameSink):
     """``overlays/<stem>.png``: the overlay of each still image, at its own size."""
 
-    def __init__(self, out: Path, folder: str = "overlays") -> None:
-        self.out, self.folder = Path(out), folder
-        (self.out / folder).mkdir(parents=True, exist_ok=True)
-        self.written = 0
+    kind = "overlay"
 
-    def write(self, record: FrameRecord) -> None:
+    def __init__(self, out: Path, folder: str = "overlays") -> None:
+        super().__init__(out, folder)
+
+    def _image(self, record: FrameRecord) -> np.ndarray:
         import cv2
 
-        stem = record.name if record.name else f"overlay_{record.index:06d}"
-        rel = f"{self.folder}/{stem}.png"
-        write_png(self.out / rel, cv2.cvtColor(record.overlay, cv2.COLOR_RGB2BGR))
-        self.written += 1
-        _note(record, "overlay", rel)
-
-    def describe(self) -> dict[str, Any]:
-        return {"overlays": f"{self.folder}/", "overlay_files": self.written}
+        return cv2.cvtColor(record.overlay, cv2.COLOR_RGB2BGR)
 
 
 class OutputIndexSink(Sink):
