@@ -29,7 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (must be empty, or pass --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     add_engine_arguments(p)
-    p.add_argument("--roi", default=None, help="x,y,w,h or a preset (eus800x600: the database's 711x457 crop)")
+    p.add_argument("--roi", default=None,
+                   help="auto (find and track the B-mode imaging sector: the default for videos and capture), none "
+                        "(the whole frame: the default for image folders), x,y,w,h, or a preset (eus800x600: the "
+                        "database's 711x457 crop)")
     p.add_argument("--temporal", action="store_true",
                    help="seed each frame with the previous confident frame's box/centroid")
     p.add_argument("--realtime", action="store_true",
@@ -169,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     from ._engine import make_engine
 
     _check_args(args)
-    roi = ROI.parse(args.roi) if args.roi else None
+    roi_arg = (args.roi or "").strip().lower()
+    roi = None if roi_arg in ("", "none", "full", "auto") else ROI.parse(args.roi)
     jobs = plan_jobs(args.source, Path(args.out))
     for _, out_i in jobs:  # every output folder is checked before any work
         check_out_dir(out_i, overwrite=args.overwrite)
@@ -179,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     first = open_source(jobs[0][0], **source_kw)
     if roi is not None and first.size[0]:
         roi.validate(*first.size)
+    if roi_arg == "auto" or (not roi_arg and not first.per_file_outputs):
+        roi = "auto"  # screens: the model sees the B-mode sector, masks are clipped to it
     workers, threads = plan_workers(args, first.is_live)
     if threads:
         torch.set_num_threads(threads)

@@ -25,10 +25,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..common.screen import LayoutTracker
 from .base import FrameSource
 from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay
-from .record import FrameRecord
+from .record import FrameRecord, NoSegmentation
 from .report import LatencyReport, write_json_atomic
 from .roi import ROI
 from .sinks import (MaskPngSink, MaskVideoSink, OutputIndexSink, OverlayPngSink, OverlayVideoSink, ReportSink,
@@ -44,7 +45,7 @@ class StreamError(RuntimeError):
 
 @dataclass
 class PipelineConfig:
-    roi: ROI | None = None
+    roi: ROI | str | None = None  # a fixed ROI, "auto" (find and track the imaging sector) or None (whole frame)
     iterations: int | None = None  # refinement iterations (None: the engine's)
     temporal: bool = False  # seed the first pass with the previous frame's box/centroid when it was confident
     temporal_min_iou: float = 0.7  # predicted IoU needed to reuse a frame's box/centroid
@@ -64,6 +65,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.masks not in ("png", "video", "none"):
             raise ValueError(f"masks={self.masks!r} is invalid: choose png, video or none")
+        if isinstance(self.roi, str):
+            if self.roi != "auto":
+                raise ValueError(f"roi={self.roi!r} is invalid: use 'auto', an ROI or None")
         if self.queue_size < 1:
             raise ValueError(f"queue_size={self.queue_size} is invalid: must be >= 1")
         if self.workers < 1:
@@ -86,7 +90,8 @@ class StreamPipeline:
         self.cfg = config or PipelineConfig()
         self.progress = progress
         width, height = source.size
-        if self.cfg.roi is not None and width and height:
+        self.layouts = LayoutTracker() if self.cfg.roi == "auto" else None
+        if isinstance(self.cfg.roi, ROI) and width and height:
             self.cfg.roi.validate(width, height)  # an ROI outside the first frame fails before any work
         self.stop_event = threading.Event()
         self.errors: list[BaseException] = []
@@ -163,6 +168,11 @@ class StreamPipeline:
     def _admit(self, rec: FrameRecord) -> FrameRecord:
         rec.seq = self.stats["frames_in"]
         self.stats["frames_in"] += 1
+        if self.layouts is not None:  # in frame order, before any parallel worker
+            t = time.perf_counter()
+            rec.layout = self.layouts.update(rec.image)
+            rec.timings["layout_detect"] = (time.perf_counter() - t) * 1e3
+            rec.info["layout"] = rec.layout.short() if rec.layout is not None else "none"
         return rec
 
     def _record_drop(self, rec: FrameRecord) -> None:
@@ -170,7 +180,7 @@ class StreamPipeline:
 
     def _roi_for(self, rec: FrameRecord) -> ROI | None:
         roi = self.cfg.roi
-        if roi is None or roi.fits(rec.width, rec.height):
+        if not isinstance(roi, ROI) or roi.fits(rec.width, rec.height):
             return roi
         msg = f"ROI {roi} does not fit {rec.width}x{rec.height} frames: those frames are segmented whole"
         if msg not in self.warnings:
@@ -182,10 +192,18 @@ class StreamPipeline:
     def _segment(self, rec: FrameRecord) -> FrameRecord:
         if self.stop_event.is_set():
             return None
-        if self.cfg.temporal and rec.size != self._seed_size:  # no seeding across a size change
-            self._seed_size, self._prev = rec.size, None
-        roi = self._roi_for(rec)
-        view = roi.crop(rec.image) if roi is not None else rec.image
+        layout = rec.layout
+        key = (rec.size, layout.id if layout is not None else None)
+        if self.cfg.temporal and key != self._seed_size:  # no seeding across a size or layout change
+            self._seed_size, self._prev = key, None
+        if self.layouts is not None:
+            if layout is None:  # no imaging sector on the screen (black, frozen blank): nothing to segment
+                rec.result, rec.mask = NoSegmentation("no imaging sector"), np.zeros(rec.image.shape[:2], np.uint8)
+                return rec
+            roi, view = None, layout.crop(rec.image)
+        else:
+            roi = self._roi_for(rec)
+            view = roi.crop(rec.image) if roi is not None else rec.image
         kwargs: dict[str, Any] = {}
         if self.cfg.iterations is not None:
             kwargs["iterations"] = self.cfg.iterations
@@ -196,7 +214,9 @@ class StreamPipeline:
         confident = result.box is not None and bool(np.isfinite(result.iou)) and result.iou >= self.cfg.temporal_min_iou
         self._prev = (result.box, result.centroid) if confident else None
         mask = np.asarray(result.mask).astype(np.uint8, copy=False)
-        if roi is not None:
+        if layout is not None:
+            mask = layout.paste(mask)  # back in the full screen; nothing outside the imaging sector
+        elif roi is not None:
             mask = roi.paste(rec.image.shape, mask)
         rec.result, rec.mask = result, mask
         rec.timings.update({k: v for k, v in result.timings.items() if k != "total"})
@@ -380,6 +400,7 @@ class StreamPipeline:
             "source_stats": {k: v for k, v in self.source.stats.items()},
             "size_changes": self.stats["size_changes"],
             "roi": str(self.cfg.roi) if self.cfg.roi is not None else None,
+            "layout": self.layouts.describe() if self.layouts is not None else None,
             "workers": self.workers,
             "temporal": {"enabled": self.cfg.temporal, "seeded_frames": self.stats["temporal_seeded"],
                          "consecutive_mask_iou_mean": stab_sum / stab_n if stab_n else None},

@@ -12,7 +12,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FrameRecord"]
+__all__ = ["FrameRecord", "NoSegmentation"]
+
+
+@dataclass
+class NoSegmentation:
+    """Stands in for an engine result when a frame was not segmented (e.g. no imaging sector on the screen)."""
+
+    reason: str
+    mask: np.ndarray | None = None
+    iou: float = float("nan")
+    box: np.ndarray | None = None
+    centroid: np.ndarray | None = None
+    passes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -28,6 +41,7 @@ class FrameRecord:
         source: human-readable description of the source (path, device, ...).
         file: the source file of this frame (image folders), else ``None``.
         name: output stem for per-file outputs (image folders: the file's stem, made unique), else ``None``.
+        layout: the screen's :class:`~textsam_eus.common.screen.ScreenLayout` (``--roi auto``), ``None`` if none.
         result: the engine's :class:`~textsam_eus.model.refine.SegmentResult` (segment stage).
         mask: ``H x W`` uint8 0/1 at the frame's own size (segment stage).
         overlay: ``H x W x 3`` uint8 RGB with the mask drawn (draw stage).
@@ -43,6 +57,7 @@ class FrameRecord:
     source: str
     file: str | None = None
     name: str | None = None
+    layout: Any = None
     result: Any = None
     mask: np.ndarray | None = None
     overlay: np.ndarray | None = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..common.screen import EUS_DB_CROP
 from .base import SourceError
 
 # --------------------------------------------------------------------------- ROI
@@ -14,7 +15,7 @@ from .base import SourceError
 _PRESETS: dict[str, tuple[tuple[int, int, int, int], str]] = {
     # EUS database crop of an 800x600 processor screen: rows 57-513, cols 45-755
     # (1-based inclusive) -> frame[56:513, 44:755]
-    "eus800x600": ((44, 56, 711, 457), "EUS image area of an 800x600 processor screen "
+    "eus800x600": (EUS_DB_CROP, "EUS image area of an 800x600 processor screen "
                                        "(rows 57-513, cols 45-755, 1-based inclusive)"),
 }
 
