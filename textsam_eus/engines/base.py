@@ -19,8 +19,12 @@ class Engine:
 
     def __init__(self, *, image_size: int, pixel_mean, pixel_std, prompt_tokens, device: torch.device | str = "cpu",
                  iterations: int = 2, refine_prompts: str = "box+centroid", threshold: float = 0.0,
-                 sync=None) -> None:
+                 sync=None, presence: Any = None) -> None:
         self.device = torch.device(device)
+        # tumour presence: threshold (None = off), show/hide frames, from the checkpoint config or bundle.json
+        self.presence = {"threshold": getattr(presence, "presence_threshold", None),
+                         "show_frames": getattr(presence, "presence_show_frames", 3),
+                         "hide_frames": getattr(presence, "presence_hide_frames", 5)}
         self.image_size = image_size
         self.set_prompt(prompt_tokens)
         self.segmenter = Segmenter(self.encode, self._decode, image_size=image_size, pixel_mean=pixel_mean,
@@ -53,7 +57,8 @@ class Engine:
         self.segmenter.iterations = value
 
     def info(self) -> dict[str, Any]:
-        return {"engine": self.name, "device": str(self.device), "image_size": self.image_size}
+        return {"engine": self.name, "device": str(self.device), "image_size": self.image_size,
+                "presence_threshold": self.presence["threshold"]}
 
     # ------------------------------------------------------------------ backend hooks
     def encode(self, x: torch.Tensor) -> torch.Tensor:

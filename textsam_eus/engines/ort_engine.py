@@ -84,7 +84,7 @@ class OrtEngine(Engine):
         super().__init__(image_size=b.image_size, pixel_mean=b.pixel_mean, pixel_std=b.pixel_std,
                          prompt_tokens=b.prompt_tokens, device=device if self.use_cuda else "cpu",
                          iterations=b.refine_iterations if iterations is None else iterations,
-                         refine_prompts=refine_prompts, threshold=b.mask_threshold,
+                         refine_prompts=refine_prompts, threshold=b.mask_threshold, presence=b,
                          sync=torch.cuda.synchronize if self.use_cuda else None)
 
     # ------------------------------------------------------------------ CPU: numpy in, numpy out

@@ -89,7 +89,8 @@ class TrtEngine(Engine):
         super().__init__(image_size=b.image_size, pixel_mean=b.pixel_mean, pixel_std=b.pixel_std,
                          prompt_tokens=b.prompt_tokens, device="cuda",
                          iterations=b.refine_iterations if iterations is None else iterations,
-                         refine_prompts=refine_prompts, threshold=b.mask_threshold, sync=torch.cuda.synchronize)
+                         refine_prompts=refine_prompts, threshold=b.mask_threshold, presence=b,
+                         sync=torch.cuda.synchronize)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.modules["encoder"](image=x)[0]

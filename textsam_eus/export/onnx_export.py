@@ -242,6 +242,8 @@ def export_bundle(model: TextSam, out: str | Path, *, verify: bool = True, frame
                     embedding_shape=[1, cfg.prompt_embed_dim, cfg.embedding_grid, cfg.embedding_grid],
                     lowres_size=cfg.lowres_mask_size, pixel_mean=list(cfg.pixel_mean), pixel_std=list(cfg.pixel_std),
                     mask_threshold=cfg.mask_threshold, refine_iterations=cfg.refine_iterations,
+                    presence_threshold=cfg.presence_threshold, presence_show_frames=cfg.presence_show_frames,
+                    presence_hide_frames=cfg.presence_hide_frames,
                     prompt_tokens=token.tolist(), files=files, versions=_versions(),
                     source={**(source or {}), "config": cfg.to_dict()})
     if verify:

@@ -63,6 +63,10 @@ class Bundle:
     versions: dict[str, str] = field(default_factory=dict)  # torch / onnx / onnxruntime / tensorrt
     tensorrt: dict[str, Any] = field(default_factory=dict)  # role -> plan file; gpu, compute capability, fp16
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint path, its config
+    # tumour presence (the decoders' iou_predictions output of the text-only pass); None = off (older bundles)
+    presence_threshold: float | None = None
+    presence_show_frames: int = 3
+    presence_hide_frames: int = 5
     folder: str = ""
 
     def path(self, role: str) -> Path:
@@ -180,6 +184,9 @@ _VALUE_CHECKS = [  # field, check, what it must be
     ("pixel_std", lambda v: _numbers(v, 3, lambda x: _is_finite(x) and x > 0), "3 finite numbers > 0"),
     ("mask_threshold", _is_finite, "a finite number"),
     ("refine_iterations", lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    ("presence_threshold", lambda v: v is None or (_is_finite(v) and 0 <= v <= 1), "null or a number in [0, 1]"),
+    ("presence_show_frames", lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    ("presence_hide_frames", lambda v: _is_int(v) and v >= 1, "an int >= 1"),
 ]
 
 

@@ -105,6 +105,11 @@ class TextSamConfig:
     # inference
     refine_iterations: int = 2
     mask_threshold: float = 0.0
+    # tumour presence: the IoU head's prediction on the text-only pass ("how much would this outline overlap a
+    # tumour"); trained to 0 on lesion-free images. None = presence off (every outline is shown; old checkpoints)
+    presence_threshold: float | None = None  # calibrated on validation data by `train`
+    presence_show_frames: int = 3  # stream: frames in a row at or above the threshold before the outline shows
+    presence_hide_frames: int = 5  # stream: frames in a row below it before the outline hides
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     # base weights (local files; None = random initialisation)
@@ -151,6 +156,11 @@ class TextSamConfig:
         if self.finetune not in FINETUNE_MODES:
             _fail("finetune", self.finetune, f"must be one of {FINETUNE_MODES}")
         _check_int("refine_iterations", self.refine_iterations, 0, 20)
+        if self.presence_threshold is not None and (isinstance(self.presence_threshold, bool) or not isinstance(
+                self.presence_threshold, (int, float)) or not 0.0 <= self.presence_threshold <= 1.0):
+            _fail("presence_threshold", self.presence_threshold, "must be a number in [0, 1] or None (presence off)")
+        _check_int("presence_show_frames", self.presence_show_frames, 1, 1000)
+        _check_int("presence_hide_frames", self.presence_hide_frames, 1, 1000)
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
             _fail("pixel_std", self.pixel_std, "pixel_mean and pixel_std must be 3 values, std > 0")
 

@@ -35,6 +35,7 @@ class SegmentResult:
     passes: int  # decoder passes run (1 = text only)
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     prompts: list = field(default_factory=list)  # (coords, labels) per pass, input-frame pixels; None = text only
+    presence: float | None = None  # the text-only pass's predicted IoU: the tumour presence score
 
 
 def geometric_prompts(box: torch.Tensor, centroid: torch.Tensor, mode: str = "box+centroid",
@@ -115,6 +116,11 @@ class Segmenter:
         prompts = [first]
         lowres, iou = self.decode(emb, *(first if first is not None else (None, None)))
         t = self._tick(timings, "decode_0", t)
+        if first is None:
+            presence = float(iou.reshape(-1)[0])
+        else:  # a prompted first pass (seeded, manual): the presence score comes from a text-only pass
+            presence = float(self.decode(emb, None, None)[1].reshape(-1)[0])
+            t = self._tick(timings, "decode_presence", t)
         logits = T.lowres_to_input(lowres, self.image_size, resized)
         for k in range(1, iterations + 1):
             mask_in = logits > self.threshold
@@ -140,6 +146,7 @@ class Segmenter:
             passes=len(prompts),
             timings=timings,
             prompts=[None if p is None else (p[0].cpu().numpy(), p[1].cpu().numpy()) for p in prompts],
+            presence=presence,
         )
 
     def _first_prompts(self, hw, resized, points, point_labels, box, seed_prompt):

@@ -153,9 +153,32 @@ def _draw_hud(out: np.ndarray, lines: Sequence[str], style: OverlayStyle) -> Non
         cv2.putText(out, s, (x0 + 6, y), font, scale, color, thick, cv2.LINE_AA)
 
 
+def _draw_dashed(out: np.ndarray, contours, color, thickness: int, dash: int = 6) -> None:
+    """Contours as dashes of ``dash`` pixels with gaps of the same length (a low-confidence outline)."""
+    import cv2
+
+    for c in contours:
+        pts = cv2.approxPolyDP(c, 0.5, True).reshape(-1, 2) if len(c) > 2 else c.reshape(-1, 2)
+        pts = np.vstack([pts, pts[:1]]).astype(np.float32)
+        seg = np.diff(pts, axis=0)
+        lengths = np.hypot(seg[:, 0], seg[:, 1])
+        pos = 0.0
+        for (x0, y0), (dx, dy), length in zip(pts[:-1], seg, lengths):
+            t = 0.0
+            while t < length:
+                on = int(pos // dash) % 2 == 0
+                step = min(dash - pos % dash, length - t)
+                if on and length > 0:
+                    a, b = t / length, (t + step) / length
+                    cv2.line(out, (int(round(x0 + a * dx)), int(round(y0 + a * dy))),
+                             (int(round(x0 + b * dx)), int(round(y0 + b * dy))), color, thickness, cv2.LINE_AA)
+                t += step
+                pos += step
+
+
 def draw_overlay(image_rgb: np.ndarray, mask: np.ndarray | None,
                  style: OverlayStyle | None = None,
-                 hud_lines: list[str] | None = None) -> np.ndarray:
+                 hud_lines: list[str] | None = None, faded: bool = False) -> np.ndarray:
     """Return a copy of ``image_rgb`` with the mask drawn on it.
 
     Args:
@@ -164,6 +187,7 @@ def draw_overlay(image_rgb: np.ndarray, mask: np.ndarray | None,
         style: :class:`OverlayStyle` (default style if None).
         hud_lines: text lines for the top-left HUD (fps, latency, engine...); shown when
             ``style.hud`` is True.
+        faded: a low-confidence outline: a third of the fill opacity and a dashed contour.
     """
     import cv2
 
@@ -184,7 +208,7 @@ def draw_overlay(image_rgb: np.ndarray, mask: np.ndarray | None,
         if w > 0 and h > 0:
             sub_m = m[y:y + h, x:x + w]
             sub = out[y:y + h, x:x + w]
-            a = style.fill_alpha
+            a = style.fill_alpha / 3 if faded else style.fill_alpha
             if a > 0:
                 r, g, b = style.fill_color
                 blended = cv2.convertScaleAbs(sub, alpha=1.0 - a)
@@ -198,9 +222,11 @@ def draw_overlay(image_rgb: np.ndarray, mask: np.ndarray | None,
                                             cv2.BORDER_CONSTANT, value=0)
                 contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL,
                                                cv2.CHAIN_APPROX_SIMPLE, offset=(x - 1, y - 1))
-                if contours:
-                    cv2.drawContours(out, contours, -1, tuple(int(c) for c in style.contour_color),
-                                     style.contour_thickness, cv2.LINE_AA)
+                color = tuple(int(c) for c in style.contour_color)
+                if contours and faded:
+                    _draw_dashed(out, contours, color, style.contour_thickness)
+                elif contours:
+                    cv2.drawContours(out, contours, -1, color, style.contour_thickness, cv2.LINE_AA)
 
     if style.hud and hud_lines:
         _draw_hud(out, hud_lines, style)

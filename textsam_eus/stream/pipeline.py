@@ -29,6 +29,7 @@ from ..common.screen import LayoutTracker
 from .base import FrameSource
 from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay
+from .presence import PresenceGate
 from .record import FrameRecord, NoSegmentation
 from .report import LatencyReport, write_json_atomic
 from .roi import ROI
@@ -61,6 +62,11 @@ class PipelineConfig:
     overwrite: bool = False  # replace the results of an earlier run in the output folder
     disk_reserve_bytes: int = 4 << 20  # kept free to finalise the outputs on a full disk
     workers: int = 1  # parallel segment workers for files (frame-level parallelism; not with live or temporal)
+    presence: bool = True  # gate outlines on the engine's calibrated presence threshold (when it has one)
+    presence_threshold: float | None = None  # override the engine's threshold
+    show_frames: int | None = None  # override: frames at or above the threshold before the outline shows
+    hide_frames: int | None = None  # override: frames below it before the outline hides
+    confident_iou: float = 0.7  # a shown outline whose predicted IoU is lower is drawn faded and dashed
 
     def __post_init__(self) -> None:
         if self.masks not in ("png", "video", "none"):
@@ -91,6 +97,7 @@ class StreamPipeline:
         self.progress = progress
         width, height = source.size
         self.layouts = LayoutTracker() if self.cfg.roi == "auto" else None
+        self.gate = self._make_gate()
         if isinstance(self.cfg.roi, ROI) and width and height:
             self.cfg.roi.validate(width, height)  # an ROI outside the first frame fails before any work
         self.stop_event = threading.Event()
@@ -112,6 +119,14 @@ class StreamPipeline:
         self._fps_window: list[float] = []
         self._finalised = False
         self._t0 = time.perf_counter()
+
+    def _make_gate(self) -> PresenceGate:
+        p = dict(getattr(self.engine, "presence", None) or {})
+        threshold = self.cfg.presence_threshold if self.cfg.presence_threshold is not None else p.get("threshold")
+        if not self.cfg.presence:
+            threshold = None
+        return PresenceGate(threshold, self.cfg.show_frames or p.get("show_frames", 3),
+                            self.cfg.hide_frames or p.get("hide_frames", 5))
 
     # ------------------------------------------------------------------ topology
     def compose(self) -> list[Stage]:
@@ -236,7 +251,26 @@ class StreamPipeline:
             self._stability[1] += 1
         self._prev_mask = rec.mask
 
+    def _decide(self, rec: FrameRecord) -> tuple[bool, list[str]]:
+        """Presence over time: clears the mask of a frame shown as tumour-free; (faded, HUD line)."""
+        result = rec.result
+        score = getattr(result, "presence", None)
+        decision = self.gate.update(score)
+        rec.info["presence"] = round(float(score), 4) if score is not None and np.isfinite(score) else None
+        rec.info["decision"] = decision.state
+        if isinstance(result, NoSegmentation):
+            rec.mask[:] = 0
+            return False, [result.reason]
+        if not decision.shown or not rec.mask.any():
+            rec.mask[:] = 0
+            return False, ["no tumour detected"]
+        iou = float(result.iou)
+        faded = decision.state == "holding" or not (np.isfinite(iou) and iou >= self.cfg.confident_iou)
+        label = f"tumour {'?' if faded else ''}" + (f"(presence {score:.2f})" if self.gate.enabled else "")
+        return faded, [label.strip()]
+
     def _draw(self, rec: FrameRecord) -> FrameRecord:
+        faded, status = self._decide(rec)
         self._track(rec)
         t = time.perf_counter()
         now = time.monotonic()
@@ -246,8 +280,8 @@ class StreamPipeline:
             iou = rec.result.iou
             hud = [f"{self.engine.name} | {len(self._fps_window)} fps",
                    f"latency {(now - rec.timestamp) * 1e3:.0f} ms | IoU {iou:.2f}" if np.isfinite(iou)
-                   else f"latency {(now - rec.timestamp) * 1e3:.0f} ms | IoU n/a"]
-        rec.overlay = draw_overlay(rec.image, rec.mask, self.cfg.style, hud)
+                   else f"latency {(now - rec.timestamp) * 1e3:.0f} ms | IoU n/a"] + status
+        rec.overlay = draw_overlay(rec.image, rec.mask, self.cfg.style, hud, faded=faded)
         rec.timings["overlay"] = (time.perf_counter() - t) * 1e3
         rec.timings["latency_capture_to_overlay"] = (time.monotonic() - rec.timestamp) * 1e3
         return rec
@@ -401,6 +435,7 @@ class StreamPipeline:
             "size_changes": self.stats["size_changes"],
             "roi": str(self.cfg.roi) if self.cfg.roi is not None else None,
             "layout": self.layouts.describe() if self.layouts is not None else None,
+            "presence": self.gate.describe(),
             "workers": self.workers,
             "temporal": {"enabled": self.cfg.temporal, "seeded_frames": self.stats["temporal_seeded"],
                          "consecutive_mask_iou_mean": stab_sum / stab_n if stab_n else None},

@@ -202,13 +202,15 @@ class OverlayPngSink(_PngPerFrameSink):
 
 
 class OutputIndexSink(Sink):
-    """``outputs.csv``: index, source file, size, mask and overlay paths, predicted IoU, mask area (line-flushed).
+    """``outputs.csv``: index, source file, size, mask and overlay paths, predicted IoU, presence score and
+    decision, mask area (line-flushed).
 
     List it after the sinks whose outputs it maps. ``add_missing`` appends rows for inputs that produced nothing
     (unreadable files).
     """
 
-    COLUMNS = ("index", "source_file", "width", "height", "mask", "overlay", "iou_pred", "mask_area", "status")
+    COLUMNS = ("index", "source_file", "width", "height", "mask", "overlay", "iou_pred", "presence", "decision",
+               "mask_area", "status")
 
     def __init__(self, out: Path, name: str = "outputs.csv") -> None:
         self.rel = name
@@ -224,6 +226,8 @@ class OutputIndexSink(Sink):
                           "width": record.width, "height": record.height, "mask": outputs.get("mask", ""),
                           "overlay": outputs.get("overlay", ""),
                           "iou_pred": "" if iou is None or not np.isfinite(iou) else round(float(iou), 4),
+                          "presence": "" if record.info.get("presence") is None else record.info["presence"],
+                          "decision": record.info.get("decision", ""),
                           "mask_area": int(np.count_nonzero(record.mask)) if record.mask is not None else "",
                           "status": "ok"})
         self.rows += 1

@@ -1,0 +1,110 @@
+"""Tumour presence: the score, hysteresis over frames, what is drawn and written, and where the threshold lives."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from fakes import FakeEngine, SyntheticSource
+
+from textsam_eus.model.config import ConfigError, TextSamConfig
+from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
+from textsam_eus.stream.presence import PresenceGate
+
+
+def test_gate_shows_after_k_and_hides_after_m():
+    gate = PresenceGate(0.5, show_frames=3, hide_frames=2)
+    scores = [0.9, 0.9, 0.1, 0.9, 0.9, 0.9, 0.9, 0.2, 0.9, 0.2, 0.2, 0.2]
+    shown = [gate.update(s).shown for s in scores]
+    assert shown == [False, False, False, False, False, True, True, True, True, True, False, False]
+    assert gate.describe()["frames_shown"] == 5
+
+
+def test_gate_off_shows_everything_and_nan_counts_as_absent():
+    assert all(PresenceGate(None).update(s).shown for s in (0.0, float("nan"), None))
+    gate = PresenceGate(0.5, show_frames=1, hide_frames=1)
+    assert gate.update(0.8).shown and not gate.update(float("nan")).shown and not gate.update(None).shown
+    with pytest.raises(ValueError, match="presence threshold"):
+        PresenceGate(1.5)
+
+
+class _ScoredEngine(FakeEngine):
+    """A disc with a presence score per frame from ``scores``; presence calibrated at 0.5."""
+
+    presence = {"threshold": 0.5, "show_frames": 2, "hide_frames": 2}
+
+    def __init__(self, scores, iou=0.9):
+        super().__init__(iou=iou)
+        self.scores = list(scores)
+
+    def segment(self, frame, **kw):
+        r = super().segment(frame, **kw)
+        r.presence = self.scores[len(self.calls) - 1]
+        return r
+
+
+def test_stream_writes_empty_masks_while_no_tumour_is_shown(tmp_path):
+    scores = [0.1, 0.9, 0.9, 0.9, 0.2, 0.9, 0.1, 0.1, 0.1, 0.1]
+    summary = StreamPipeline(_ScoredEngine(scores), SyntheticSource(10, lambda i: np.full((60, 80, 3), 90, np.uint8)),
+                             tmp_path).run()
+    rows = list(csv.DictReader((tmp_path / "outputs.csv").open()))
+    shown = [int(r["mask_area"]) > 0 for r in rows]
+    assert shown == [False, False, True, True, True, True, True, False, False, False]
+    assert [r["decision"] for r in rows][:4] == ["hidden", "showing", "shown", "shown"]
+    assert [float(r["presence"]) for r in rows] == scores
+    assert summary["presence"]["threshold"] == 0.5 and summary["presence"]["frames_shown"] == 5
+    lat = json.loads((tmp_path / "latency.json").read_text())["frames"]
+    assert lat[0]["decision"] == "hidden" and lat[0]["presence"] == 0.1
+
+
+def test_low_confidence_outline_is_faded(tmp_path, monkeypatch):
+    import textsam_eus.stream.pipeline as pl
+
+    calls = []
+    real = pl.draw_overlay
+    monkeypatch.setattr(pl, "draw_overlay", lambda *a, **k: calls.append(k.get("faded")) or real(*a, **k))
+    StreamPipeline(_ScoredEngine([0.9] * 4, iou=0.4), SyntheticSource(4, lambda i: np.full((60, 80, 3), 90, np.uint8)),
+                   tmp_path, PipelineConfig(show_frames=1)).run()
+    assert calls == [True] * 4  # shown, but the predicted IoU 0.4 is below the confident 0.7
+
+
+def test_presence_settings_are_validated_config_fields():
+    cfg = TextSamConfig(presence_threshold=0.42)
+    assert TextSamConfig.from_dict(cfg.to_dict()).presence_threshold == 0.42
+    old = cfg.to_dict()
+    for k in ("presence_threshold", "presence_show_frames", "presence_hide_frames"):
+        old.pop(k)
+    assert TextSamConfig.from_dict(old).presence_threshold is None  # an old checkpoint: presence off
+    with pytest.raises(ConfigError, match="presence_threshold"):
+        TextSamConfig(presence_threshold=2.0)
+    with pytest.raises(ConfigError, match="presence_show_frames"):
+        TextSamConfig(presence_show_frames=0)
+
+
+def test_presence_score_is_the_text_only_pass_iou(tiny_model):
+    from textsam_eus.engines import create_engine
+
+    eng = create_engine("torch", model=tiny_model, device="cpu")
+    frame = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    text_only = eng.segment(frame, iterations=0)
+    assert text_only.presence == pytest.approx(text_only.iou)
+    seeded = eng.segment(frame, seed_prompt=(np.array([10, 10, 60, 60]), np.array([35, 35])), iterations=0)
+    assert "decode_presence" in seeded.timings
+    assert seeded.presence == pytest.approx(text_only.presence, abs=1e-5)  # not biased by the seed box
+    assert eng.presence["threshold"] is None  # an untrained checkpoint: presence off
+
+
+def test_export_carries_the_presence_settings(tiny_model, tmp_path):
+    from textsam_eus.engines import create_engine
+    from textsam_eus.export.onnx_export import export_bundle
+    from textsam_eus.model.bundle import read_bundle
+
+    tiny_model.cfg = tiny_model.cfg.replace(presence_threshold=0.37, presence_show_frames=4)
+    export_bundle(tiny_model, tmp_path / "b", verify=False)
+    b = read_bundle(tmp_path / "b")
+    assert (b.presence_threshold, b.presence_show_frames, b.presence_hide_frames) == (0.37, 4, 5)
+    eng = create_engine("onnxruntime", bundle=tmp_path / "b")
+    assert eng.presence == {"threshold": 0.37, "show_frames": 4, "hide_frames": 5}
+    assert eng.info()["presence_threshold"] == 0.37
