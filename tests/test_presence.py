@@ -108,3 +108,63 @@ def test_export_carries_the_presence_settings(tiny_model, tmp_path):
     eng = create_engine("onnxruntime", bundle=tmp_path / "b")
     assert eng.presence == {"threshold": 0.37, "show_frames": 4, "hide_frames": 5}
     assert eng.info()["presence_threshold"] == 0.37
+
+
+def test_training_with_negatives_learns_and_calibrates_presence(tmp_path, capsys):
+    import torch
+
+    from textsam_eus.cli import main
+    from textsam_eus.model.checkpoint import load_checkpoint
+    from textsam_eus.train.calibrate import presence_scores
+    from textsam_eus.train.negatives import phantom_negatives
+
+    torch.manual_seed(0)
+    out = tmp_path / "run"
+    # fine-tune the shipped demo model (it already outlines phantom lesions) on a few lesion-free frames
+    assert main(["train", "--init", "demo", "--phantom", "8", "--phantom-negatives", "8", "--phantom-val", "4",
+                 "--phantom-val-negatives", "4", "--phantom-size", "256", "--epochs", "3", "--batch-size", "4",
+                 "--lr", "5e-4", "--iou-loss-weight", "1", "--out", str(out), "--no-progress", "--threads", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "lesion-free images: train 8 / val 4" in printed
+    model, extra = load_checkpoint(out / "best.safetensors")
+    cal = extra["presence_calibration"]
+    assert model.cfg.presence_threshold == pytest.approx(cal["threshold"], abs=1e-4)
+    assert cal["n_positive"] == 4 and cal["n_negative"] == 4 and 0 <= cal["auc"] <= 1
+    # the IoU head learnt that lesion-free frames get no outline: their presence scores are lower
+    from textsam_eus.common.phantom import PhantomConfig, make_phantom_dataset
+
+    pos = make_phantom_dataset(6, seed=77, config=PhantomConfig(height=256, width=256))
+    neg = phantom_negatives(6, seed=78, size=256)
+    scores, labels = presence_scores(model, pos + neg)
+    assert np.mean(scores[:6]) > np.mean(scores[6:]) + 0.05, scores
+
+    # eval reports presence on mixed data
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--phantom", "3", "--phantom-size", "256",
+                 "--mode", "auto", "--json", str(tmp_path / "e.json"), "--no-progress"]) == 0
+
+
+def test_negatives_manifest_without_mask_column(tmp_path):
+    import cv2
+
+    from textsam_eus.train.data import SegmentationDataset, read_manifest
+
+    cv2.imwrite(str(tmp_path / "n1.png"), np.full((20, 30), 90, np.uint8))
+    (tmp_path / "m.csv").write_text("image,case\nn1.png,c1\n")
+    ds = SegmentationDataset(read_manifest(tmp_path / "m.csv"))
+    image, mask = ds[0]
+    assert image.shape == (20, 30, 3) and mask.shape == (20, 30) and mask.max() == 0
+
+
+def test_summary_reports_presence_auc_and_positive_only_dice():
+    from textsam_eus.train.evaluate import summarize
+
+    def rec(i, dice, presence, empty):
+        return {"id": str(i), "case": str(i), "dice": dice, "nsd": dice, "nsd_reference_convention": dice,
+                "iou_pred": 0.5, "presence": presence, "gt_empty": empty, "pred_empty": False}
+
+    records = [rec(0, 0.8, 0.9, False), rec(1, 0.6, 0.7, False), rec(2, 0.0, 0.2, True), rec(3, 1.0, 0.8, True)]
+    s = summarize(records, presence_threshold=0.75)
+    assert s["n_positive"] == 2 and s["dice_positive"]["mean"] == pytest.approx(0.7)
+    assert s["presence_auc"] == pytest.approx(0.75)
+    assert s["presence"]["sensitivity"] == 0.5 and s["presence"]["specificity"] == 0.5
+    assert s["dice_positive_gated"]["mean"] == pytest.approx(0.4)

@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         meta["predictions"] = args.predictions
     predict = E.make_predict_fn(args.mode, predictor, args.iterations, args.seed, args.predictions)
     records = E.evaluate(items, predict, args.tolerance, progress=not args.no_progress)
-    result = E.summarize(records, **meta)
+    threshold = getattr(getattr(getattr(predictor, "model", None), "cfg", None), "presence_threshold", None)
+    result = E.summarize(records, presence_threshold=threshold, **meta)
     E.write_results(result, args.json, args.csv)
     print(E.format_summary(result))
     for row in result["per_case"][:20]:

@@ -37,6 +37,15 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phantom-val", type=int, default=0, help="add N synthetic frames to validation")
     p.add_argument("--phantom-size", type=int, default=320, help="side of synthetic frames")
     p.add_argument("--phantom-seed", type=int, default=None, help="seed of the synthetic training frames")
+    p.add_argument("--negative-video", action="append", default=[],
+                   help="a lesion-free recording (e.g. a healthy pancreas): every frame, cut to its imaging sector, "
+                        "is a training negative (repeatable)")
+    p.add_argument("--val-negative-video", action="append", default=[],
+                   help="a lesion-free recording whose frames are validation negatives (repeatable)")
+    p.add_argument("--video-every", type=int, default=1, help="use every N-th frame of the negative videos")
+    p.add_argument("--phantom-negatives", type=int, default=0, help="add N lesion-free phantom frames to training")
+    p.add_argument("--phantom-val-negatives", type=int, default=0, help="add N lesion-free phantom frames to "
+                   "validation")
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, list]:
@@ -54,6 +63,16 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
         out["train"] += make_phantom_dataset(args.phantom, seed=seed, config=pcfg)
     if args.phantom_val:
         out["val"] += make_phantom_dataset(args.phantom_val, seed=2000 + args.split_seed, config=pcfg)
+    from ..train.negatives import phantom_negatives, video_negatives
+
+    for v in getattr(args, "negative_video", []):
+        out["train"] += video_negatives(v, every=args.video_every)
+    for v in getattr(args, "val_negative_video", []):
+        out["val"] += video_negatives(v, every=args.video_every)
+    if getattr(args, "phantom_negatives", 0):
+        out["train"] += phantom_negatives(args.phantom_negatives, 3000 + args.split_seed, args.phantom_size)
+    if getattr(args, "phantom_val_negatives", 0):
+        out["val"] += phantom_negatives(args.phantom_val_negatives, 4000 + args.split_seed, args.phantom_size)
     return out
 
 
@@ -81,6 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors + train_state.pt")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; a new schedule)")
     p.add_argument("--half-frozen", action="store_true", help="store frozen tensors in fp16 (smaller files)")
+    p.add_argument("--presence-specificity", type=float, default=0.9,
+                   help="calibrate the presence threshold on validation: the most sensitive one that keeps this "
+                        "share of lesion-free validation images below it (needs negatives in validation)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -114,10 +136,31 @@ def run(args: argparse.Namespace) -> int:
     total, trainable = model.count_parameters()
     print(f"model {model.cfg.preset}: {trainable:,} trainable of {total:,} parameters; "
           f"train {len(splits['train'])} / val {len(splits['val'])} / test {len(splits['test'])} images", flush=True)
+    import numpy as np
+
+    n_neg = {k: sum(1 for _, m in v if not np.asarray(m).any()) for k, v in splits.items()}
+    print(f"lesion-free images: train {n_neg['train']} / val {n_neg['val']}", flush=True)
     trainer = Trainer(model, splits["train"], splits["val"], cfg)
     history = trainer.fit()
     if trainer.rank == 0 and history:
         best = min(history, key=lambda r: r["val_loss"])
+        presence = calibrate_best(Path(args.out) / "best.safetensors", splits["val"], args.presence_specificity)
         print(json.dumps({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
-                          "best_val_dice": best["val_dice"], "checkpoint": str(Path(args.out) / "best.safetensors")}))
+                          "best_val_dice": best["val_dice"], "presence": presence,
+                          "checkpoint": str(Path(args.out) / "best.safetensors")}))
     return 0
+
+
+def calibrate_best(path: Path, val_pairs, min_specificity: float) -> dict:
+    """Calibrate the presence threshold of the checkpoint at ``path`` on the validation pairs and store it there."""
+    from ..model.checkpoint import load_checkpoint, save_checkpoint
+    from ..train.calibrate import calibrate_presence
+
+    model, extra = load_checkpoint(path)
+    result = calibrate_presence(model, val_pairs, min_specificity)
+    if result.get("threshold") is None:
+        print(f"notice: {result['note']}; presence stays off in {path}", flush=True)
+        return result
+    model.cfg = model.cfg.replace(presence_threshold=round(float(result["threshold"]), 4))
+    save_checkpoint(model, path, extra={**extra, "presence_calibration": result})
+    return result

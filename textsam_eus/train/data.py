@@ -444,14 +444,15 @@ def read_split_folders(root: str | Path) -> list[Sample]:
     return samples
 
 
-_MANIFEST_REQUIRED = ("image", "mask", "case")
+_MANIFEST_REQUIRED = ("image", "case")  # no mask column: every image is lesion-free (a negatives manifest)
 
 
 def read_manifest(csv_path: str | Path) -> list[Sample]:
-    """Read a manifest CSV with at least the columns ``image,mask,case``.
+    """Read a manifest CSV with at least the columns ``image,case`` (and usually ``mask``).
 
     Paths are relative to the CSV's folder (absolute paths are kept).  An
-    empty ``mask`` cell means "no lesion" (``mask=None``).  An optional
+    empty ``mask`` cell, or no ``mask`` column at all (e.g. a manifest of
+    lesion-free images), means "no lesion" (``mask=None``).  An optional
     ``split`` column (``train``/``val``/``test``, empty for none) is honoured,
     an optional ``source`` column is stored in ``Sample.source``; other
     columns are ignored.  Missing files raise :class:`DatasetError`.

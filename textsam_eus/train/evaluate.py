@@ -94,7 +94,7 @@ def make_predict_fn(mode: str, predictor=None, iterations: int = 2, seed: int = 
                     return np.zeros(item.mask.shape, bool), float("nan")
             else:
                 r = predictor.segment(item.image, iterations=0, points=pts, box=box)
-        return r.mask, r.iou
+        return r.mask, r.iou, getattr(r, "presence", None)
     return predict
 
 
@@ -106,21 +106,39 @@ def evaluate(items: Iterable[EvalItem], predict_fn, tolerance_px: float = 3.0, p
 
         items = tqdm(items, desc="eval", leave=False)
     for item in items:
-        pred, iou = predict_fn(item)
+        out = predict_fn(item)
+        pred, iou = out[0], out[1]
+        presence = out[2] if len(out) > 2 else None
         gt = item.mask > 0
         records.append({"id": item.id, "case": item.case,
                         "dice": metrics.dice(pred, gt),
                         "nsd": metrics.surface_dice(pred, gt, tolerance_px),
                         "nsd_reference_convention": metrics.surface_dice_reference_convention(pred, gt, tolerance_px),
-                        "iou_pred": iou, "gt_empty": not gt.any(), "pred_empty": not pred.any()})
+                        "iou_pred": iou, "presence": float("nan") if presence is None else float(presence),
+                        "gt_empty": not gt.any(), "pred_empty": not pred.any()})
     return records
 
 
-def summarize(records: list[dict], **meta) -> dict:
+def summarize(records: list[dict], presence_threshold: float | None = None, **meta) -> dict:
+    """Dice/NSD over every image (as the paper reports), Dice/NSD over the images with a lesion, and, when both
+    kinds are present, tumour presence: AUC of the presence score and sensitivity/specificity at the threshold
+    (``dice_positive_gated``: Dice on lesion images with the outline removed where presence is below it)."""
     out = dict(meta)
     out["n"] = len(records)
     for key in ("dice", "nsd", "nsd_reference_convention"):
         out[key] = metrics.summarize([r[key] for r in records])
+    pos = [r for r in records if not r["gt_empty"]]
+    out["n_positive"], out["n_negative"] = len(pos), len(records) - len(pos)
+    if pos and len(pos) < len(records):
+        out["dice_positive"] = metrics.summarize([r["dice"] for r in pos])
+        out["nsd_positive"] = metrics.summarize([r["nsd"] for r in pos])
+        scores = [r["presence"] for r in records]
+        labels = [not r["gt_empty"] for r in records]
+        out["presence_auc"] = metrics.roc_auc(scores, labels)
+        if presence_threshold is not None:
+            out["presence"] = metrics.presence_at(scores, labels, presence_threshold)
+            out["dice_positive_gated"] = metrics.summarize(
+                [r["dice"] if np.nan_to_num(r["presence"], nan=-1) >= presence_threshold else 0.0 for r in pos])
     out["per_case"] = metrics.per_case_table([{k: v for k, v in r.items() if k in ("case", "dice", "nsd")}
                                               for r in records])
     out["per_image"] = records
@@ -144,8 +162,17 @@ def format_summary(result: dict) -> str:
     def pm(key):
         s = result[key]
         return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
-    return (f"{result.get('mode', '')}: n={result['n']}  Dice {pm('dice')}  NSD@{result.get('tolerance_px', 3)}px "
+    text = (f"{result.get('mode', '')}: n={result['n']}  Dice {pm('dice')}  NSD@{result.get('tolerance_px', 3)}px "
             f"{pm('nsd')}  (reference-convention NSD {pm('nsd_reference_convention')})")
+    if "dice_positive" in result:
+        text += (f"\n  lesion images n={result['n_positive']}: Dice {pm('dice_positive')}, NSD {pm('nsd_positive')}; "
+                 f"lesion-free n={result['n_negative']}; presence AUC {result['presence_auc']:.3f}")
+    if "presence" in result:
+        p = result["presence"]
+        text += (f"\n  presence at {p['threshold']:.3f}: sensitivity {100 * p['sensitivity']:.1f}%, specificity "
+                 f"{100 * p['specificity']:.1f}%; Dice on lesion images with presence gating "
+                 f"{pm('dice_positive_gated')}")
+    return text
 
 
 def compare(a: dict, b: dict) -> dict:

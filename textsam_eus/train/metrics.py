@@ -219,3 +219,47 @@ def per_case_table(records: Iterable[Mapping]) -> list[dict]:
             row[k] = float(np.mean(vals))
         table.append(row)
     return table
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``scores`` for ``labels`` (True = positive), ties counted half (Mann-Whitney);
+    nan when one class is missing."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    ok = np.isfinite(s)
+    s, y = s[ok], y[ok]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def presence_at(scores: Sequence[float], labels: Sequence[bool], threshold: float) -> dict:
+    """Sensitivity (positives scored >= threshold) and specificity (negatives below it); a NaN score is below."""
+    s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    y = np.asarray(labels, dtype=bool)
+    pos, neg = s[y], s[~y]
+    return {"threshold": float(threshold),
+            "sensitivity": float((pos >= threshold).mean()) if pos.size else float("nan"),
+            "specificity": float((neg < threshold).mean()) if neg.size else float("nan"),
+            "n_positive": int(pos.size), "n_negative": int(neg.size)}
+
+
+def choose_threshold(scores: Sequence[float], labels: Sequence[bool], min_specificity: float = 0.9) -> float:
+    """The lowest threshold whose specificity is at least ``min_specificity`` (the most sensitive such
+    threshold); the best Youden J when none reaches it."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    candidates = np.unique(np.clip(np.concatenate([s[np.isfinite(s)], [0.0, 1.0]]), 0.0, 1.0))  # IoU-like scores
+    best_j, best_t = -np.inf, 1.0
+    for t in candidates:  # ascending: the first that is specific enough is the most sensitive one
+        r = presence_at(s, y, t)
+        if r["specificity"] >= min_specificity:
+            return float(t)
+        j = r["sensitivity"] + r["specificity"] - 1
+        if j > best_j:
+            best_j, best_t = j, float(t)
+    return best_t

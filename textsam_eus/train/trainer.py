@@ -141,7 +141,9 @@ class Trainer:
             pred = (logits > 0).float() * batch["valid"]
             inter = (pred * batch["mask"]).sum((1, 2, 3))
             union = ((pred + batch["mask"]) > 0).float().sum((1, 2, 3))
-            real_iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+            # the IoU head is the presence score: on a lesion-free image no outline overlaps a tumour, so 0
+            real_iou = torch.where(batch["mask"].sum((1, 2, 3)) > 0, inter / union.clamp_min(1),
+                                   torch.zeros_like(union))
         if self.cfg.iou_loss_weight > 0:
             loss = loss + self.cfg.iou_loss_weight * F.mse_loss(iou.float().reshape(-1), real_iou)
         dice = torch.where(union > 0, 2 * inter / (pred.sum((1, 2, 3)) + batch["mask"].sum((1, 2, 3))).clamp_min(1),
