@@ -168,3 +168,36 @@ def test_summary_reports_presence_auc_and_positive_only_dice():
     assert s["presence_auc"] == pytest.approx(0.75)
     assert s["presence"]["sensitivity"] == 0.5 and s["presence"]["specificity"] == 0.5
     assert s["dice_positive_gated"]["mean"] == pytest.approx(0.4)
+
+
+def test_negative_video_frames_are_cut_to_the_sector(tmp_path):
+    from textsam_eus.common.phantom import PhantomClip, PhantomConfig
+    from textsam_eus.stream.encoders import VideoEncoder
+    from textsam_eus.train.data import DatasetError
+    from textsam_eus.train.negatives import video_negatives
+
+    clip = PhantomClip(6, 0, config=PhantomConfig(height=240, width=320, p_lesion=0.0))
+    with VideoEncoder(tmp_path / "healthy.mp4", 15.0) as enc:
+        for i in range(6):
+            enc.write(clip[i][0], i / 15)
+    pairs = video_negatives(tmp_path / "healthy.mp4", every=2)
+    assert len(pairs) == 3
+    for image, mask in pairs:
+        assert mask.max() == 0 and mask.shape == image.shape[:2]
+        assert image.shape[0] < 240 and image.shape[1] <= 320  # the sector's box, not the screen
+        assert image[0, 0].max() == 0  # outside the fan: black
+    with pytest.raises(DatasetError, match="does not exist"):
+        video_negatives(tmp_path / "missing.mp4")
+
+
+def test_stream_says_when_a_checkpoint_has_no_presence_threshold(tmp_path, capsys):
+    from textsam_eus.cli import main
+    from textsam_eus.model.checkpoint import save_checkpoint
+    from textsam_eus.model.registry import build_textsam
+
+    ckpt = save_checkpoint(build_textsam("tiny"), tmp_path / "old.safetensors")  # as checkpoints before presence
+    assert main(["stream", "--source", "phantom:2", "--out", str(tmp_path / "o"), "--checkpoint", str(ckpt),
+                 "--engine", "torch", "--no-progress"]) == 0
+    assert "no calibrated presence threshold" in capsys.readouterr().err
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["presence"]["threshold"] is None and s["presence"]["frames_shown"] == 2

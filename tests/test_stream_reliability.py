@@ -252,6 +252,7 @@ def test_out_holding_earlier_results_is_refused_then_overwritten(tmp_path, capsy
     args = ["stream", "--source", "phantom:4", "--out", str(out), "--checkpoint", ckpt, "--engine", "torch",
             "--no-progress"]
     assert main(args + ["--max-frames", "3"]) == 0
+    capsys.readouterr()
     before = (out / "summary.json").read_text()
     assert main(args) == 1
     err = capsys.readouterr().err

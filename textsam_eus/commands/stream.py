@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
@@ -48,6 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-format", default=None,
                    help="capture devices: pixel format (v4l2: mjpeg, yuyv422, ...; OpenCV: a FOURCC such as MJPG)")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--no-presence", action="store_true",
+                   help="show every outline (no tumour-presence decision); the default uses the checkpoint's "
+                        "calibrated threshold when it has one")
+    p.add_argument("--presence-threshold", type=float, default=None, help="override the calibrated threshold")
+    p.add_argument("--show-after", type=int, default=None,
+                   help="frames in a row at or above the threshold before the outline shows (default: checkpoint's)")
+    p.add_argument("--hide-after", type=int, default=None,
+                   help="frames in a row below the threshold before the outline hides (default: checkpoint's)")
     p.add_argument("--workers", default="auto",
                    help="files on a CPU: frames segmented in parallel, each worker with cores/N threads (auto: 2 "
                         "on a CPU with 2+ cores, 1 for live sources, --temporal or a GPU)")
@@ -190,9 +199,14 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
     cfg = PipelineConfig(roi=roi, iterations=args.iterations, temporal=args.temporal, masks=args.masks,
                          write_video=not args.no_video, show=args.show, max_frames=args.max_frames,
-                         style=style_from(args), overwrite=args.overwrite, workers=workers)
+                         style=style_from(args), overwrite=args.overwrite, workers=workers,
+                         presence=not args.no_presence, presence_threshold=args.presence_threshold,
+                         show_frames=args.show_after, hide_frames=args.hide_after)
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
                          args.iterations, args.refine_prompts, threads=threads)
+    if not args.no_presence and args.presence_threshold is None and engine.presence.get("threshold") is None:
+        print("notice: this checkpoint has no calibrated presence threshold (it was trained without lesion-free "
+              "images), so every outline is shown; train with negatives to calibrate one", file=sys.stderr)
     failures = 0
     for i, (spec_i, out_i) in enumerate(jobs):
         try:

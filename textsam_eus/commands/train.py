@@ -57,22 +57,29 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
     from ..train.data import SegmentationDataset
 
     out = {k: list(SegmentationDataset(v)) if v else [] for k, v in splits.items()}
+    # what each validation image is, so the presence threshold is calibrated on every kind of negative
+    groups = ["data"] * len(out["val"])
     pcfg = PhantomConfig(height=args.phantom_size, width=args.phantom_size)
     if args.phantom:
         seed = 1000 + args.split_seed if getattr(args, "phantom_seed", None) is None else args.phantom_seed
         out["train"] += make_phantom_dataset(args.phantom, seed=seed, config=pcfg)
     if args.phantom_val:
         out["val"] += make_phantom_dataset(args.phantom_val, seed=2000 + args.split_seed, config=pcfg)
+        groups += ["phantom"] * args.phantom_val
     from ..train.negatives import phantom_negatives, video_negatives
 
     for v in getattr(args, "negative_video", []):
         out["train"] += video_negatives(v, every=args.video_every)
     for v in getattr(args, "val_negative_video", []):
-        out["val"] += video_negatives(v, every=args.video_every)
+        frames = video_negatives(v, every=args.video_every)
+        out["val"] += frames
+        groups += [f"video:{Path(v).name}"] * len(frames)
     if getattr(args, "phantom_negatives", 0):
         out["train"] += phantom_negatives(args.phantom_negatives, 3000 + args.split_seed, args.phantom_size)
     if getattr(args, "phantom_val_negatives", 0):
         out["val"] += phantom_negatives(args.phantom_val_negatives, 4000 + args.split_seed, args.phantom_size)
+        groups += ["phantom"] * args.phantom_val_negatives
+    out["val_groups"] = groups
     return out
 
 
@@ -92,6 +99,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probability of training steps with GT box+centroid prompts (0: the paper)")
     p.add_argument("--iou-loss-weight", type=float, default=0.0,
                    help="also train the IoU head (MSE to the real IoU, as SAM does); 0: the paper's Dice + BCE only")
+    p.add_argument("--negative-mask-weight", type=float, default=1.0,
+                   help="weight of the mask loss on lesion-free images (1: as on lesion images; lower keeps the mask "
+                        "head outlining and leaves the decision to the presence score)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--workers", type=int, default=0)
@@ -128,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
                       seed=args.seed, augment=args.augment, train_refinement=args.train_refinement,
-                      iou_loss_weight=args.iou_loss_weight, amp=not args.no_amp, device=args.device,
+                      iou_loss_weight=args.iou_loss_weight, negative_mask_weight=args.negative_mask_weight,
+                      amp=not args.no_amp, device=args.device,
                       num_workers=args.workers, max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume,
                       progress=not args.no_progress, half_frozen=args.half_frozen,
                       extra={"data": args.data, "phantom": args.phantom, "split": args.split,
@@ -138,26 +149,27 @@ def run(args: argparse.Namespace) -> int:
           f"train {len(splits['train'])} / val {len(splits['val'])} / test {len(splits['test'])} images", flush=True)
     import numpy as np
 
-    n_neg = {k: sum(1 for _, m in v if not np.asarray(m).any()) for k, v in splits.items()}
+    n_neg = {k: sum(1 for _, m in splits[k] if not np.asarray(m).any()) for k in ("train", "val", "test")}
     print(f"lesion-free images: train {n_neg['train']} / val {n_neg['val']}", flush=True)
     trainer = Trainer(model, splits["train"], splits["val"], cfg)
     history = trainer.fit()
     if trainer.rank == 0 and history:
         best = min(history, key=lambda r: r["val_loss"])
-        presence = calibrate_best(Path(args.out) / "best.safetensors", splits["val"], args.presence_specificity)
+        presence = calibrate_best(Path(args.out) / "best.safetensors", splits["val"], args.presence_specificity,
+                                  splits.get("val_groups"))
         print(json.dumps({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
                           "best_val_dice": best["val_dice"], "presence": presence,
                           "checkpoint": str(Path(args.out) / "best.safetensors")}))
     return 0
 
 
-def calibrate_best(path: Path, val_pairs, min_specificity: float) -> dict:
+def calibrate_best(path: Path, val_pairs, min_specificity: float, groups=None) -> dict:
     """Calibrate the presence threshold of the checkpoint at ``path`` on the validation pairs and store it there."""
     from ..model.checkpoint import load_checkpoint, save_checkpoint
     from ..train.calibrate import calibrate_presence
 
     model, extra = load_checkpoint(path)
-    result = calibrate_presence(model, val_pairs, min_specificity)
+    result = calibrate_presence(model, val_pairs, min_specificity, groups)
     if result.get("threshold") is None:
         print(f"notice: {result['note']}; presence stays off in {path}", flush=True)
         return result

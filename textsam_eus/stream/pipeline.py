@@ -89,8 +89,9 @@ class StreamPipeline:
     summary.json."""
 
     def __init__(self, engine, source: FrameSource, out_dir: str | Path, config: PipelineConfig | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, extra_sinks: list[Sink] | None = None) -> None:
         self.engine = engine
+        self.extra_sinks = list(extra_sinks or [])  # more outputs (one class each), after the standard ones
         self.source = source
         self.out = Path(out_dir)
         self.cfg = config or PipelineConfig()
@@ -160,6 +161,7 @@ class StreamPipeline:
             sinks.append(MaskVideoSink(self.out, fps))
         if self.cfg.show:
             sinks.append(WindowSink())
+        sinks += self.extra_sinks
         self.index_sink = OutputIndexSink(self.out)
         sinks.append(self.index_sink)
         return sinks

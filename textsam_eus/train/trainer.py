@@ -41,6 +41,7 @@ class TrainConfig:
     augment: bool = False
     train_refinement: float = 0.0  # probability of a step with GT box/centroid prompts (0 = the paper)
     iou_loss_weight: float = 0.0  # MSE of the IoU head vs the real IoU (SAM's recipe); 0 = the paper's Dice + BCE
+    negative_mask_weight: float = 1.0  # weight of the mask loss on lesion-free images (the IoU head's target is 0)
     amp: bool = True  # on CUDA only
     device: str = "auto"
     num_workers: int = 0
@@ -53,7 +54,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
                   "weight_decay": self.weight_decay >= 0, "train_refinement": 0 <= self.train_refinement <= 1,
-                  "warmup_steps": self.warmup_steps >= 0, "iou_loss_weight": self.iou_loss_weight >= 0}
+                  "warmup_steps": self.warmup_steps >= 0, "iou_loss_weight": self.iou_loss_weight >= 0,
+                  "negative_mask_weight": self.negative_mask_weight >= 0}
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid")
@@ -136,7 +138,13 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             low, iou = self.ddp(batch["image"], prompts=prompts)
         logits = F.interpolate(low.float(), size=(s, s), mode="bilinear", align_corners=False)
-        loss = dice_bce_loss(logits, batch["mask"], batch["valid"])
+        if self.cfg.negative_mask_weight == 1.0:
+            loss = dice_bce_loss(logits, batch["mask"], batch["valid"])
+        else:  # per image, lesion-free images weighted
+            weights = torch.where(batch["mask"].sum((1, 2, 3)) > 0, 1.0, self.cfg.negative_mask_weight)
+            per = torch.stack([dice_bce_loss(logits[i:i + 1], batch["mask"][i:i + 1], batch["valid"][i:i + 1])
+                               for i in range(logits.shape[0])])
+            loss = (weights.to(per) * per).sum() / weights.sum().clamp_min(1e-6)
         with torch.no_grad():
             pred = (logits > 0).float() * batch["valid"]
             inter = (pred * batch["mask"]).sum((1, 2, 3))
