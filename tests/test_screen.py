@@ -121,3 +121,14 @@ def test_black_screen_gets_no_outline(tmp_path):
     assert summary["frames_out"] == 12 and summary["layout"]["current"] is None
     for i in range(12):
         assert cv2.imread(str(tmp_path / "masks" / f"mask_{i:06d}.png"), 0).max() == 0
+
+
+def test_specks_left_by_clipping_are_dropped():
+    from textsam_eus.stream.pipeline import _drop_specks
+
+    m = np.zeros((100, 100), np.uint8)
+    m[20:60, 20:60] = 1  # the outline
+    m[90:92, 90:92] = 1  # a fragment at the sector's edge
+    m[5:30, 70:95] = 1  # a second real part (39% of the first) stays
+    out = _drop_specks(m)
+    assert out[40, 40] and out[10, 80] and not out[90, 90]

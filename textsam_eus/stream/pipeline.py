@@ -40,6 +40,22 @@ from .stages import FifoQueue, LatestQueue, ReorderQueue, Stage, run_stage
 HEARTBEAT_S = 2.0  # how often summary.json is refreshed during a run
 
 
+def _drop_specks(mask: np.ndarray, keep: float = 0.2) -> np.ndarray:
+    """``mask`` without the bits smaller than ``keep`` of its largest part (fragments at the sector's edge that
+    clipping leaves behind)."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 2:
+        return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    small = np.nonzero(areas < keep * areas.max())[0] + 1
+    if small.size:
+        mask = mask.copy()
+        mask[np.isin(labels, small)] = 0
+    return mask
+
+
 class StreamError(RuntimeError):
     """A run stopped for a reason the user can fix (full disk, ...); the outputs are finalised."""
 
@@ -232,7 +248,7 @@ class StreamPipeline:
         self._prev = (result.box, result.centroid) if confident else None
         mask = np.asarray(result.mask).astype(np.uint8, copy=False)
         if layout is not None:
-            mask = layout.paste(mask)  # back in the full screen; nothing outside the imaging sector
+            mask = _drop_specks(layout.paste(mask))  # back in the full screen; nothing outside the imaging sector
         elif roi is not None:
             mask = roi.paste(rec.image.shape, mask)
         rec.result, rec.mask = result, mask
@@ -268,8 +284,8 @@ class StreamPipeline:
             return False, ["no tumour detected"]
         iou = float(result.iou)
         faded = decision.state == "holding" or not (np.isfinite(iou) and iou >= self.cfg.confident_iou)
-        label = f"tumour {'?' if faded else ''}" + (f"(presence {score:.2f})" if self.gate.enabled else "")
-        return faded, [label.strip()]
+        label = ("tumour?" if faded else "tumour") + (f" (presence {score:.2f})" if self.gate.enabled else "")
+        return faded, [label]
 
     def _draw(self, rec: FrameRecord) -> FrameRecord:
         faded, status = self._decide(rec)
