@@ -132,3 +132,19 @@ def test_specks_left_by_clipping_are_dropped():
     m[5:30, 70:95] = 1  # a second real part (39% of the first) stays
     out = _drop_specks(m)
     assert out[40, 40] and out[10, 80] and not out[90, 90]
+
+
+def test_trust_benchmark_counts_pixels_outside_the_sector():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eus_trust.py"
+    spec = importlib.util.spec_from_file_location("textsam_eus_trust", path)
+    trust = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trust)
+    clip = shared_data("eus_clips", "healthy_v2.mp4")
+    whole = trust.clip_run(_Everywhere(), clip, None, presence=False)
+    auto = trust.clip_run(_Everywhere(), clip, "auto", presence=False)
+    assert whole["shown_fraction"] == 1.0 and whole["outside_sector_fraction"] > 0.3  # the whole screen
+    assert auto["shown_fraction"] == 1.0 and auto["outside_sector_fraction"] == 0.0
+    assert auto["layout"]["kind"] == "single"
