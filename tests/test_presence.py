@@ -201,3 +201,18 @@ def test_stream_says_when_a_checkpoint_has_no_presence_threshold(tmp_path, capsy
     assert "no calibrated presence threshold" in capsys.readouterr().err
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["presence"]["threshold"] is None and s["presence"]["frames_shown"] == 2
+
+
+def test_image_folders_decide_each_still_on_its_own(tmp_path):
+    import cv2
+
+    from textsam_eus.stream.sources import ImageFolderSource
+
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"s{i}.png"), np.full((40, 50), 90, np.uint8))
+    summary = StreamPipeline(_ScoredEngine([0.9, 0.1, 0.9, 0.9]), ImageFolderSource(folder), tmp_path / "o").run()
+    rows = list(csv.DictReader((tmp_path / "o" / "outputs.csv").open()))
+    assert [int(r["mask_area"]) > 0 for r in rows] == [True, False, True, True]  # no hysteresis across stills
+    assert summary["presence"]["show_frames"] == 1

@@ -149,15 +149,24 @@ class LayoutTracker:
             self._recent.clear()  # the frame size changed
         self._recent.append(gray > self.black_level)
         seam = self._find_seam(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
-        estimate = self._estimate(np.logical_or.reduce(list(self._recent)), small, (w, h), seam)
+        estimate = self._estimate(self._union(), small, (w, h), seam)
         switch = self._decide(estimate)
         if switch and self.layout is not None and len(self._recent) > self.switch_after:
             # a mode change: forget the frames of the old mode, so the new layout is not a blend of both
             self._recent = deque(list(self._recent)[-self.switch_after:], maxlen=self._recent.maxlen)
-            estimate = self._estimate(np.logical_or.reduce(list(self._recent)), small, (w, h), seam)
+            estimate = self._estimate(self._union(), small, (w, h), seam)
         if switch:
             self._set(estimate)
         return self.layout
+
+    def _union(self) -> np.ndarray:
+        """The pixels that were not black in any of the recent frames."""
+        import cv2
+
+        out = self._recent[0].astype(np.uint8)
+        for m in list(self._recent)[1:]:
+            cv2.bitwise_or(out, m.astype(np.uint8), dst=out)
+        return out.astype(bool)
 
     def _decide(self, est: ScreenLayout | None) -> bool:
         """True when ``est`` should replace the current layout."""
@@ -204,8 +213,9 @@ class LayoutTracker:
             if stats[a, cv2.CC_STAT_LEFT] < seam // self.scale <= stats[b, cv2.CC_STAT_LEFT]:
                 kind, panels = "dual", [a, b]
                 main = self._bmode_panel(panels, labels, small)
+        contours, _ = cv2.findContours((labels == main).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         hull_small = np.zeros(m.shape, np.uint8)
-        cv2.fillPoly(hull_small, [cv2.convexHull(np.argwhere(labels == main)[:, ::-1].astype(np.int32))], 1)
+        cv2.fillPoly(hull_small, [cv2.convexHull(np.vstack(contours))], 1)
         sector = self._drop_notches(hull_small, cv2.morphologyEx(m, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)))
         if sector.sum() < min_area:
             return None
@@ -237,9 +247,10 @@ class LayoutTracker:
     @staticmethod
     def _find_seam(gray: np.ndarray) -> int | None:
         """The x of the one-pixel black column between the two panels of a dual view, else None."""
+        import cv2
+
         h, w = gray.shape
-        band = gray[h // 5: 4 * h // 5]
-        col = band.mean(axis=0)
+        col = cv2.reduce(gray[h // 5: 4 * h // 5], 0, cv2.REDUCE_AVG, dtype=cv2.CV_32F).ravel()
         lo, hi = int(0.3 * w), int(0.7 * w)
         for x in range(lo, hi):
             if col[x] < 3 and col[max(0, x - 4)] > 12 and col[min(w - 1, x + 4)] > 12:
@@ -264,10 +275,13 @@ class LayoutTracker:
         yellow/green graphics (ROI outlines, text) do not count."""
         import cv2
 
+        r, g, b = cv2.split(small)
+        chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))  # vivid colour, not gray noise
+        colour = (chroma > 70) & region
+        if int(colour.sum()) < 4:
+            return None
         hue = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)[:, :, 0]
-        chroma = small.max(axis=2).astype(np.int16) - small.min(axis=2)  # vivid colour, not coded gray noise
-        doppler_hue = (hue < 22) | (hue > 155) | ((hue > 85) & (hue < 130))
-        colour = (chroma > 70) & doppler_hue & region
+        colour &= (hue < 22) | (hue > 155) | ((hue > 85) & (hue < 130))
         if int(colour.sum()) < max(4, 0.002 * region.sum()):
             return None
         ys, xs = np.nonzero(colour)

@@ -142,6 +142,8 @@ class StreamPipeline:
         threshold = self.cfg.presence_threshold if self.cfg.presence_threshold is not None else p.get("threshold")
         if not self.cfg.presence:
             threshold = None
+        if getattr(self.source, "per_file_outputs", False):  # stills are unrelated: decide each one on its own
+            p["show_frames"] = p["hide_frames"] = 1
         return PresenceGate(threshold, self.cfg.show_frames or p.get("show_frames", 3),
                             self.cfg.hide_frames or p.get("hide_frames", 5))
 
