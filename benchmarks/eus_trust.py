@@ -30,12 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from textsam_eus.stream.sinks import Sink
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
 
-class _ClipStats:
-    """A sink that counts frames shown and mask pixels outside the imaging sector (found by its own
+class _ClipStats(Sink):
+    """Counts frames shown and mask pixels outside the imaging sector (found by its own
     :class:`LayoutTracker` on the frames it is given, the same for every option) and on black screen pixels."""
 
     def __init__(self) -> None:
@@ -58,14 +60,6 @@ class _ClipStats:
         self.outside_px += int(m.sum()) if sector is None else int((m & (sector.mask == 0)).sum())
         gray = cv2.cvtColor(record.image, cv2.COLOR_RGB2GRAY)
         self.black_px += int((m & (gray <= 6)).sum())
-
-    stop_requested = False
-
-    def close(self) -> None:
-        pass
-
-    def describe(self) -> dict:
-        return {}
 
     def result(self) -> dict[str, Any]:
         return {"frames": self.frames, "shown": self.shown, "shown_fraction": self.shown / max(1, self.frames),

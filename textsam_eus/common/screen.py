@@ -37,8 +37,8 @@ class ScreenLayout:
 
     Attributes:
         kind: ``"single"`` (one fan) or ``"dual"`` (two panels; the sector is the B-mode one).
-        small: the sector found at the tracker's resolution (bool); ``mask``, ``roi`` and ``polygon`` are made
-            from it at full resolution when first asked for.
+        small: the sector found at the tracker's resolution (bool); ``mask`` and ``bbox`` are made from it at
+            full resolution when first asked for.
         frame_size: (width, height) of the frames it was found in.
         panels: the bounding boxes (x, y, w, h) of every panel found (left to right), full-frame pixels.
         doppler_box: (x, y, w, h) of a colour-Doppler box inside the sector, else ``None``.
@@ -78,24 +78,12 @@ class ScreenLayout:
         x, y, w, h = self.bbox
         return slice(y, y + h), slice(x, x + w)
 
-    @property
-    def polygon(self) -> np.ndarray:
-        """The sector's outline, (N, 2) int32 (x, y) full-frame pixels."""
-        import cv2
-
-        contours, _ = cv2.findContours(self.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        return max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.int32)
-
     def crop(self, image: np.ndarray) -> np.ndarray:
         """The sector's bounding box of ``image`` with everything outside the sector set to black (a copy)."""
         ys, xs = self.slices
         out = image[ys, xs].copy()
         out[self.mask[ys, xs] == 0] = 0
         return out
-
-    def clip(self, mask: np.ndarray) -> np.ndarray:
-        """``mask`` (full frame, uint8/bool) with everything outside the sector removed."""
-        return mask & self.mask.astype(mask.dtype)
 
     def paste(self, crop_mask: np.ndarray) -> np.ndarray:
         """A mask of :meth:`crop`'s size back in the full frame, clipped to the sector (uint8 0/1)."""
@@ -147,8 +135,8 @@ class LayoutTracker:
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         if self._recent and self._recent[0].shape != gray.shape:
             self._recent.clear()  # the frame size changed
-        self._recent.append(gray > self.black_level)
-        seam = self._find_seam(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        self._recent.append((gray > self.black_level).view(np.uint8))
+        seam = self._find_seam(cv2.cvtColor(image[h // 5: 4 * h // 5: 4], cv2.COLOR_RGB2GRAY))
         estimate = self._estimate(self._union(), small, (w, h), seam)
         switch = self._decide(estimate)
         if switch and self.layout is not None and len(self._recent) > self.switch_after:
@@ -160,13 +148,13 @@ class LayoutTracker:
         return self.layout
 
     def _union(self) -> np.ndarray:
-        """The pixels that were not black in any of the recent frames."""
+        """uint8 0/1: the pixels that were not black in any of the recent frames."""
         import cv2
 
-        out = self._recent[0].astype(np.uint8)
+        out = self._recent[0].copy()
         for m in list(self._recent)[1:]:
-            cv2.bitwise_or(out, m.astype(np.uint8), dst=out)
-        return out.astype(bool)
+            cv2.bitwise_or(out, m, dst=out)
+        return out
 
     def _decide(self, est: ScreenLayout | None) -> bool:
         """True when ``est`` should replace the current layout."""
@@ -197,7 +185,7 @@ class LayoutTracker:
                   seam: int | None) -> ScreenLayout | None:
         import cv2
 
-        m = nonblack.astype(np.uint8)
+        m = nonblack  # a fresh array from _union(): changed in place
         if seam is not None:
             m[:, seam // self.scale] = 0  # a dual-panel view: keep the panels apart
         body = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((9, 9), np.uint8))  # cut ticks, text, bars, strips
@@ -245,12 +233,13 @@ class LayoutTracker:
         return (hull > 0) & ~notches
 
     @staticmethod
-    def _find_seam(gray: np.ndarray) -> int | None:
-        """The x of the one-pixel black column between the two panels of a dual view, else None."""
+    def _find_seam(band: np.ndarray) -> int | None:
+        """The x of the one-pixel black column between the two panels of a dual view, else None (``band``: gray
+        rows from the middle of the frame, at full width)."""
         import cv2
 
-        h, w = gray.shape
-        col = cv2.reduce(gray[h // 5: 4 * h // 5], 0, cv2.REDUCE_AVG, dtype=cv2.CV_32F).ravel()
+        w = band.shape[1]
+        col = cv2.reduce(band, 0, cv2.REDUCE_AVG, dtype=cv2.CV_32F).ravel()
         lo, hi = int(0.3 * w), int(0.7 * w)
         for x in range(lo, hi):
             if col[x] < 3 and col[max(0, x - 4)] > 12 and col[min(w - 1, x + 4)] > 12:

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -131,9 +132,9 @@ class StreamPipeline:
         self._prev: Any = None
         self._prev_mask: np.ndarray | None = None
         self._size: tuple[int, int] | None = None
-        self._seed_size: tuple[int, int] | None = None
+        self._seed_key: tuple | None = None  # (frame size, layout id) the temporal seed belongs to
         self._stability = [0.0, 0]  # sum, count of consecutive-frame mask IoU
-        self._fps_window: list[float] = []
+        self._fps_window: deque[float] = deque()  # draw times of the last second (the HUD's fps)
         self._finalised = False
         self._t0 = time.perf_counter()
 
@@ -229,8 +230,8 @@ class StreamPipeline:
             return None
         layout = rec.layout
         key = (rec.size, layout.id if layout is not None else None)
-        if self.cfg.temporal and key != self._seed_size:  # no seeding across a size or layout change
-            self._seed_size, self._prev = key, None
+        if self.cfg.temporal and key != self._seed_key:  # no seeding across a size or layout change
+            self._seed_key, self._prev = key, None
         if self.layouts is not None:
             if layout is None:  # no imaging sector on the screen (black, frozen blank): nothing to segment
                 rec.result, rec.mask = NoSegmentation("no imaging sector"), np.zeros(rec.image.shape[:2], np.uint8)
@@ -291,10 +292,13 @@ class StreamPipeline:
 
     def _draw(self, rec: FrameRecord) -> FrameRecord:
         faded, status = self._decide(rec)
+        rec.info["mask_area"] = int(np.count_nonzero(rec.mask))  # what is written; the sinks report it
         self._track(rec)
         t = time.perf_counter()
         now = time.monotonic()
-        self._fps_window = [x for x in self._fps_window if now - x < 1.0] + [now]
+        self._fps_window.append(now)
+        while now - self._fps_window[0] >= 1.0:
+            self._fps_window.popleft()
         hud = None
         if self.cfg.style.hud:
             iou = rec.result.iou
@@ -315,7 +319,7 @@ class StreamPipeline:
                 self.stop_event.set()
         rec.timings["sink_write"] = (time.perf_counter() - t) * 1e3
         rec.timings["capture_to_written"] = (time.monotonic() - rec.timestamp) * 1e3
-        ReportSink(self.report).write(rec)
+        self.report_sink.write(rec)
         self.stats["frames_out"] += 1
         if self.progress:
             self.progress(1)
@@ -325,9 +329,9 @@ class StreamPipeline:
     def _close_sinks(self) -> None:
         if any(is_disk_full(e) for e in self.errors) and self.folder is not None:
             self.folder.release_reserve()  # room to finalise what was written
-        for missing in getattr(self.source, "unreadable", []) or []:
-            if self.index_sink is not None:
-                self.index_sink.add_missing(missing[0], missing[1], "unreadable")
+        if self.index_sink is not None:
+            for index, path in getattr(self.source, "unreadable", []) or []:
+                self.index_sink.add_missing(index, path, "unreadable")
         for sink in self.sinks:
             try:
                 sink.close()
@@ -379,6 +383,7 @@ class StreamPipeline:
 
     def _run_in(self, folder: OutputFolder) -> dict[str, Any]:
         self.report = LatencyReport(name=getattr(self.source, "name", ""), spool=self.out / "frames.jsonl")
+        self.report_sink = ReportSink(self.report)
         stages: list[Stage] = []
         try:
             self.sinks = self._open_sinks()

@@ -228,7 +228,7 @@ class OutputIndexSink(Sink):
                           "iou_pred": "" if iou is None or not np.isfinite(iou) else round(float(iou), 4),
                           "presence": "" if record.info.get("presence") is None else record.info["presence"],
                           "decision": record.info.get("decision", ""),
-                          "mask_area": int(np.count_nonzero(record.mask)) if record.mask is not None else "",
+                          "mask_area": record.info.get("mask_area", ""),
                           "status": "ok"})
         self.rows += 1
 
@@ -254,8 +254,8 @@ class ReportSink(Sink):
         timings = dict(record.timings)
         latency = timings.pop("latency_capture_to_overlay", None)
         extra = {"iou_pred": round(float(result.iou), 4) if np.isfinite(result.iou) else None,
-                 "passes": int(result.passes), "mask_area": int(np.count_nonzero(record.mask))}
-        extra.update({k: v for k, v in record.info.items() if k != "outputs"})
+                 "passes": int(result.passes)}
+        extra.update({k: v for k, v in record.info.items() if k != "outputs"})  # mask_area, layout, presence...
         self.report.add(index=record.index, latency_ms=latency, stages=timings, timestamp=record.timestamp,
                         result=extra)
 

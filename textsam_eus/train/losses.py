@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
-              eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice, per sample then averaged; ``eps`` smooths empty masks (both empty -> loss 0)."""
+              eps: float = 1.0, per_sample: bool = False) -> torch.Tensor:
+    """1 - soft Dice, per sample then averaged (``per_sample``: the (B,) values); ``eps`` smooths empty masks
+    (both empty -> loss 0)."""
     prob = torch.sigmoid(logits.float())
     target = target.float()
     if valid is not None:
@@ -20,7 +21,8 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | 
     dims = tuple(range(1, prob.ndim))
     inter = (prob * target).sum(dims)
     denom = prob.sum(dims) + target.sum(dims)
-    return (1 - (2 * inter + eps) / (denom + eps)).mean()
+    loss = 1 - (2 * inter + eps) / (denom + eps)
+    return loss if per_sample else loss.mean()
 
 
 def bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -33,3 +35,10 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | N
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
                   dice_weight: float = 1.0, bce_weight: float = 1.0) -> torch.Tensor:
     return dice_weight * dice_loss(logits, target, valid) + bce_weight * bce_loss(logits, target, valid)
+
+
+def dice_bce_per_sample(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B,) Dice + BCE of each sample on its own (BCE averaged over that sample's valid pixels)."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none") * valid
+    dims = tuple(range(1, logits.ndim))
+    return dice_loss(logits, target, valid, per_sample=True) + bce.sum(dims) / valid.sum(dims).clamp_min(1.0)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..model.checkpoint import save_checkpoint
 from ..model.textsam import TextSam
 from .dataset import AugmentConfig, SegmentationTorchDataset, gt_prompts
-from .losses import dice_bce_loss
+from .losses import dice_bce_loss, dice_bce_per_sample
 
 
 @dataclass
@@ -142,8 +142,7 @@ class Trainer:
             loss = dice_bce_loss(logits, batch["mask"], batch["valid"])
         else:  # per image, lesion-free images weighted
             weights = torch.where(batch["mask"].sum((1, 2, 3)) > 0, 1.0, self.cfg.negative_mask_weight)
-            per = torch.stack([dice_bce_loss(logits[i:i + 1], batch["mask"][i:i + 1], batch["valid"][i:i + 1])
-                               for i in range(logits.shape[0])])
+            per = dice_bce_per_sample(logits, batch["mask"], batch["valid"])
             loss = (weights.to(per) * per).sum() / weights.sum().clamp_min(1e-6)
         with torch.no_grad():
             pred = (logits > 0).float() * batch["valid"]
