@@ -441,3 +441,19 @@ def test_parallel_workers_stop_cleanly_on_an_engine_error(tmp_path):
     s = _strict_json(tmp_path / "summary.json")
     assert not s["complete"] and s["finalised"] and "worker failed" in s["stop_reason"]
     assert len(_decode(tmp_path / "overlay.mp4")) == s["frames_out"] <= 40
+
+
+def test_sigint_after_the_input_ended_still_marks_the_run_incomplete(tmp_path):
+    fired = []
+
+    def progress(_n):
+        if not fired:  # the input has ended (--max-frames 8) by now; frames are still queued
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)  # the main thread handles it within its 0.1 s join
+            fired.append(True)
+
+    summary = StreamPipeline(FakeEngine(delay_s=0.1), PhantomSource(n_frames=20, width=64, height=64), tmp_path,
+                             PipelineConfig(queue_size=8, max_frames=8), progress=progress).run()
+    assert summary["frames_in"] == 8 and summary["frames_out"] < 8
+    assert summary["complete"] is False and summary["stop_reason"] == "stopped by SIGINT" and summary["finalised"]
+    assert len(_decode(tmp_path / "overlay.mp4")) == summary["frames_out"]

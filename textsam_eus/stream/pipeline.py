@@ -422,6 +422,10 @@ class StreamPipeline:
             if is_disk_full(e):
                 return False, f"disk full: {e}"
             return False, f"error: {type(e).__name__}: {e}"
+        dropped = self._frames_queue.dropped if isinstance(self._frames_queue, LatestQueue) else 0
+        if self.signals and self.stats["frames_out"] + dropped < self.stats["frames_in"]:
+            # a signal stopped frames that were already read (also after the input had ended)
+            return False, f"stopped by {self.signals[0]}"
         if self.stop_reason:
             return self.stop_reason.startswith("max frames"), self.stop_reason
         if self.source.stats.get("lost"):
