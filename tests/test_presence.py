@@ -116,7 +116,7 @@ def test_training_with_negatives_learns_and_calibrates_presence(tmp_path, capsys
     from textsam_eus.cli import main
     from textsam_eus.model.checkpoint import load_checkpoint
     from textsam_eus.train.calibrate import presence_scores
-    from textsam_eus.train.negatives import phantom_negatives
+    from textsam_eus.train.video_labels import phantom_negatives
 
     torch.manual_seed(0)
     out = tmp_path / "run"
@@ -174,7 +174,7 @@ def test_negative_video_frames_are_cut_to_the_sector(tmp_path):
     from textsam_eus.common.phantom import PhantomClip, PhantomConfig
     from textsam_eus.stream.encoders import VideoEncoder
     from textsam_eus.train.data import DatasetError
-    from textsam_eus.train.negatives import video_negatives
+    from textsam_eus.train.video_labels import video_negatives
 
     clip = PhantomClip(6, 0, config=PhantomConfig(height=240, width=320, p_lesion=0.0))
     with VideoEncoder(tmp_path / "healthy.mp4", 15.0) as enc:
@@ -216,3 +216,65 @@ def test_image_folders_decide_each_still_on_its_own(tmp_path):
     rows = list(csv.DictReader((tmp_path / "o" / "outputs.csv").open()))
     assert [int(r["mask_area"]) > 0 for r in rows] == [True, False, True, True]  # no hysteresis across stills
     assert summary["presence"]["show_frames"] == 1
+
+
+def _write_clip(path, n, p_lesion=0.0, seed=0):
+    from textsam_eus.common.phantom import PhantomClip, PhantomConfig
+    from textsam_eus.stream.encoders import VideoEncoder
+
+    clip = PhantomClip(n, seed, config=PhantomConfig(height=240, width=320, p_lesion=p_lesion))
+    with VideoEncoder(path, 15.0) as enc:
+        for i in range(n):
+            enc.write(clip[i][0], i / 15)
+    return path
+
+
+def test_weak_positive_gets_no_mask_loss_only_the_presence_hinge(tiny_model):
+    import torch
+
+    from textsam_eus.train.trainer import TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (64, 64, 3), np.uint8)
+    lesion = np.zeros((64, 64), np.uint8)
+    lesion[20:40, 20:40] = 1
+    cfg = TrainConfig(out="unused", iou_loss_weight=2.0, weak_presence_target=0.9, device="cpu", progress=False)
+    trainer = Trainer(tiny_model, [(image, None), (image, lesion)], [(image, lesion)], cfg)
+    batch = {k: v.unsqueeze(0) for k, v in trainer.train_ds[0].items()}
+    assert float(batch["weak"][0]) == 1.0
+    with torch.no_grad():
+        _, iou = tiny_model(batch["image"])
+        loss, dice = trainer._loss(batch)
+    expected = 2.0 * torch.relu(0.9 - iou.reshape(-1)) ** 2
+    assert float(loss) == pytest.approx(float(expected[0]), rel=1e-4, abs=1e-6)
+    assert torch.isnan(dice).all()  # no outline to score
+    with pytest.raises(ValueError, match="iou-loss-weight"):
+        Trainer(tiny_model, [(image, None)], [(image, lesion)], TrainConfig(out="unused", device="cpu"))
+
+
+def test_positive_video_raises_the_presence_score_and_counts_in_calibration(tmp_path, capsys):
+    import torch
+
+    from textsam_eus.cli import main
+    from textsam_eus.model.checkpoint import load_checkpoint
+    from textsam_eus.train.calibrate import presence_scores
+    from textsam_eus.train.video_labels import video_positives
+
+    torch.manual_seed(0)
+    # a recording labelled "tumour" whose frames the demo model scores low (it shows no phantom lesion)
+    clip = _write_clip(tmp_path / "tumour.mp4", 8, p_lesion=0.0, seed=3)
+    frames = video_positives(clip)
+    assert len(frames) == 8 and all(m is None for _, m in frames)
+    before, labels = presence_scores(load_checkpoint("demo")[0], frames)
+    assert all(labels)
+    out = tmp_path / "run"
+    assert main(["train", "--init", "demo", "--phantom", "4", "--phantom-val", "2", "--phantom-val-negatives", "2",
+                 "--phantom-size", "256", "--positive-video", str(clip), "--val-positive-video", str(clip),
+                 "--video-every", "2", "--epochs", "3", "--batch-size", "4", "--lr", "1e-3", "--iou-loss-weight", "1",
+                 "--weak-presence-target", "0.8", "--out", str(out), "--no-progress", "--threads", "2"]) == 0
+    assert "tumour-video frames (no outline): train 4 / val 4" in capsys.readouterr().out
+    model, extra = load_checkpoint(out / "best.safetensors")
+    assert extra["presence_calibration"]["n_positive"] == 2 + 4  # phantom lesions + the video's frames
+    assert extra["positive_video"] == ["tumour.mp4"]
+    after, _ = presence_scores(model, frames)
+    assert np.mean(after) > np.mean(before) + 0.1, (before, after)

@@ -42,7 +42,16 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                         "is a training negative (repeatable)")
     p.add_argument("--val-negative-video", action="append", default=[],
                    help="a lesion-free recording whose frames are validation negatives (repeatable)")
-    p.add_argument("--video-every", type=int, default=1, help="use every N-th frame of the negative videos")
+    p.add_argument("--positive-video", action="append", default=[],
+                   help="a recording that shows a tumour in every frame (e.g. a pancreatic cancer), no masks: its "
+                        "frames, cut to the imaging sector, train the presence score only (repeatable; needs "
+                        "--iou-loss-weight > 0)")
+    p.add_argument("--val-positive-video", action="append", default=[],
+                   help="a tumour recording whose frames are validation positives for the presence calibration")
+    p.add_argument("--video-every", type=int, default=1, help="use every N-th frame of the labelled videos")
+    p.add_argument("--video-val-tail", type=float, default=0.0,
+                   help="move the last FRACTION of the frames of each --negative-video/--positive-video to "
+                        "validation (so the presence threshold is calibrated on those recordings too)")
     p.add_argument("--phantom-negatives", type=int, default=0, help="add N lesion-free phantom frames to training")
     p.add_argument("--phantom-val-negatives", type=int, default=0, help="add N lesion-free phantom frames to "
                    "validation")
@@ -66,12 +75,25 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
     if args.phantom_val:
         out["val"] += make_phantom_dataset(args.phantom_val, seed=2000 + args.split_seed, config=pcfg)
         groups += ["phantom"] * args.phantom_val
-    from ..train.negatives import phantom_negatives, video_negatives
+    from ..train.video_labels import phantom_negatives, video_negatives, video_positives
 
-    for v in getattr(args, "negative_video", []):
-        out["train"] += video_negatives(v, every=args.video_every)
+    tail = getattr(args, "video_val_tail", 0.0)
+    if not 0 <= tail < 1:
+        raise ValueError(f"--video-val-tail {tail} is invalid: give a fraction in [0, 1), e.g. 0.3")
+    for read, videos in ((video_negatives, getattr(args, "negative_video", [])),
+                         (video_positives, getattr(args, "positive_video", []))):
+        for v in videos:
+            frames = read(v, every=args.video_every)
+            cut = len(frames) - int(round(len(frames) * tail))
+            out["train"] += frames[:cut]
+            out["val"] += frames[cut:]
+            groups += [f"video:{Path(v).name}"] * (len(frames) - cut)
     for v in getattr(args, "val_negative_video", []):
         frames = video_negatives(v, every=args.video_every)
+        out["val"] += frames
+        groups += [f"video:{Path(v).name}"] * len(frames)
+    for v in getattr(args, "val_positive_video", []):
+        frames = video_positives(v, every=args.video_every)
         out["val"] += frames
         groups += [f"video:{Path(v).name}"] * len(frames)
     if getattr(args, "phantom_negatives", 0):
@@ -102,6 +124,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negative-mask-weight", type=float, default=1.0,
                    help="weight of the mask loss on lesion-free images (1: as on lesion images; lower keeps the mask "
                         "head outlining and leaves the decision to the presence score)")
+    p.add_argument("--weak-presence-target", type=float, default=0.5,
+                   help="frames of --positive-video recordings: the presence score is pushed to at least this")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--workers", type=int, default=0)
@@ -139,18 +163,24 @@ def run(args: argparse.Namespace) -> int:
                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
                       seed=args.seed, augment=args.augment, train_refinement=args.train_refinement,
                       iou_loss_weight=args.iou_loss_weight, negative_mask_weight=args.negative_mask_weight,
+                      weak_presence_target=args.weak_presence_target,
                       amp=not args.no_amp, device=args.device,
                       num_workers=args.workers, max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume,
                       progress=not args.no_progress, half_frozen=args.half_frozen,
                       extra={"data": args.data, "phantom": args.phantom, "split": args.split,
-                             "init": args.init})
+                             "init": args.init, "negative_video": [Path(v).name for v in args.negative_video],
+                             "positive_video": [Path(v).name for v in args.positive_video]})
     total, trainable = model.count_parameters()
     print(f"model {model.cfg.preset}: {trainable:,} trainable of {total:,} parameters; "
           f"train {len(splits['train'])} / val {len(splits['val'])} / test {len(splits['test'])} images", flush=True)
     import numpy as np
 
-    n_neg = {k: sum(1 for _, m in splits[k] if not np.asarray(m).any()) for k in ("train", "val", "test")}
-    print(f"lesion-free images: train {n_neg['train']} / val {n_neg['val']}", flush=True)
+    n_neg = {k: sum(1 for _, m in splits[k] if m is not None and not np.asarray(m).any())
+             for k in ("train", "val", "test")}
+    n_weak = {k: sum(1 for _, m in splits[k] if m is None) for k in ("train", "val")}
+    print(f"lesion-free images: train {n_neg['train']} / val {n_neg['val']}"
+          + (f"; tumour-video frames (no outline): train {n_weak['train']} / val {n_weak['val']}"
+             if any(n_weak.values()) else ""), flush=True)
     trainer = Trainer(model, splits["train"], splits["val"], cfg)
     history = trainer.fit()
     if trainer.rank == 0 and history:

@@ -4,7 +4,8 @@ The presence score is the IoU head's prediction on the text-only pass (see ``Tex
 After training, the best checkpoint scores every validation image; the threshold is the most sensitive one that
 keeps at least ``min_specificity`` of the lesion-free validation images below it, in every group of negatives
 (lesion-free images of the datasets, each negative video, phantom frames) separately, so one easy kind of negative
-(phantom frames score about 0) cannot hide a hard one (a healthy pancreas). Without lesion-free validation
+(phantom frames score about 0) cannot hide a hard one (a healthy pancreas). Frames of tumour-labelled validation
+videos count as positives (for the AUC and the sensitivity). Without lesion-free validation
 images nothing is calibrated and presence stays off.
 """
 
@@ -20,7 +21,8 @@ __all__ = ["presence_scores", "calibrate_presence"]
 
 
 def presence_scores(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[list[float], list[bool]]:
-    """(presence score, has a lesion) for each (image, mask) pair, as the engines compute it."""
+    """(presence score, has a lesion) for each (image, mask) pair, as the engines compute it; a mask of None is a
+    weak positive (a frame of a tumour-labelled video)."""
     from ..model.predictor import TextSamPredictor
 
     predictor = TextSamPredictor(model.eval())
@@ -28,7 +30,7 @@ def presence_scores(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tu
     for image, mask in pairs:
         r = predictor.segment(image, iterations=0)
         scores.append(float(r.presence))
-        labels.append(bool(np.asarray(mask).any()))
+        labels.append(mask is None or bool(np.asarray(mask).any()))
     return scores, labels
 
 

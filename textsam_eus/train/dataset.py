@@ -1,8 +1,10 @@
 """Torch dataset for training: frames resized into the model's input frame once, augmented on the fly.
 
 Items: image (3, S, S) normalised float, mask (1, S, S) {0,1}, valid (1, S, S) {0,1} (1 inside the resized
-image, 0 in the padding), and ``index``. Sources are any sequences of ``(image uint8 HxWx3, mask uint8 HxW)``:
-the readers of :mod:`textsam_eus.train.data` or the synthetic phantom.
+image, 0 in the padding), weak () {0,1} and ``index``. Sources are any sequences of ``(image uint8 HxWx3, mask uint8
+HxW)``: the readers of :mod:`textsam_eus.train.data` or the synthetic phantom. A mask of ``None`` is a weak
+positive (a frame of a recording labelled tumour, outline unknown: :mod:`textsam_eus.train.video_labels`); its
+item has an all-zero mask and ``weak`` 1, and the trainer gives it no mask loss.
 """
 
 from __future__ import annotations
@@ -74,9 +76,13 @@ class SegmentationTorchDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.items: list[tuple[np.ndarray, np.ndarray]] = []
+        self.weak: list[bool] = []
         for i in range(len(pairs)):  # resize once; full-size frames are not kept
             image, mask = pairs[i]
             rgb = T.to_rgb(image)
+            self.weak.append(mask is None)
+            if mask is None:
+                mask = np.zeros(rgb.shape[:2], np.uint8)
             h, w = T.resized_shape(rgb.shape[0], rgb.shape[1], image_size)
             self.items.append((cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA),
                                cv2.resize((mask > 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)))
@@ -96,4 +102,5 @@ class SegmentationTorchDataset(Dataset):
         m = T.preprocess_mask(mask, self.image_size)
         valid = torch.zeros_like(m)
         valid[..., :h, :w] = 1
-        return {"image": x[0], "mask": m[0], "valid": valid[0], "index": torch.tensor(index)}
+        return {"image": x[0], "mask": m[0], "valid": valid[0], "weak": torch.tensor(float(self.weak[index])),
+                "index": torch.tensor(index)}

@@ -42,6 +42,7 @@ class TrainConfig:
     train_refinement: float = 0.0  # probability of a step with GT box/centroid prompts (0 = the paper)
     iou_loss_weight: float = 0.0  # MSE of the IoU head vs the real IoU (SAM's recipe); 0 = the paper's Dice + BCE
     negative_mask_weight: float = 1.0  # weight of the mask loss on lesion-free images (the IoU head's target is 0)
+    weak_presence_target: float = 0.5  # frames of tumour-labelled videos: the IoU head is pushed up to at least this
     amp: bool = True  # on CUDA only
     device: str = "auto"
     num_workers: int = 0
@@ -55,7 +56,8 @@ class TrainConfig:
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
                   "weight_decay": self.weight_decay >= 0, "train_refinement": 0 <= self.train_refinement <= 1,
                   "warmup_steps": self.warmup_steps >= 0, "iou_loss_weight": self.iou_loss_weight >= 0,
-                  "negative_mask_weight": self.negative_mask_weight >= 0}
+                  "negative_mask_weight": self.negative_mask_weight >= 0,
+                  "weak_presence_target": 0 < self.weak_presence_target <= 1}
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid")
@@ -92,6 +94,10 @@ class Trainer:
         if len(val_pairs) == 0:
             raise ValueError("the validation split is empty: give more cases, a larger --val-fraction, or "
                              "--phantom-val N")
+        n_weak = sum(1 for _, m in train_pairs if m is None)
+        if n_weak and cfg.iou_loss_weight <= 0:
+            raise ValueError(f"{n_weak} training frames come from tumour-labelled videos, which train only the "
+                             "presence score: give --iou-loss-weight > 0 (e.g. 1)")
         self.cfg = cfg
         self.world, self.rank, local_rank = _dist_info()
         self.device = _device(cfg.device, local_rank)
@@ -138,23 +144,30 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             low, iou = self.ddp(batch["image"], prompts=prompts)
         logits = F.interpolate(low.float(), size=(s, s), mode="bilinear", align_corners=False)
-        if self.cfg.negative_mask_weight == 1.0:
-            loss = dice_bce_loss(logits, batch["mask"], batch["valid"])
-        else:  # per image, lesion-free images weighted
-            weights = torch.where(batch["mask"].sum((1, 2, 3)) > 0, 1.0, self.cfg.negative_mask_weight)
+        weak = batch["weak"] > 0 if "weak" in batch else torch.zeros(len(logits), dtype=torch.bool,
+                                                                         device=logits.device)
+        has_lesion = batch["mask"].sum((1, 2, 3)) > 0
+        if self.cfg.negative_mask_weight == 1.0 and not weak.any():
+            loss = dice_bce_loss(logits, batch["mask"], batch["valid"])  # the paper's loss
+        else:  # per image: lesion-free images weighted, weak positives (outline unknown) without a mask loss
+            weights = torch.where(has_lesion, 1.0, self.cfg.negative_mask_weight)
+            weights = torch.where(weak, 0.0, weights).to(logits)
             per = dice_bce_per_sample(logits, batch["mask"], batch["valid"])
-            loss = (weights.to(per) * per).sum() / weights.sum().clamp_min(1e-6)
+            loss = (weights * per).sum() / weights.sum().clamp_min(1e-6)
         with torch.no_grad():
             pred = (logits > 0).float() * batch["valid"]
             inter = (pred * batch["mask"]).sum((1, 2, 3))
             union = ((pred + batch["mask"]) > 0).float().sum((1, 2, 3))
             # the IoU head is the presence score: on a lesion-free image no outline overlaps a tumour, so 0
-            real_iou = torch.where(batch["mask"].sum((1, 2, 3)) > 0, inter / union.clamp_min(1),
-                                   torch.zeros_like(union))
+            real_iou = torch.where(has_lesion, inter / union.clamp_min(1), torch.zeros_like(union))
         if self.cfg.iou_loss_weight > 0:
-            loss = loss + self.cfg.iou_loss_weight * F.mse_loss(iou.float().reshape(-1), real_iou)
+            iou = iou.float().reshape(-1)
+            # a weak positive's IoU is unknown: only a score below the target is penalised
+            err = torch.where(weak, torch.relu(self.cfg.weak_presence_target - iou), iou - real_iou)
+            loss = loss + self.cfg.iou_loss_weight * (err ** 2).mean()
         dice = torch.where(union > 0, 2 * inter / (pred.sum((1, 2, 3)) + batch["mask"].sum((1, 2, 3))).clamp_min(1),
                            torch.ones_like(union))
+        dice = torch.where(weak, torch.full_like(dice, float("nan")), dice)  # no outline to compare with
         return loss, dice
 
     def _prompts(self, batch):
@@ -198,7 +211,7 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
-        """Mean validation loss and Dice (text-only pass) over the whole validation set."""
+        """Mean validation loss and Dice (text-only pass; images with an outline) over the validation set."""
         self.model.eval()
         losses, dices = [], []
         for i in range(len(self.val_ds)):
@@ -206,7 +219,8 @@ class Trainer:
             loss, dice = self._loss(batch)
             losses.append(float(loss))
             dices.append(float(dice.mean()))
-        return float(np.mean(losses)), float(np.mean(dices))
+        scored = [d for d in dices if not math.isnan(d)]  # weak positives have no Dice
+        return float(np.mean(losses)), float(np.mean(scored)) if scored else float("nan")
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> list[dict]:
