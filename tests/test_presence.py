@@ -11,7 +11,7 @@ from fakes import FakeEngine, SyntheticSource
 
 from textsam_eus.model.config import ConfigError, TextSamConfig
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
-from textsam_eus.stream.presence import PresenceGate
+from textsam_eus.common.presence import PresenceGate
 
 
 def test_gate_shows_after_k_and_hides_after_m():
@@ -278,3 +278,19 @@ def test_positive_video_raises_the_presence_score_and_counts_in_calibration(tmp_
     assert extra["positive_video"] == ["tumour.mp4"]
     after, _ = presence_scores(model, frames)
     assert np.mean(after) > np.mean(before) + 0.1, (before, after)
+
+
+def test_hysteresis_frame_counts_come_from_validation_recordings():
+    from textsam_eus.train.calibrate import calibrate_hysteresis
+
+    # a healthy recording with runs of 2 frames above the threshold; a tumour recording that drops out for 3 frames
+    healthy = [0.1, 0.9, 0.9, 0.1, 0.1, 0.1] * 10
+    tumour = ([0.9] * 7 + [0.1] * 3) * 6
+    r = calibrate_hysteresis({"video:h.mp4": (healthy, False), "video:t.mp4": (tumour, True)}, 0.5)
+    assert r["show_frames"] == 3  # 2-frame runs never show; 3 is the fewest that keeps them off
+    assert r["hide_frames"] == 4  # bridges the 3-frame dropouts, the fewest frames that does
+    assert r["feasible"] and r["shown"]["video:h.mp4"] == 0.0 and r["shown"]["video:t.mp4"] > 0.9
+    # without tumour recordings hide_frames keeps its default; without any recordings both do
+    r = calibrate_hysteresis({"video:h.mp4": (healthy, False)}, 0.5)
+    assert (r["show_frames"], r["hide_frames"]) == (3, 5)
+    assert (calibrate_hysteresis({}, 0.5)["show_frames"], calibrate_hysteresis({}, 0.5)["hide_frames"]) == (3, 5)

@@ -203,6 +203,9 @@ def calibrate_best(path: Path, val_pairs, min_specificity: float, groups=None) -
     if result.get("threshold") is None:
         print(f"notice: {result['note']}; presence stays off in {path}", flush=True)
         return result
-    model.cfg = model.cfg.replace(presence_threshold=round(float(result["threshold"]), 4))
+    hyst = result.get("hysteresis") or {}
+    model.cfg = model.cfg.replace(presence_threshold=round(float(result["threshold"]), 4),
+                                  presence_show_frames=int(hyst.get("show_frames", model.cfg.presence_show_frames)),
+                                  presence_hide_frames=int(hyst.get("hide_frames", model.cfg.presence_hide_frames)))
     save_checkpoint(model, path, extra={**extra, "presence_calibration": result})
     return result

@@ -30,7 +30,7 @@ from ..common.screen import LayoutTracker
 from .base import FrameSource
 from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay
-from .presence import PresenceGate
+from ..common.presence import PresenceGate
 from .record import FrameRecord, NoSegmentation
 from .report import LatencyReport, write_json_atomic
 from .roi import ROI

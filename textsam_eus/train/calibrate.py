@@ -7,6 +7,11 @@ keeps at least ``min_specificity`` of the lesion-free validation images below it
 (phantom frames score about 0) cannot hide a hard one (a healthy pancreas). Frames of tumour-labelled validation
 videos count as positives (for the AUC and the sensitivity). Without lesion-free validation
 images nothing is calibrated and presence stays off.
+
+The stream's hysteresis (show after k frames in a row at or above the threshold, hide after m below:
+:class:`~textsam_eus.common.presence.PresenceGate`) is calibrated on the validation recordings (frames in order):
+the smallest k, then m, that keeps every lesion-free recording's shown fraction at or below ``max_negative_shown``
+while showing the most of the tumour recordings. Without validation recordings the defaults (3, 5) stay.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..common.presence import PresenceGate
 from . import metrics
 
-__all__ = ["presence_scores", "calibrate_presence"]
+__all__ = ["presence_scores", "calibrate_presence", "calibrate_hysteresis"]
+
+DEFAULT_SHOW_FRAMES, DEFAULT_HIDE_FRAMES = 3, 5
 
 
 def presence_scores(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[list[float], list[bool]]:
@@ -56,4 +64,43 @@ def calibrate_presence(model, val_pairs: Sequence, min_specificity: float = 0.9,
         neg = s[(g == name) & ~y]
         result["groups"][name] = {"n": int(neg.size), "own_threshold": t_g,
                                   "specificity": float((np.nan_to_num(neg, nan=-np.inf) < t).mean())}
+    sequences = {name: (s[g == name].tolist(), bool(y[g == name].all()))
+                 for name in sorted(set(g)) if name.startswith("video:")}
+    result["hysteresis"] = calibrate_hysteresis(sequences, t)
     return result
+
+
+def _shown_fraction(scores: Sequence[float], threshold: float, show: int, hide: int) -> float:
+    gate = PresenceGate(threshold, show, hide)
+    for x in scores:
+        gate.update(x)
+    return gate.frames_shown / max(1, gate.frames)
+
+
+def calibrate_hysteresis(sequences: dict[str, tuple[Sequence[float], bool]], threshold: float,
+                         max_negative_shown: float = 0.05, show_range=range(1, 7), hide_range=range(1, 9)) -> dict:
+    """Frame counts for the stream's hysteresis from validation recordings.
+
+    ``sequences``: name -> (presence scores in frame order, the recording shows a tumour). Returns ``show_frames``,
+    ``hide_frames``, the shown fraction of each recording with them, and how they were chosen.
+    """
+    neg = {k: v[0] for k, v in sequences.items() if not v[1]}
+    pos = {k: v[0] for k, v in sequences.items() if v[1]}
+    if not neg:
+        return {"show_frames": DEFAULT_SHOW_FRAMES, "hide_frames": DEFAULT_HIDE_FRAMES,
+                "note": "defaults: no lesion-free validation recordings"}
+    best = None
+    for k in show_range:
+        for m in (hide_range if pos else [DEFAULT_HIDE_FRAMES]):
+            worst = max(_shown_fraction(v, threshold, k, m) for v in neg.values())
+            gain = float(np.mean([_shown_fraction(v, threshold, k, m) for v in pos.values()])) if pos else 0.0
+            feasible = worst <= max_negative_shown
+            key = (feasible, gain if feasible else -worst, -k, -m)  # feasible first, then most shown, fewest frames
+            if best is None or key > best[0]:
+                best = (key, k, m)
+    _, k, m = best
+    return {"show_frames": k, "hide_frames": m, "max_negative_shown": max_negative_shown,
+            "feasible": best[0][0],
+            "shown": {name: round(_shown_fraction(v[0], threshold, k, m), 4) for name, v in sequences.items()},
+            "note": "chosen on validation recordings" + ("" if pos else " (no tumour recordings: hide_frames "
+                                                          "stays the default)")}
