@@ -2,7 +2,10 @@
 
 The model is made deployable first (prompt precomputed, LoRA merged, text tower dropped). With ``cuda_graphs`` the
 encoder, the text-only decoder and the 3-prompt refinement decoder (centroid + box) are captured once on static
-buffers and replayed per frame; other prompt counts run eagerly.
+buffers and replayed per frame; other prompt counts run eagerly. ``attention`` picks the image encoder's attention:
+``sdpa`` (fused ``scaled_dot_product_attention``, :mod:`textsam_eus.model.attention`), ``reference``
+(segment-anything's matmul + softmax, bit-exact with the released code) or ``auto`` (sdpa on CUDA, reference on
+the CPU).
 """
 
 from __future__ import annotations
@@ -53,7 +56,11 @@ class TorchEngine(Engine):
 
     def __init__(self, model: TextSam | str | Path = "demo", *, device: str | torch.device | None = None,
                  precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
-                 refine_prompts: str = "box+centroid") -> None:
+                 refine_prompts: str = "box+centroid", attention: str = "auto") -> None:
+        from ..model.attention import ATTENTION_IMPLS, set_encoder_attention
+
+        if attention not in ("auto", *ATTENTION_IMPLS):
+            raise ValueError(f"attention={attention!r} is invalid: choose one of {('auto', *ATTENTION_IMPLS)}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is invalid: choose one of {sorted(PRECISIONS)}")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -65,6 +72,8 @@ class TorchEngine(Engine):
             raise ValueError("cuda_graphs needs a CUDA device")
         base = _load(model)
         self.model = to_dtype(base.deployable().to(device), PRECISIONS[precision])
+        self.attention = ("sdpa" if device.type == "cuda" else "reference") if attention == "auto" else attention
+        set_encoder_attention(self.model.sam.image_encoder, self.attention)
         self.dtype = PRECISIONS[precision]
         self.precision = precision
         cfg = self.model.cfg
@@ -120,4 +129,4 @@ class TorchEngine(Engine):
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "precision": self.precision, "cuda_graphs": bool(self.graphs),
-                "preset": self.model.cfg.preset}
+                "attention": self.attention, "preset": self.model.cfg.preset}
