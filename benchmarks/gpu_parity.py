@@ -8,7 +8,7 @@
 Each check segments a few synthetic phantom frames (text-only pass and ``--iterations`` refinement passes) and
 compares the final masks with the torch fp32 CPU engine's: the smallest per-frame IoU must be >= ``--min-iou``
 (0.98). Informational checks (bf16) are reported but do not fail the run. Exit status 0 when every required check
-passed, 1 otherwise.
+passed, 1 otherwise. Run it by path or as ``python -m benchmarks.gpu_parity``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+if not __package__:  # run by path: the benchmarks package from this checkout (not its modules as top-level names)
+    _HERE = Path(__file__).resolve().parent
+    sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from benchmarks.models import load_tiny  # noqa: E402
+
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
@@ -33,31 +39,20 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def parity_frames(n: int, seed: int) -> list[np.ndarray]:
     """``n`` synthetic EUS frames: the ROI size of an 800x600 screen (711x457), and one square 256 frame."""
     from textsam_eus.common.phantom import PhantomConfig, make_phantom_dataset
+    from textsam_eus.common.screen import EUS_DB_CROP
 
-    big = make_phantom_dataset(max(1, n - 1), seed, PhantomConfig(height=457, width=711))
+    w, h = EUS_DB_CROP[2:]
+    big = make_phantom_dataset(max(1, n - 1), seed, PhantomConfig(height=h, width=w))
     small = make_phantom_dataset(1, seed + 1, PhantomConfig(height=256, width=256)) if n > 1 else []
     return [np.ascontiguousarray(img) for img, _ in big + small]
 
 
 def load_model(checkpoint: str, seed: int = 0):
     """(model, description); a seeded random tiny model when ``checkpoint`` is 'random' or the demo is missing."""
-    import torch
-
-    from textsam_eus.model.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-    from textsam_eus.model.registry import build_textsam
-
-    if checkpoint != "random":
-        try:
-            model, _ = load_checkpoint(checkpoint)
-            return model.eval(), f"checkpoint {resolve_checkpoint(checkpoint)}"
-        except CheckpointError as exc:
-            if checkpoint != "demo":
-                raise
-            note = f"demo model missing ({exc}); "
-    else:
-        note = ""
-    torch.manual_seed(seed)
-    return build_textsam("tiny").eval(), note + f"random tiny model (torch.manual_seed({seed})): a weaker check"
+    model, desc, note = load_tiny(checkpoint, seed, fallback="demo")
+    if checkpoint != "random" and note is None:
+        return model, desc
+    return model, (f"{note}; " if note else "") + f"random tiny model (torch.manual_seed({seed})): a weaker check"
 
 
 def masks_of(engine, frames: list[np.ndarray], iterations: int) -> dict[str, list[np.ndarray]]:

@@ -27,7 +27,8 @@ Writes ``results.json`` and ``results.md`` to ``--out`` (default ``benchmarks/re
 the tables. Exit status 0 when every measurement ran (whether or not the targets pass), 1 on an error, 2 on bad
 arguments, 130 when interrupted; a missing clip is a skip (message, status 0, nothing written).
 
-``benchmarks`` is not a package: this script imports ``benchmarks/run.py`` by path for its helpers.
+Shared pieces (machine info, memory, the clip's frames, the model-only measurement) come from the ``benchmarks``
+package; run this file by path (``python benchmarks/stream_soak.py``) or as ``python -m benchmarks.stream_soak``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import importlib.util
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -46,25 +45,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+if not __package__:  # run by path: the benchmarks package from this checkout (not its modules as top-level names)
+    _HERE = Path(__file__).resolve().parent
+    sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from benchmarks.frames import DEFAULT_CLIP, load_frames  # noqa: E402
+from benchmarks.machine import busy_load, loadavg, machine_info, proc_status, reset_peak_rss, rss_mb  # noqa: E402
+from benchmarks.modes import run_model_mode  # noqa: E402
+from benchmarks.timing import MeasuredEngine  # noqa: E402
+
 BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-DEFAULT_CLIP = REPO.parent / "shared" / "data" / "eus_clips" / "cancer_v1.mp4"
 DEFAULT_OUT = BENCH_DIR / "results" / "stream-soak"
-
-
-def _load_run_module():
-    """``benchmarks/run.py`` as a module (machine_info, load_frames, Measured, run_model_mode, memory helpers)."""
-    name = "textsam_bench_run"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_run_module()
 
 
 # ============================================================================================ long recording
@@ -109,10 +100,6 @@ def build_long_recording(clip: Path, dest: Path, min_frames: int) -> dict[str, A
 
 
 # ============================================================================================ memory
-def rss_mb() -> float | None:
-    return bench._proc_status().get("VmRSS")
-
-
 class RssSampler:
     """The pipeline's ``progress`` callback (called once per written frame): reads VmRSS at every frame (tens of
     microseconds), keeps the maximum and the last value, and stores every ``every``-th frame's value; the value
@@ -212,7 +199,7 @@ def measure_soak(engine, video: Path, work: Path, roi, speed: float, frames: int
                  limit_mb: float, rss_every: int, keep: bool) -> dict[str, Any]:
     out_dir = work / f"soak-x{speed:g}"
     gc.collect()
-    hwm_reset = bench.reset_peak_rss()
+    hwm_reset = reset_peak_rss()
     sampler = RssSampler(baseline_after, rss_every)
     rss_before = rss_mb()
     t = time.perf_counter()
@@ -220,7 +207,7 @@ def measure_soak(engine, video: Path, work: Path, roi, speed: float, frames: int
                            progress=sampler)
     sampler.finish()
     rss_after_run = rss_mb()
-    status = bench._proc_status()
+    status = proc_status()
     end = sampler.last
     growth = (end[1] - sampler.baseline) if end and sampler.baseline is not None else None
     dropped = summary["frames_dropped"]
@@ -253,12 +240,8 @@ def measure_soak(engine, video: Path, work: Path, roi, speed: float, frames: int
 
 def measure_model_rate(engine, clip: Path, frames: int, warmup: int) -> dict[str, Any]:
     """``benchmarks/run.py``'s model mode: engine.segment on pre-decoded ROI-cropped frames, one at a time."""
-    clip_frames, clip_info = bench.load_frames(str(clip), frames, 0)  # the clip's frames (50), ROI-cropped
-    proxy = bench.Measured(engine, "model", cuda=False)
-    try:
-        res = bench.run_model_mode(proxy, clip_frames, warmup, frames, engine.iterations)
-    finally:
-        proxy.restore()
+    clip_frames, clip_info = load_frames(str(clip), frames, 0)  # the clip's frames (50), ROI-cropped
+    res = run_model_mode(MeasuredEngine(engine, "model", cuda=False), clip_frames, warmup, frames, engine.iterations)
     return {"fps": res["fps"], "fps_definition": res["fps_definition"], "frames_measured": res["frames_measured"],
             "warmup": warmup, "iterations": engine.iterations, "latency_ms": res["latency_ms"],
             "encoder_frame_ms": res["encoder_frame_ms"], "decoder_frame_ms": res["decoder_frame_ms"],
@@ -279,7 +262,7 @@ def measure_throughput(engine, video: Path, clip: Path, work: Path, roi, frames:
     file_engine = engine
     if workers > 1:
         file_engine, _ = build_engine(argparse.Namespace(**{**vars(args), "threads": per_worker}))
-        for f in bench.load_frames(str(clip), warmup, 0)[0]:
+        for f in load_frames(str(clip), warmup, 0)[0]:
             file_engine.segment(f)
     done: list[float] = []  # perf_counter() as each frame is written
     old_threads = torch.get_num_threads()
@@ -518,11 +501,11 @@ def _run(args: argparse.Namespace, clip: Path, speeds: list[float], only: list[s
                             "notes": [], "rows": []}
     rc = 0
     try:
-        machine = bench.machine_info(args.threads)
+        machine = machine_info(args.threads)
         data["meta"]["machine"] = machine
-        load = machine.get("loadavg_at_start")
-        if load and load[0] > 0.5 * (machine.get("logical_cpus") or 1):
-            data["notes"].append(f"the CPU was busy at the start (1-min load average {load[0]:.2f} on "
+        load = busy_load(machine)
+        if load is not None:
+            data["notes"].append(f"the CPU was busy at the start (1-min load average {load:.2f} on "
                                  f"{machine.get('logical_cpus')} logical CPUs): latencies and rates are pessimistic")
         if args.quick:
             data["notes"].append("--quick: a smoke run with few frames; not a measurement")
@@ -538,7 +521,7 @@ def _run(args: argparse.Namespace, clip: Path, speeds: list[float], only: list[s
         fps = rec["fps"] or 15.0
         engine, einfo = build_engine(args)
         data["meta"]["engine"] = einfo
-        warm, _ = bench.load_frames(str(clip), args.warmup, 0)  # not measured: every run starts warm
+        warm, _ = load_frames(str(clip), args.warmup, 0)  # not measured: every run starts warm
         for f in warm:
             engine.segment(f)
         print(f"  engine: {einfo['info']}, iterations {einfo['iterations']}, threads {einfo['threads']}", flush=True)
@@ -586,7 +569,7 @@ def _run(args: argparse.Namespace, clip: Path, speeds: list[float], only: list[s
         rc = 1
     finally:
         data["meta"]["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
-        data["meta"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        data["meta"]["loadavg_at_end"] = loadavg()
         data["meta"]["wall_s"] = round((_dt.datetime.now() - started).total_seconds(), 2)
         save(out, data)
         if "machine" in data["meta"] and "engine" in data["meta"] and "recording" in data["meta"]:

@@ -1,37 +1,34 @@
-"""benchmarks/run.py in-process on a tiny subset: outputs written, percentiles ordered, encoder calls counted."""
+"""The benchmarks package: run.py in-process on a tiny subset (outputs written, percentiles ordered, encoder calls
+counted), the matrix as plans, the measured segmenter, and the scripts run by path."""
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
+import math
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+from benchmarks import run as bench_run
+from benchmarks.plans import MatrixSpec, build_matrix
+from benchmarks.timing import MeasuredEngine
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    path = REPO / "benchmarks" / "run.py"
-    spec = importlib.util.spec_from_file_location("textsam_bench_run", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-
-
-@pytest.fixture(scope="module")
-def results(bench, tmp_path_factory):
+def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     threads = torch.get_num_threads()
     # a seeded random tiny model: its masks are not empty, so every refinement pass runs
-    rc = bench.main(["--presets", "tiny", "--engines", "torch,onnxruntime,tensorrt", "--iterations", "0,2",
-                     "--modes", "model,reference", "--frames", "3", "--warmup", "1", "--device", "cpu",
-                     "--threads", "1", "--checkpoint", "random", "--out", str(out)])
+    rc = bench_run.main(["--presets", "tiny", "--engines", "torch,onnxruntime,tensorrt", "--iterations", "0,2",
+                         "--modes", "model,reference", "--frames", "3", "--warmup", "1", "--device", "cpu",
+                         "--threads", "1", "--checkpoint", "random", "--out", str(out)])
     assert rc == 0
     assert torch.get_num_threads() == threads  # main() restores the caller's thread count
     return out, json.loads((out / "results.json").read_text())
@@ -47,6 +44,7 @@ def test_outputs_written(results):
     m = data["meta"]["machine"]
     assert m["threads"]["torch_intra_op"] == 1 and m["threads"]["onnxruntime_intra_op"] == 1
     assert m["cpu_model"] and m["versions"]["torch"] and "onnxruntime" in m["versions"]
+    assert data["meta"]["weights"] == {"tiny@256": "random init (seeded)"}
 
 
 def test_rows_and_percentiles(results):
@@ -62,10 +60,12 @@ def test_rows_and_percentiles(results):
         assert r["fps"] > 0
         assert r["memory"]["rss_peak_mb"] is None or r["memory"]["rss_peak_mb"] > 0
         assert {"preprocess", "encode", "decode_0", "postprocess"} <= set(r["stages_ms"])
+        assert len(r["per_frame_ms"]["latency"]) == 3
 
 
 def test_encoder_calls_per_frame(results):
     _, data = results
+    by_id = {r["id"]: r for r in data["rows"]}
     for r in data["rows"]:
         if r["status"] != "ok":
             continue
@@ -73,10 +73,14 @@ def test_encoder_calls_per_frame(results):
         assert r["passes_per_frame"] == it + 1, r["id"]  # no early stop: the masks are not empty
         assert r["decoder_calls_per_frame"] == it + 1
         assert r["encoder_calls_per_frame"] == (it + 1 if mode == "reference" else 1), r["id"]
-        if mode == "reference":
-            assert r["reference_over_ours"]["p50"] > 0
-            if it == 2:  # two more encoder runs per frame cannot be free
-                assert r["reference_over_ours"]["mean"] > 1.0
+        assert r["encoder_call_ms"]["count"] == 3 * r["encoder_calls_per_frame"]
+        if mode == "reference":  # the ratio is measured against the matching model row, not assumed
+            ours = by_id[r["ours_id"]]
+            assert ours["config"] == {**r["config"], "mode": "model"}
+            for stat in ("p50", "mean"):
+                ratio = r["reference_over_ours"][stat]
+                assert math.isfinite(ratio) and ratio > 0
+                assert ratio == pytest.approx(r["latency_ms"][stat] / ours["latency_ms"][stat])
 
 
 def test_unavailable_engine_is_a_skipped_row(results):
@@ -86,3 +90,81 @@ def test_unavailable_engine_is_a_skipped_row(results):
     for r in trt:
         assert r["status"] == "skipped" and r["reason"]
         assert "TensorRT" in r["reason"] or "tensorrt" in r["reason"]
+
+
+def _plans(argv, devices, cuda_ok=False):
+    args = bench_run.build_parser().parse_args(argv)
+    avail = {"torch": (True, "ok"), "onnxruntime": (True, "ok"),
+             "tensorrt": (cuda_ok, "ok" if cuda_ok else "no CUDA GPU visible")}
+    return build_matrix(MatrixSpec.from_args(args), devices, avail)
+
+
+def test_quick_matrix_on_cpu_as_plans():
+    plans, notes = _plans(["--quick"], ["cpu"])
+    run = [p for p in plans if not p.skip_kind]
+    assert {(p.preset, p.image_size, p.engine) for p in run} == {
+        ("tiny", 256, "torch"), ("tiny", 256, "onnxruntime"), ("vit_b", 512, "torch")}
+    vit = next(p for p in run if p.preset == "vit_b")
+    assert vit.iterations == (2,) and vit.modes == ("model", "reference") and (vit.frames, vit.warmup) == (3, 1)
+    tiny = next(p for p in run if p.preset == "tiny")
+    assert len(tiny.row_configs("clip", 2, "w")) == 3 * 3 and (tiny.frames, tiny.warmup) == (12, 3)
+    skipped = {(p.preset, p.image_size, p.engine): p for p in plans if p.skip_kind}
+    assert skipped[("vit_b", 512, "onnxruntime")].skip_kind == "quick"
+    assert skipped[("tiny", 256, "tensorrt")].skip_kind == "unavailable"
+    assert "NVIDIA" in skipped[("tiny", 256, "tensorrt")].reason
+    assert not any(p.image_size == 1024 for p in plans)  # --quick on the CPU does not list vit_b at 1024
+    assert any("--quick on CPU" in n for n in notes)
+
+
+def test_cuda_rows_without_a_gpu_say_why():
+    plans, _ = _plans(["--presets", "tiny", "--engines", "torch"], ["cuda"])
+    assert plans and all(p.skip_kind == "unavailable" and "no CUDA GPU" in p.reason for p in plans)
+    # CUDA graphs on and off, every precision: one plan each, each its own row
+    assert {(p.precision, p.cuda_graphs) for p in plans} == {(pr, g) for pr in ("fp32", "fp16", "bf16")
+                                                              for g in (False, True)}
+
+
+def test_bad_matrix_flags_name_the_flag():
+    for argv, flag in ((["--modes", "model,movie"], "--modes"), (["--engines", "tourch"], "--engines"),
+                       (["--iterations", "two"], "--iterations")):
+        with pytest.raises(ValueError, match=flag):
+            MatrixSpec.from_args(bench_run.build_parser().parse_args(argv))
+
+
+def test_measured_engine_times_calls_and_leaves_the_engine_alone(tiny_model):
+    from textsam_eus.engines import create_engine
+
+    engine = create_engine("torch", model=tiny_model, device="cpu")
+    hooks = (engine.segmenter.encode, engine.segmenter.decode)
+    frame = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    plain = engine.segment(frame, iterations=2)
+    model = MeasuredEngine(engine, "model", cuda=False)
+    same = model.segment(frame, iterations=2)
+    np.testing.assert_array_equal(same.mask, plain.mask)
+    ref = MeasuredEngine(engine, "reference", cuda=False)
+    ref.segment(frame, iterations=2)
+    assert (engine.segmenter.encode, engine.segmenter.decode) == hooks  # nothing patched
+    for measured, encodes in ((model, 1), (ref, plain.passes)):
+        f = measured.frames[0]
+        assert f["enc_calls"] == encodes and f["dec_calls"] == plain.passes
+        assert len(f["enc_ms"]) == encodes and all(math.isfinite(m) and m > 0 for m in f["enc_ms"] + f["dec_ms"])
+    with pytest.raises(ValueError, match="mode"):
+        MeasuredEngine(engine, "replay", cuda=False)
+
+
+@pytest.mark.parametrize("script", ["run.py", "stream_soak.py", "eus_trust.py", "gpu_parity.py"])
+def test_scripts_run_by_path(script):
+    """``python benchmarks/X.py`` finds the benchmarks package without PYTHONPATH."""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--help"], capture_output=True,
+                         text=True, cwd=REPO.parent, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "usage:" in res.stdout
+
+
+def test_matrix_of_one_configuration():
+    spec = MatrixSpec.from_args(argparse.Namespace(
+        engines="torch", presets="tiny", sizes=None, iterations="1", modes="model", precisions=None,
+        cuda_graphs="off", frames=2, warmup=0, quick=False))
+    plans, _ = build_matrix(spec, ["cpu"], {"torch": (True, "ok")})
+    assert [(p.engine, p.iterations, p.modes, p.frames) for p in plans] == [("torch", (1,), ("model",), 2)]

@@ -135,13 +135,8 @@ def test_specks_left_by_clipping_are_dropped():
 
 
 def test_trust_benchmark_counts_pixels_outside_the_sector():
-    import importlib.util
-    from pathlib import Path
+    from benchmarks import eus_trust as trust
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eus_trust.py"
-    spec = importlib.util.spec_from_file_location("textsam_eus_trust", path)
-    trust = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(trust)
     clip = shared_data("eus_clips", "healthy_v2.mp4")
     whole = trust.clip_run(_Everywhere(), clip, None, presence=False)
     auto = trust.clip_run(_Everywhere(), clip, "auto", presence=False)

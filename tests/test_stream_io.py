@@ -325,16 +325,14 @@ def test_capture_never_comes_back_stops_cleanly():
     script = [lambda: FakeCapture(n_frames=5), lambda: FakeCapture(opened=False)]
     open_fn, calls = _open_fn(script)
     sleeps = []
-    t0 = time.monotonic()
     with CaptureSource("/dev/video7", max_reconnects=3, reconnect_delay=0.01, open_fn=open_fn,
                        sleep_fn=sleeps.append) as src:
         frames = list(src)
         assert next(src, None) is None
-    assert time.monotonic() - t0 < 2.0
     assert len(frames) == 5
     assert src.stats["lost"] is True
     assert src.stats["reconnect_attempts"] == 3 and src.stats["reconnects"] == 0
-    assert len(sleeps) == 3 and len(calls) == 1 + 3
+    assert sleeps == [0.01] * 3 and len(calls) == 1 + 3  # every wait went through sleep_fn: no real sleeping
     assert calls[0][1] == cv2.CAP_V4L2
 
 
@@ -598,19 +596,25 @@ def test_overlay_style_validation_and_colours():
             OverlayStyle(**kw)
 
 
-def test_overlay_speed_800x600():
+def test_overlay_800x600_with_hud_repeats_exactly():
+    """The overlay of a full 800x600 screen (its time per frame is the stream benchmark's ``overlay`` stage):
+    mask and HUD drawn, the input untouched, and every call the same (no state left from the previous one)."""
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    before = img.copy()
     mask = _disk_mask(600, 800, 400, 300, 150)
     style = OverlayStyle()
     hud = ["fps 15.0", "latency 45.1 ms", "engine trt-fp16"]
-    draw_overlay(img, mask, style, hud)
-    times = []
-    for _ in range(25):
-        t = time.perf_counter()
-        draw_overlay(img, mask, style, hud)
-        times.append(time.perf_counter() - t)
-    assert np.median(times) * 1000 < 5.0, f"median {np.median(times) * 1000:.2f} ms"
+    first = draw_overlay(img, mask, style, hud)
+    for _ in range(3):
+        np.testing.assert_array_equal(draw_overlay(img, mask, style, hud), first)
+    np.testing.assert_array_equal(img, before)
+    changed = np.any(first != img, axis=2)
+    near = cv2.dilate(mask, np.ones((5, 5), np.uint8)).astype(bool)
+    assert changed[mask.astype(bool)].mean() > 0.99  # the fill covers the mask
+    hud_only = changed & ~near
+    ys, xs = np.nonzero(hud_only)
+    assert ys.size > 0 and ys.max() < 100 and xs.max() < 300  # the HUD, top left, and nothing else
 
 
 # --------------------------------------------------------------------------- masks

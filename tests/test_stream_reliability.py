@@ -64,10 +64,12 @@ def test_lavfi_live_paced_source_end_to_end(tmp_path):
         summary = StreamPipeline(FakeEngine(delay_s=0.06), src, tmp_path, PipelineConfig(max_frames=30)).run()
     wall = time.monotonic() - t0
     assert summary["live"] and summary["frames_in"] == 30
-    assert wall > 0.8  # paced at 30 fps by the graph's realtime filter
+    # paced at 30 fps by the graph's realtime filter: a lower bound, which a slow machine only makes longer
+    assert wall > 0.8
     assert summary["frames_dropped"] > 5  # a 60 ms model cannot keep up with 30 fps: the newest frame wins
     assert summary["frames_out"] + summary["frames_dropped"] == 30
-    assert summary["latency_ms"]["max"] < 500
+    lat = summary["latency_ms"]
+    assert lat["p50"] > 0 and np.isfinite(lat["max"]) and lat["p50"] <= lat["p99"] <= lat["max"]
     assert len(_decode(tmp_path / "overlay.mp4")) == summary["frames_out"]
 
 
@@ -104,12 +106,21 @@ def test_realtime_replay_paces_a_file_as_a_live_source(tmp_path):
     clip = _write_clip(tmp_path / "clip.mp4", n=30, fps=15.0)  # 2 s of video
     src = open_source(clip, realtime=True, speed=4.0)
     assert isinstance(src, RealtimeReplay) and src.is_live and src.fps == pytest.approx(60)
-    t0 = time.monotonic()
     with src:
         summary = StreamPipeline(FakeEngine(delay_s=0.04), src, tmp_path / "out", PipelineConfig()).run()
-    wall = time.monotonic() - t0
-    assert 0.4 < wall < 1.5  # 2 s of video at 4x
     assert summary["frames_dropped"] > 0 and summary["frames_out"] + summary["frames_dropped"] == 30
+    # the pacing itself, on a clock that only moves when the replay sleeps: 2 s of video at 4x
+    now, sleeps = [0.0], []
+
+    def sleep(s):
+        sleeps.append(s)
+        now[0] += s
+
+    with RealtimeReplay(VideoFileSource(clip), 4.0, clock=lambda: now[0], sleep=sleep) as paced:
+        stamps = [rec.timestamp for rec in paced]
+    assert len(stamps) == 30 and paced.stats["late_frames"] == 0
+    np.testing.assert_allclose(np.diff(stamps), 1 / 60, atol=1e-6)  # every frame at its pts / 4
+    assert sum(sleeps) == pytest.approx(29 / 60, abs=1e-6)
     # the overlay keeps the recording's own timestamps, not the replay's
     pts = [float(f.time) for f in _decode(tmp_path / "out" / "overlay.mp4")]
     assert all(round(p * 15, 3) == int(round(p * 15)) for p in pts)

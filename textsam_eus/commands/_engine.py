@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 
 def cache_dir() -> Path:
@@ -36,9 +37,12 @@ def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path
     return folder
 
 
-def make_engine(engine: str = "auto", checkpoint: str = "demo", bundle: str | None = None, device: str | None = None,
+def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | None = None, device: str | None = None,
                 precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
                 refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None):
+    """The engine ``stream``, ``demo`` and the benchmarks run. ``checkpoint``: 'demo', a path, or (torch engine)
+    a TextSam model already in memory; onnxruntime/tensorrt run ``bundle`` (onnxruntime: the checkpoint's cached
+    export when no bundle is given)."""
     from ..engines import create_engine, fastest_engine
 
     if engine == "auto":

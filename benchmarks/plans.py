@@ -1,0 +1,252 @@
+"""The benchmark matrix as typed plans: one :class:`Plan` per engine configuration, with the rows it measures or
+the reason it is skipped (a backend or GPU missing, or left out by ``--quick``)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .timing import MODES
+
+ENGINES = ("torch", "onnxruntime", "tensorrt")
+PRESETS = ("tiny", "vit_b")
+TINY_SIZE = 256
+PRECISIONS_CPU, PRECISIONS_CUDA = ("fp32",), ("fp32", "fp16", "bf16")
+GRAPHS = {"off": (False,), "on": (True,), "both": (False, True)}
+QUICK_CPU_WHY = ("--quick on CPU: vit_b runs at 512 only, on the torch engine only (ONNX export + session setup of "
+                 "ViT-B take ~25 s at 512 on 2 cores, more at 1024), iterations 2, modes model+reference; run "
+                 "without --quick for the rest")
+QUICK_CUDA_WHY = ("--quick: vit_b runs on the torch engine only (exporting ViT-B and building its TensorRT plans "
+                  "would use up the quick time budget)")
+QUICK_CPU_NOTE = ("--quick on CPU: vit_b at 512 only, torch engine, iterations 2, modes model+reference, 3 frames "
+                  "(ViT-B takes seconds per frame on a small CPU); the full run adds 1024, onnxruntime, iterations "
+                  "0/1 and stream")
+QUICK_CUDA_NOTE = "--quick on CUDA: vit_b on the torch engine only"
+
+
+def _csv(text: str | None, flag: str, cast=str, choices: tuple | None = None) -> tuple | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        values = tuple(cast(t) for t in items)
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: expected a comma list of integers") from None
+    for v in values:
+        if choices is not None and v not in choices:
+            raise ValueError(f"{flag}: unknown value {v!r}: choose from {', '.join(choices)}")
+    return values
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """The matrix flags of ``run.py``, parsed and checked (None: the default for each preset/device)."""
+
+    engines: tuple[str, ...]
+    engines_default: bool
+    presets: tuple[str, ...]
+    sizes: tuple[int, ...] | None
+    iterations: tuple[int, ...] | None
+    modes: tuple[str, ...] | None
+    precisions: tuple[str, ...] | None
+    cuda_graphs: str
+    frames: int | None
+    warmup: int | None
+    quick: bool
+
+    @classmethod
+    def from_args(cls, args) -> "MatrixSpec":
+        """Raises ValueError naming the flag and its choices."""
+        return cls(engines=_csv(args.engines, "--engines", choices=ENGINES),
+                   engines_default=args.engines == ",".join(ENGINES),
+                   presets=_csv(args.presets, "--presets", choices=PRESETS),
+                   sizes=_csv(args.sizes, "--sizes", int), iterations=_csv(args.iterations, "--iterations", int),
+                   modes=_csv(args.modes, "--modes", choices=MODES), precisions=_csv(args.precisions, "--precisions"),
+                   cuda_graphs=args.cuda_graphs, frames=args.frames, warmup=args.warmup, quick=args.quick)
+
+
+@dataclass(frozen=True)
+class QuickLimit:
+    """What ``--quick`` keeps of vit_b on one device (None: no limit on that axis)."""
+
+    why: str
+    sizes: tuple[int, ...] | None = None
+    iterations: tuple[int, ...] | None = None
+    modes: tuple[str, ...] | None = None
+    engines: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One engine configuration and the ``iterations x modes`` rows measured with it; or, with ``skip_kind``
+    (``unavailable`` or ``quick``), why it is not run. ``whole_size`` skips stand for every engine and precision
+    of their preset@size."""
+
+    preset: str
+    image_size: int
+    engine: str
+    device: str
+    precision: str
+    cuda_graphs: bool
+    iterations: tuple[int, ...]
+    modes: tuple[str, ...]
+    frames: int
+    warmup: int
+    skip_kind: str | None = None
+    reason: str | None = None
+    whole_size: bool = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.preset, self.image_size
+
+    def config(self, clip: str, threads: int) -> dict[str, Any]:
+        """The configuration a skipped row records (iterations and modes as lists)."""
+        its, modes = list(self.iterations), list(self.modes)
+        if self.whole_size:
+            return {"preset": self.preset, "image_size": self.image_size, "engine": self.engine,
+                    "device": self.device, "precision": self.precision, "iterations": its, "mode": modes,
+                    "frames": self.frames, "warmup": self.warmup, "clip": clip}
+        return {**self._base(clip, threads), "iterations": its, "mode": modes}
+
+    def row_configs(self, clip: str, threads: int, weights: str) -> list[dict[str, Any]]:
+        """One configuration per measured row: every iteration count, every mode."""
+        base = self._base(clip, threads)
+        return [{**base, "iterations": it, "mode": mode, "weights": weights}
+                for it, mode in itertools.product(self.iterations, self.modes)]
+
+    def _base(self, clip: str, threads: int) -> dict[str, Any]:
+        return {"preset": self.preset, "image_size": self.image_size, "engine": self.engine, "device": self.device,
+                "precision": self.precision, "cuda_graphs": self.cuda_graphs, "threads": threads,
+                "frames": self.frames, "warmup": self.warmup, "clip": clip}
+
+
+def row_id(c: dict[str, Any]) -> str:
+    def j(v):
+        return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+    return (f"{c['preset']}@{c['image_size']}/{c['engine']}/{c['device']}/{c['precision']}"
+            f"{'/graphs' if c.get('cuda_graphs') else ''}/it{j(c['iterations'])}/{j(c['mode'])}")
+
+
+# ---------------------------------------------------------------------------------------------- per-axis defaults
+def sizes_for(preset: str, spec: MatrixSpec, devices: list[str]) -> tuple[int, ...]:
+    if preset == "tiny":
+        return (TINY_SIZE,)
+    # only the CPU would run vit_b: --quick does not even list 1024
+    return spec.sizes or ((512,) if spec.quick and devices == ["cpu"] else (1024, 512))
+
+
+def counts_for(preset: str, device: str, spec: MatrixSpec) -> tuple[int, int]:
+    """(measured frames, warm-up frames) per row."""
+    if spec.frames is not None:
+        frames = spec.frames
+    elif preset == "tiny":
+        frames = 12 if spec.quick else 50
+    elif device == "cpu":
+        frames = 3 if spec.quick else 5
+    else:
+        frames = 10 if spec.quick else 30
+    if spec.warmup is not None:
+        warmup = spec.warmup
+    elif preset == "vit_b" and device == "cpu":
+        warmup = 1
+    else:
+        warmup = 3 if spec.quick else 5
+    return frames, warmup
+
+
+def quick_limit(preset: str, device: str, spec: MatrixSpec) -> QuickLimit | None:
+    """ViT-B takes seconds per frame on a small CPU: --quick keeps one size, one iteration count, torch."""
+    if preset != "vit_b" or not spec.quick:
+        return None
+    if device == "cpu":
+        return QuickLimit(QUICK_CPU_WHY, sizes=None if spec.sizes is not None else (512,),
+                          iterations=None if spec.iterations is not None else (2,),
+                          modes=None if spec.modes is not None else ("model", "reference"),
+                          engines=("torch",) if spec.engines_default else None)
+    return QuickLimit(QUICK_CUDA_WHY, engines=("torch",)) if spec.engines_default else None
+
+
+def quick_notes(spec: MatrixSpec, devices: list[str]) -> list[str]:
+    if not spec.quick or "vit_b" not in spec.presets:
+        return []
+    return ([QUICK_CPU_NOTE] if "cpu" in devices else []) + (
+        [QUICK_CUDA_NOTE] if "cuda" in devices and spec.engines_default else [])
+
+
+def unavailable(engine: str, device: str, precision: str, avail: dict[str, tuple[bool, str]]) -> str | None:
+    """Why ``engine`` cannot run ``precision`` on ``device`` here (None: it can)."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        return (f"no CUDA GPU visible to torch {torch.__version__} (CUDA build {torch.version.cuda}); "
+                "run on an NVIDIA machine (benchmarks/gpu_check.sh)")
+    ok, why = avail[engine]
+    if engine == "tensorrt":
+        if device == "cpu":
+            return "TensorRT runs on NVIDIA GPUs only" + ("" if ok else f"; also: {why}")
+        if not ok:
+            return why
+        return "no bf16 TensorRT plans (exported graphs are fp32 or fp16)" if precision == "bf16" else None
+    if not ok:
+        return why
+    if engine == "onnxruntime":
+        return _onnxruntime_unavailable(device, precision)
+    if device == "cpu" and precision == "fp16":
+        return "the torch engine runs fp16 on CUDA only (use fp32 or bf16 on the CPU)"
+    return None
+
+
+def _onnxruntime_unavailable(device: str, precision: str) -> str | None:
+    if precision == "bf16":
+        return "the ONNX bundle has fp32 and fp16 graphs only (bf16 is a torch-engine precision)"
+    if device == "cuda":
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in providers:
+            return (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (providers: "
+                    f"{', '.join(providers)}); install onnxruntime-gpu")
+    elif precision == "fp16":
+        return "fp16 graphs are run on CUDA only (slow or unsupported on the CPU execution provider)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- the matrix
+def device_plans(preset: str, size: int, device: str, spec: MatrixSpec,
+                 avail: dict[str, tuple[bool, str]]) -> list[Plan]:
+    """Every engine x precision x CUDA-graphs plan of one preset@size on one device, in run order."""
+    frames, warmup = counts_for(preset, device, spec)
+    precisions = spec.precisions or (PRECISIONS_CPU if device == "cpu" else PRECISIONS_CUDA)
+    iterations, modes = spec.iterations if spec.iterations is not None else (0, 1, 2), spec.modes or MODES
+    limit = quick_limit(preset, device, spec)
+    if limit and limit.sizes and size not in limit.sizes:
+        return [Plan(preset, size, ",".join(spec.engines), device, ",".join(precisions), False, iterations, modes,
+                     frames, warmup, "quick", limit.why, whole_size=True)]
+    if limit:
+        iterations, modes = limit.iterations or iterations, limit.modes or modes
+    plans = []
+    for engine, precision in itertools.product([e for e in ENGINES if e in spec.engines], precisions):
+        for graphs in (GRAPHS[spec.cuda_graphs] if engine == "torch" and device == "cuda" else (False,)):
+            plan = Plan(preset, size, engine, device, precision, graphs, iterations, modes, frames, warmup)
+            why = unavailable(engine, device, precision, avail)
+            if why:
+                plan = _skipped(plan, "unavailable", why)
+            elif limit and limit.engines and engine not in limit.engines:
+                plan = _skipped(plan, "quick", limit.why)
+            plans.append(plan)
+    return plans
+
+
+def _skipped(plan: Plan, kind: str, reason: str) -> Plan:
+    return replace(plan, skip_kind=kind, reason=reason)
+
+
+def build_matrix(spec: MatrixSpec, devices: list[str],
+                 avail: dict[str, tuple[bool, str]]) -> tuple[list[Plan], list[str]]:
+    """(plans in run order, notes about what --quick leaves out)."""
+    plans = [plan for preset in spec.presets for size in sizes_for(preset, spec, devices) for device in devices
+             for plan in device_plans(preset, size, device, spec, avail)]
+    return plans, quick_notes(spec, devices)
