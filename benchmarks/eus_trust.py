@@ -46,11 +46,15 @@ class _ClipStats(Sink):
         self.reference = LayoutTracker()
         self.frames = self.shown = 0
         self.mask_px = self.outside_px = self.black_px = 0
+        self.scores: list[float] = []  # the presence score of every frame the model saw
 
     def write(self, record) -> None:
         import cv2
 
         self.frames += 1
+        score = getattr(record.result, "presence", None)
+        if score is not None:
+            self.scores.append(float(score))
         sector = self.reference.update(record.image)
         m = record.mask > 0
         if not m.any():
@@ -64,7 +68,8 @@ class _ClipStats(Sink):
     def result(self) -> dict[str, Any]:
         return {"frames": self.frames, "shown": self.shown, "shown_fraction": self.shown / max(1, self.frames),
                 "outside_sector_fraction": self.outside_px / self.mask_px if self.mask_px else 0.0,
-                "on_black_fraction": self.black_px / self.mask_px if self.mask_px else 0.0}
+                "on_black_fraction": self.black_px / self.mask_px if self.mask_px else 0.0,
+                "presence_scores": [round(x, 4) for x in self.scores]}
 
 
 def clip_run(engine, clip: Path, roi, presence: bool) -> dict[str, Any]:
@@ -139,6 +144,20 @@ def demo_fps(checkpoint: str, threads: int) -> float | None:
         return json.loads((out / "summary.json").read_text())["fps"]
 
 
+def clip_aucs(clips: dict[str, Any]) -> dict[str, float]:
+    """Frame-level presence AUC of each cancer clip against each healthy clip (default options)."""
+    from textsam_eus.train.metrics import roc_auc
+
+    out = {}
+    for c, crow in clips.items():
+        for h, hrow in clips.items():
+            if c.startswith("cancer") and h.startswith("healthy"):
+                pos, neg = crow["default"]["presence_scores"], hrow["default"]["presence_scores"]
+                if pos and neg:
+                    out[f"{c} vs {h}"] = round(float(roc_auc(pos + neg, [True] * len(pos) + [False] * len(neg))), 3)
+    return out
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [f"# EUS trust ({data['meta']['checkpoint']}, presence threshold {data['meta']['threshold']})", "",
              "| clip | frames | shown (default) | outside sector | on black | shown (old: whole frame, no presence) "
@@ -149,6 +168,11 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(f"| {name} | {new['frames']} | {100 * new['shown_fraction']:.0f}% | "
                      f"{100 * new['outside_sector_fraction']:.2f}% | {100 * new['on_black_fraction']:.2f}% | "
                      f"{100 * old['shown_fraction']:.0f}% | {100 * old['outside_sector_fraction']:.1f}% | {target} |")
+    if data.get("clip_auc"):
+        lines += ["", "Frame-level presence AUC: " + ", ".join(f"{k} {v:.3f}" for k, v in data["clip_auc"].items())]
+    trained = data["meta"].get("trained_on_clips")
+    if trained:
+        lines += ["", f"Recordings this checkpoint was trained on (not held out): {', '.join(trained)}"]
     img = data["images"]
     if "normal_val" in img:
         n = img["normal_val"]
@@ -191,7 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     for clip in clips:
         data["clips"][clip.stem] = {"default": clip_run(engine, clip, "auto", True),
                                     "old": clip_run(engine, clip, None, False)}
-        print(f"{clip.stem}: {data['clips'][clip.stem]['default']}", flush=True)
+        brief = {k: v for k, v in data["clips"][clip.stem]["default"].items() if k != "presence_scores"}
+        print(f"{clip.stem}: {brief}", flush=True)
+    data["clip_auc"] = clip_aucs(data["clips"])
+    from textsam_eus.model.checkpoint import load_checkpoint
+
+    extra = load_checkpoint(args.checkpoint)[1]
+    data["meta"]["trained_on_clips"] = sorted(set(extra.get("negative_video") or []) |
+                                              set(extra.get("positive_video") or []))
     val_data = training_data(args.checkpoint) or [str(SHARED / "ultrasound_lesions" / "manifest.csv"),
                                                   str(SHARED / "ultrasound_normal" / "manifest.csv")]
     data["images"] = image_runs(engine, threshold, val_data)

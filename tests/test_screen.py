@@ -143,3 +143,13 @@ def test_trust_benchmark_counts_pixels_outside_the_sector():
     assert whole["shown_fraction"] == 1.0 and whole["outside_sector_fraction"] > 0.3  # the whole screen
     assert auto["shown_fraction"] == 1.0 and auto["outside_sector_fraction"] == 0.0
     assert auto["layout"]["kind"] == "single"
+
+
+def test_trust_benchmark_reports_frame_level_presence_auc():
+    from benchmarks import eus_trust as trust
+
+    clips = {"cancer_a": {"default": {"presence_scores": [0.9, 0.8, 0.2]}},
+             "healthy_b": {"default": {"presence_scores": [0.1, 0.3]}},
+             "healthy_c": {"default": {"presence_scores": [0.95]}}}
+    auc = trust.clip_aucs(clips)
+    assert auc == {"cancer_a vs healthy_b": pytest.approx(5 / 6, abs=1e-3), "cancer_a vs healthy_c": 0.0}
