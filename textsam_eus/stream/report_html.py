@@ -42,31 +42,44 @@ class ThumbnailSink(Sink):
         self.n, self.width = int(n), int(width)
         self.stride = 1
         self.thumbs: list[tuple[int, bytes]] = []  # (frame index, JPEG)
+        self._last: tuple[int, np.ndarray] | None = None  # the newest frame not kept above
         self._seen = 0
 
-    def write(self, record: FrameRecord) -> None:
+    def _jpeg(self, img: np.ndarray) -> bytes | None:
         import cv2
 
-        k = self._seen
-        self._seen += 1
-        if k % self.stride or record.overlay is None:
-            return
-        img = record.overlay
         h, w = img.shape[:2]
         small = cv2.resize(img, (self.width, max(1, round(h * self.width / w))), interpolation=cv2.INTER_AREA)
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
-        if ok:
-            self.thumbs.append((int(record.index), buf.tobytes()))
+        return buf.tobytes() if ok else None
+
+    def write(self, record: FrameRecord) -> None:
+        if record.overlay is None:
+            return
+        k = self._seen
+        self._seen += 1
+        if k % self.stride:
+            self._last = (int(record.index), record.overlay)  # a reference only: encoded if it ends the run
+            return
+        self._last = None
+        jpeg = self._jpeg(record.overlay)
+        if jpeg:
+            self.thumbs.append((int(record.index), jpeg))
         if len(self.thumbs) >= 2 * self.n:  # full: keep every other one, take every 2k-th frame from now on
             self.thumbs = self.thumbs[::2]
             self.stride *= 2
 
     def sample(self) -> list[tuple[int, bytes]]:
-        """``n`` thumbnails spread over the run (all of them when there are fewer)."""
-        if len(self.thumbs) <= self.n:
-            return list(self.thumbs)
-        picks = np.linspace(0, len(self.thumbs) - 1, self.n).round().astype(int)
-        return [self.thumbs[i] for i in sorted(set(picks.tolist()))]
+        """``n`` thumbnails spread over the run, the last frame last (all of them when there are fewer)."""
+        thumbs = list(self.thumbs)
+        if self._last is not None:
+            jpeg = self._jpeg(self._last[1])
+            if jpeg:
+                thumbs.append((self._last[0], jpeg))
+        if len(thumbs) <= self.n:
+            return thumbs
+        picks = np.linspace(0, len(thumbs) - 1, self.n).round().astype(int)
+        return [thumbs[i] for i in sorted(set(picks.tolist()))]
 
 
 class _Buckets:
