@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from .dicom_source import DicomInfo
 from .encoders import SinkError
 from .record import FrameRecord
@@ -42,6 +41,15 @@ SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 PATIENT_STUDY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                           "StudyID", "AccessionNumber", "ReferringPhysicianName")
 DEID_METHOD = "textsam-eus --deidentify: new UIDs, identifiers removed"
+
+
+def _software_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("textsam-eus")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _save(ds, path: Path) -> None:
@@ -83,6 +91,7 @@ class DicomSegSink(Sink):
         self.study = self._study_attributes(generate_uid)
         self.sc_series, self.seg_series = generate_uid(), generate_uid()
         self.frames = 0
+        self.version = _software_version()
 
     def _study_attributes(self, generate_uid) -> dict[str, Any]:
         header = self.source.header if self.source is not None else None
@@ -116,7 +125,7 @@ class DicomSegSink(Sink):
         ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = self.sc_series, 901, number
         ds.Modality, ds.ConversionType, ds.PatientOrientation = "OT", "WSD", ""
         ds.SeriesDescription = "TextSAM-EUS overlay"
-        ds.Manufacturer, ds.SoftwareVersions = "TextSAM-EUS", __version__
+        ds.Manufacturer, ds.SoftwareVersions = "TextSAM-EUS", self.version
         ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
         ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = ds.ContentDate, ds.ContentTime
         ds.ImageType = ["DERIVED", "SECONDARY"]
@@ -151,7 +160,7 @@ class DicomSegSink(Sink):
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[self.segment],
             series_instance_uid=self.seg_series, series_number=902, sop_instance_uid=generate_uid(),
             instance_number=number, manufacturer="TextSAM-EUS", manufacturer_model_name=self.model_name,
-            software_versions=__version__, device_serial_number=self.algorithm[0].AlgorithmVersion,
+            software_versions=self.version, device_serial_number=self.algorithm[0].AlgorithmVersion,
             content_label="TUMOUR", content_description=f"TextSAM-EUS frame {record.index}"[:64],
             series_description="TextSAM-EUS tumour segmentation", omit_empty_frames=False)
         if self.deidentify:
