@@ -317,3 +317,35 @@ def test_thumbnails_stay_few_and_spread_over_a_long_run():
         assert len(sink.thumbs) < 8
     picked = [i for i, _ in sink.sample()]
     assert len(picked) == 4 and picked[0] == 0 and picked[-1] == 999 and picked == sorted(picked)
+
+
+def test_research_sinks_do_not_grow_with_the_run(tmp_path):
+    """Python-side memory (tracemalloc sees NumPy's buffers too) between frame 200 and frame 1200 of the NIfTI,
+    COCO, thumbnail and live-view sinks: a sink that kept its frames would grow by 1000 x 19 kB."""
+    import tracemalloc
+
+    from textsam_eus.stream.serve import LiveViewSink
+    from textsam_eus.stream.sink_coco import CocoMaskSink
+    from textsam_eus.stream.sink_nifti import NiftiMaskSink
+
+    sinks = [NiftiMaskSink(tmp_path), CocoMaskSink(tmp_path), ThumbnailSink(), LiveViewSink("127.0.0.1:0", quiet=True)]
+    rng = np.random.default_rng(0)
+    tracemalloc.start()
+    try:
+        for i in range(1200):
+            rec = FrameRecord(i, None, 0.0, i / 30, "long")
+            rec.mask = (rng.random((120, 160)) > 0.5).astype(np.uint8)
+            rec.overlay = np.repeat(rec.mask[..., None] * 200, 3, -1).astype(np.uint8)
+            rec.timings["latency_capture_to_overlay"] = 20.0
+            for s in sinks:
+                s.write(rec)
+            if i == 200:
+                base = tracemalloc.get_traced_memory()[0]
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+        for s in sinks:
+            s.close()
+    assert grown < 2_000_000, f"{grown / 1e6:.1f} MB more after 1000 frames"
+    assert np.asarray(nib.load(tmp_path / "masks.nii.gz").dataobj).shape == (160, 120, 1200)
+    assert len(json.loads((tmp_path / "masks_coco.json").read_text())["annotations"]) == 1200

@@ -59,8 +59,7 @@ class _Run:
         self.summary = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        self.sink = _until(lambda: next((s for s in self.pipe.sinks if isinstance(s, LiveViewSink)), None),
-                           "the live view to start")
+        self.sink = _until(lambda: self.pipe.live_view, "the live view to start")
 
     def _run(self):
         self.summary = self.pipe.run()
@@ -142,7 +141,7 @@ def test_no_viewer_no_jpeg_encoding(tmp_path):
         urllib.request.urlopen(run.sink.url + "stats.json", timeout=5)
 
 
-def test_serve_address_parsing_and_a_port_in_use():
+def test_serve_address_parsing_and_a_port_in_use(tmp_path):
     assert parse_serve("8080") == ("127.0.0.1", 8080) and parse_serve(8080) == ("127.0.0.1", 8080)
     assert parse_serve("0.0.0.0:81") == ("0.0.0.0", 81) and parse_serve("[::1]:0") == ("::1", 0)
     for bad in ("http", "70000", "host:", ""):
@@ -154,6 +153,10 @@ def test_serve_address_parsing_and_a_port_in_use():
     try:
         with pytest.raises(SinkError, match="cannot listen.*choose another port"):
             LiveViewSink(f"127.0.0.1:{busy.getsockname()[1]}", quiet=True)
+        with pytest.raises(SinkError, match="cannot listen"):  # the run fails before it writes anything
+            StreamPipeline(FakeEngine(), SyntheticSource(2, _disc), tmp_path / "o",
+                           PipelineConfig(serve=busy.getsockname()[1])).run()
+        assert not (tmp_path / "o").exists()
     finally:
         busy.close()
 

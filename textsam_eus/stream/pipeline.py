@@ -141,6 +141,7 @@ class StreamPipeline:
         self._fps_window: deque[float] = deque()  # draw times of the last second (the HUD's fps)
         self._finalised = False
         self.thumbnails = None  # the report's sample frames (html_report)
+        self.live_view = None  # the --serve sink
         self._t0 = time.perf_counter()
 
     def _make_gate(self) -> PresenceGate:
@@ -179,10 +180,8 @@ class StreamPipeline:
         sinks: list[Sink] = []
         formats = self.cfg.mask_formats
         try:
-            if self.cfg.serve is not None:  # first: a port in use fails before any file is made
-                from .serve import LiveViewSink
-
-                sinks.append(LiveViewSink(self.cfg.serve, counters=self._counters))
+            if self.live_view is not None:  # started by run(), before the output folder
+                sinks.append(self.live_view)
             if self.cfg.write_video:
                 sinks.append(OverlayPngSink(self.out) if per_file else OverlayVideoSink(self.out, fps))
             if "png" in formats:
@@ -391,6 +390,10 @@ class StreamPipeline:
 
         Raises the first stage error after the outputs are finalised (:class:`StreamError` for a full disk).
         """
+        if self.cfg.serve is not None:  # first: a port in use is an error before anything is written
+            from .serve import LiveViewSink
+
+            self.live_view = LiveViewSink(self.cfg.serve, counters=self._counters)
         old_handlers = self._install_signal_handlers()  # before any output exists: nothing can be half-written
         try:
             with OutputFolder(self.out, overwrite=self.cfg.overwrite,
@@ -400,6 +403,8 @@ class StreamPipeline:
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+            if self.live_view is not None:
+                self.live_view.close()  # idempotent: normally closed with the other sinks
         disk = next((e for e in self.errors if is_disk_full(e)), None)
         if disk is not None:
             raise StreamError(f"no space left on the disk of {self.out} ({disk}); {summary['frames_out']} frames "
