@@ -85,7 +85,8 @@ class LiveViewSink(Sink):
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name="serve", daemon=True)
         self._thread.start()
-        self._ready.wait(30)
+        if not self._ready.wait(30):
+            raise SinkError(f"--serve {self.host}:{self.port}: the server did not start within 30 s; try again")
         if self._error is not None:
             raise SinkError(f"--serve {self.host}:{self.port}: cannot listen ({self._error}); choose another port "
                             "or host") from None
@@ -239,7 +240,7 @@ class LiveViewSink(Sink):
         except asyncio.TimeoutError:  # it stopped reading: hang up instead of waiting on it
             if request.transport is not None:
                 request.transport.abort()
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:  # the viewer went away
             pass
         finally:
             self._viewers.discard(viewer)
