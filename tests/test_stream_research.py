@@ -317,6 +317,13 @@ def test_thumbnails_stay_few_and_spread_over_a_long_run():
         assert len(sink.thumbs) < 8
     picked = [i for i, _ in sink.sample()]
     assert len(picked) == 4 and picked[0] == 0 and picked[-1] == 999 and picked == sorted(picked)
+    for n in (6, 7, 8, 12, 13):  # the run's last frame ends the strip whatever the count
+        short = ThumbnailSink(n=3, width=16)
+        for i in range(n):
+            rec = FrameRecord(i, None, 0.0, None, "x")
+            rec.overlay = img
+            short.write(rec)
+        assert short.sample()[-1][0] == n - 1 and short.sample()[0][0] == 0, n
 
 
 def test_research_sinks_do_not_grow_with_the_run(tmp_path):

@@ -42,7 +42,7 @@ class ThumbnailSink(Sink):
         self.n, self.width = int(n), int(width)
         self.stride = 1
         self.thumbs: list[tuple[int, bytes]] = []  # (frame index, JPEG)
-        self._last: tuple[int, np.ndarray] | None = None  # the newest frame not kept above
+        self._last: tuple[int, np.ndarray | bytes] | None = None  # the newest frame, when not in ``thumbs``
         self._seen = 0
 
     def _jpeg(self, img: np.ndarray) -> bytes | None:
@@ -66,6 +66,8 @@ class ThumbnailSink(Sink):
         if jpeg:
             self.thumbs.append((int(record.index), jpeg))
         if len(self.thumbs) >= 2 * self.n:  # full: keep every other one, take every 2k-th frame from now on
+            if len(self.thumbs) % 2 == 0:
+                self._last = self.thumbs[-1]  # the newest, until a newer frame comes
             self.thumbs = self.thumbs[::2]
             self.stride *= 2
 
@@ -73,9 +75,10 @@ class ThumbnailSink(Sink):
         """``n`` thumbnails spread over the run, the last frame last (all of them when there are fewer)."""
         thumbs = list(self.thumbs)
         if self._last is not None:
-            jpeg = self._jpeg(self._last[1])
+            index, image = self._last
+            jpeg = image if isinstance(image, bytes) else self._jpeg(image)
             if jpeg:
-                thumbs.append((self._last[0], jpeg))
+                thumbs.append((index, jpeg))
         if len(thumbs) <= self.n:
             return thumbs
         picks = np.linspace(0, len(thumbs) - 1, self.n).round().astype(int)
