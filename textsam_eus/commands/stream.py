@@ -40,7 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="files/folders: replay at the recording's own timestamps as a live source (newest frame "
                         "wins, drops counted), as from a capture card")
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: replay speed factor (default 1)")
-    p.add_argument("--masks", default="png", choices=["png", "video", "none"])
+    p.add_argument("--masks", default="png",
+                   help="comma-separated: png (masks/), video (masks.mkv), nifti (masks.nii.gz), dicom-seg (dicom/: "
+                        "SEG + overlay Secondary Capture per frame), coco (masks_coco.json, RLE); or none")
+    p.add_argument("--deidentify", action="store_true",
+                   help="DICOM outputs get new UIDs and no patient/study identifiers (other outputs never have any)")
+    p.add_argument("--serve", default=None, metavar="[HOST:]PORT",
+                   help="serve a live view while the stream runs: / (page), /video.mjpg, /stats.json; binds "
+                        "127.0.0.1 unless HOST is given")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--no-video", action="store_true", help="do not write the overlay (overlay.mp4 / overlays/)")
     p.add_argument("--show", action="store_true", help="show a window (needs an OpenCV build with GUI)")
     p.add_argument("--width", type=int, default=None, help="capture devices: requested width")
@@ -79,7 +87,10 @@ def style_from(args: argparse.Namespace):
 
 
 def _videos_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    from ..stream.dicom_source import is_dicom_file
+
+    return sorted(p for p in folder.iterdir() if p.is_file() and (
+        p.suffix.lower() in VIDEO_EXTENSIONS or (p.suffix.lower() in ("", ".dcm", ".dicom") and is_dicom_file(p))))
 
 
 def plan_jobs(spec: str, out: Path) -> list[tuple[str, Path]]:
@@ -181,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
     from ._engine import make_engine
 
     _check_args(args)
+    if args.serve is not None:
+        from ..stream.serve import parse_serve
+
+        parse_serve(args.serve)  # a bad value fails before any work
     roi_arg = (args.roi or "").strip().lower()
     roi = None if roi_arg in ("", "none", "full", "auto") else ROI.parse(args.roi)
     jobs = plan_jobs(args.source, Path(args.out))
@@ -201,9 +216,18 @@ def run(args: argparse.Namespace) -> int:
                          write_video=not args.no_video, show=args.show, max_frames=args.max_frames,
                          style=style_from(args), overwrite=args.overwrite, workers=workers,
                          presence=not args.no_presence, presence_threshold=args.presence_threshold,
-                         show_frames=args.show_after, hide_frames=args.hide_after)
+                         show_frames=args.show_after, hide_frames=args.hide_after, serve=args.serve,
+                         deidentify=args.deidentify, html_report=not args.no_report)
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
                          args.iterations, args.refine_prompts, threads=threads)
+    from ._model_id import model_identity
+    from ..stream.dicom_source import dicom_info_of
+
+    cfg.model = model_identity(args.checkpoint, args.bundle, engine)
+    info = dicom_info_of(first)
+    if args.deidentify and info is not None and info.burned_in_annotation:
+        print("warning: the DICOM file says its pixels carry burned-in annotation; --deidentify removes identifiers "
+              "from the headers of the outputs, not from the pixels of the overlay", file=sys.stderr)
     if not args.no_presence and args.presence_threshold is None and engine.presence.get("threshold") is None:
         print("notice: this checkpoint has no calibrated presence threshold (it was trained without lesion-free "
               "images), so every outline is shown; train with negatives to calibrate one", file=sys.stderr)

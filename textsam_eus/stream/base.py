@@ -16,6 +16,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 ACCEPTED_SPECS = (
     "  - a video file readable by FFmpeg (e.g. clip.mp4, clip.avi, clip.mkv, clip.ts)\n"
+    "  - a DICOM ultrasound file (multi-frame cine or one frame), or a folder of them\n"
     "  - a folder of images (png/jpg/jpeg/bmp/tif/tiff)\n"
     "  - a capture device index (e.g. 0) or a V4L2 device path (e.g. /dev/video0)\n"
     "  - a GStreamer pipeline string containing '!' (e.g. 'v4l2src ! videoconvert ! appsink')\n"

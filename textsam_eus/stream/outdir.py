@@ -26,7 +26,7 @@ LOCK_NAME = ".textsam-eus.lock"
 RESERVE_NAME = ".textsam-eus.reserve"
 # what a run writes; removed by overwrite=True (masks_seg*.mkv, *.part are matched by prefix/suffix)
 RUN_OUTPUTS = ("overlay.mp4", "masks", "masks.mkv", "overlays", "latency.json", "latency.csv", "frames.jsonl",
-               "summary.json", "outputs.csv")
+               "summary.json", "outputs.csv", "masks.nii.gz", "masks_coco.json", "dicom", "report.html")
 
 
 class OutputError(ValueError):
@@ -67,7 +67,8 @@ def _earlier_outputs(path: Path) -> list[str]:
 
 
 def _is_run_output(name: str) -> bool:
-    return name in RUN_OUTPUTS or name.endswith(".part") or (name.startswith("masks_seg") and name.endswith(".mkv"))
+    return name in RUN_OUTPUTS or name.endswith(".part") or (name.startswith("masks_seg") and
+                                                             name.endswith((".mkv", ".nii.gz")))
 
 
 def check_out_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:

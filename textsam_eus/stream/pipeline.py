@@ -33,6 +33,7 @@ from .overlay import OverlayStyle, draw_overlay
 from ..common.presence import PresenceGate
 from .record import FrameRecord, NoSegmentation
 from .report import LatencyReport, write_json_atomic
+from .mask_formats import model_identity, open_mask_format_sinks, parse_mask_formats
 from .roi import ROI
 from .sinks import (MaskPngSink, MaskVideoSink, OutputIndexSink, OverlayPngSink, OverlayVideoSink, ReportSink,
                     Sink, WindowSink)
@@ -70,7 +71,7 @@ class PipelineConfig:
     temporal_iterations: int = 1  # refinement passes when seeded
     queue_size: int = 4
     write_video: bool = True  # the overlay: overlay.mp4, or overlays/<stem>.png for image folders
-    masks: str = "png"  # png | video | none
+    masks: str = "png"  # comma-separated: png, video, nifti, dicom-seg, coco; or none (stream/mask_formats.py)
     report: bool = True
     show: bool = False
     style: OverlayStyle = field(default_factory=OverlayStyle)
@@ -84,10 +85,13 @@ class PipelineConfig:
     show_frames: int | None = None  # override: frames at or above the threshold before the outline shows
     hide_frames: int | None = None  # override: frames below it before the outline hides
     confident_iou: float = 0.7  # a shown outline whose predicted IoU is lower is drawn faded and dashed
+    serve: str | int | None = None  # "[HOST:]PORT": a browser live view while the run lasts (stream/serve.py)
+    deidentify: bool = False  # DICOM outputs: new UIDs, no patient / study identifiers
+    html_report: bool = False  # report.html beside summary.json at the end (the CLI's default)
+    model: dict | None = None  # the model's name, checkpoint and SHA-256, named by the DICOM/COCO writers
 
     def __post_init__(self) -> None:
-        if self.masks not in ("png", "video", "none"):
-            raise ValueError(f"masks={self.masks!r} is invalid: choose png, video or none")
+        self.mask_formats = parse_mask_formats(self.masks)  # raises SinkError naming the formats
         if isinstance(self.roi, str):
             if self.roi != "auto":
                 raise ValueError(f"roi={self.roi!r} is invalid: use 'auto', an ROI or None")
@@ -136,6 +140,8 @@ class StreamPipeline:
         self._stability = [0.0, 0]  # sum, count of consecutive-frame mask IoU
         self._fps_window: deque[float] = deque()  # draw times of the last second (the HUD's fps)
         self._finalised = False
+        self.thumbnails = None  # the report's sample frames (html_report)
+        self.live_view = None  # the --serve sink
         self._t0 = time.perf_counter()
 
     def _make_gate(self) -> PresenceGate:
@@ -172,18 +178,39 @@ class StreamPipeline:
         fps = self.source.fps or 15.0
         per_file = bool(getattr(self.source, "per_file_outputs", False))
         sinks: list[Sink] = []
-        if self.cfg.write_video:
-            sinks.append(OverlayPngSink(self.out) if per_file else OverlayVideoSink(self.out, fps))
-        if self.cfg.masks == "png":
-            sinks.append(MaskPngSink(self.out))
-        elif self.cfg.masks == "video":
-            sinks.append(MaskVideoSink(self.out, fps))
-        if self.cfg.show:
-            sinks.append(WindowSink())
+        formats = self.cfg.mask_formats
+        try:
+            if self.live_view is not None:  # started by run(), before the output folder
+                sinks.append(self.live_view)
+            if self.cfg.write_video:
+                sinks.append(OverlayPngSink(self.out) if per_file else OverlayVideoSink(self.out, fps))
+            if "png" in formats:
+                sinks.append(MaskPngSink(self.out))
+            if "video" in formats:
+                sinks.append(MaskVideoSink(self.out, fps))
+            sinks += open_mask_format_sinks(formats, self.out, fps=fps, source=self.source,
+                                            model=self.cfg.model or model_identity(self.engine),
+                                            deidentify=self.cfg.deidentify, run_state=self._stop_reason)
+            if self.cfg.html_report:
+                from .report_html import ThumbnailSink
+
+                self.thumbnails = ThumbnailSink()
+                sinks.append(self.thumbnails)
+            if self.cfg.show:
+                sinks.append(WindowSink())
+        except BaseException:
+            for sink in sinks:  # e.g. the live view's server thread
+                sink.close()
+            raise
         sinks += self.extra_sinks
         self.index_sink = OutputIndexSink(self.out)
         sinks.append(self.index_sink)
         return sinks
+
+    def _counters(self) -> dict[str, int]:
+        dropped = self._frames_queue.dropped if isinstance(self._frames_queue, LatestQueue) else 0
+        return {"frames_in": self.stats["frames_in"], "frames_out": self.stats["frames_out"],
+                "frames_dropped": dropped}
 
     # ------------------------------------------------------------------ stages
     def _timed_frames(self):
@@ -363,6 +390,10 @@ class StreamPipeline:
 
         Raises the first stage error after the outputs are finalised (:class:`StreamError` for a full disk).
         """
+        if self.cfg.serve is not None:  # first: a port in use is an error before anything is written
+            from .serve import LiveViewSink
+
+            self.live_view = LiveViewSink(self.cfg.serve, counters=self._counters)
         old_handlers = self._install_signal_handlers()  # before any output exists: nothing can be half-written
         try:
             with OutputFolder(self.out, overwrite=self.cfg.overwrite,
@@ -372,6 +403,8 @@ class StreamPipeline:
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+            if self.live_view is not None:
+                self.live_view.close()  # idempotent: normally closed with the other sinks
         disk = next((e for e in self.errors if is_disk_full(e)), None)
         if disk is not None:
             raise StreamError(f"no space left on the disk of {self.out} ({disk}); {summary['frames_out']} frames "
@@ -472,9 +505,21 @@ class StreamPipeline:
             "unreadable_files": [f for _, f in unreadable[:50]],
             "unreadable_count": len(unreadable),
             "interrupted_by": self.signals[0] if self.signals else None,
+            "deidentified": bool(self.cfg.deidentify),
             "errors": [f"{type(e).__name__}: {e}" for e in self.errors],
             "outputs": outputs,
         }
+
+    def _write_report_html(self, summary: dict[str, Any]) -> None:
+        from .report_html import REPORT_NAME, write_report_html
+
+        try:
+            write_report_html(self.out, summary, self.thumbnails.sample() if self.thumbnails else [])
+            summary["outputs"]["report"] = REPORT_NAME
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose the run's other outputs
+            summary["warnings"].append(f"report.html not written: {type(exc).__name__}: {exc}")
 
     def _write_summary(self, running: bool) -> dict[str, Any]:
         summary = self.summary(running=running)
@@ -485,6 +530,8 @@ class StreamPipeline:
                 self.report.write(self.out / "latency.json", self.out / "latency.csv")
                 self.report.close(remove_spool=True)
                 summary["outputs"].update({"latency": ["latency.json", "latency.csv"]})
+                if self.cfg.html_report:
+                    self._write_report_html(summary)
             write_json_atomic(self.out / "summary.json", summary)
         except OSError as exc:
             if running or not is_disk_full(exc):

@@ -9,6 +9,7 @@ and exposes ``fps``, ``size`` (width, height), ``is_live``, ``n_frames`` and a `
   OpenCV, with bounded reconnects when the device drops out.
 * :class:`~textsam_eus.stream.av_live.AvLiveSource` - V4L2 capture cards and FFmpeg ``lavfi`` graphs through PyAV.
 * :class:`~textsam_eus.stream.replay.RealtimeReplay` - a file or folder replayed live at its own timestamps.
+* :class:`~textsam_eus.stream.dicom_source.DicomSource` - a DICOM ultrasound file (multi-frame), frame by frame.
 * :class:`ImageFolderSource` - a folder of still images (sorted naturally).
 * :class:`PhantomSource`     - the synthetic EUS phantom (ground truth available as ``last_mask``).
 * :func:`open_source`        - dispatch from a command-line string.
@@ -30,6 +31,7 @@ import numpy as np
 from .av_live import AvLiveSource
 from .base import ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8, release_quietly
 from .capture import CaptureSource
+from .dicom_source import DicomSource, is_dicom_file
 from .record import FrameRecord
 from .replay import RealtimeReplay
 
@@ -386,6 +388,8 @@ def _open(spec, kw: dict) -> FrameSource:
         return CaptureSource(int(s) if s.isdigit() else s, fourcc=fourcc, **kw)
     p = Path(s).expanduser()
     if p.is_file():
+        if is_dicom_file(p):
+            return DicomSource(p, **_file_kwargs(s, kw))
         return VideoFileSource(p, **_file_kwargs(s, kw))
     if p.is_dir():
         return ImageFolderSource(p, **_file_kwargs(s, kw))

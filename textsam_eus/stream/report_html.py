@@ -1,0 +1,285 @@
+"""``report.html`` beside ``summary.json``: one self-contained page per run, written when the run ends.
+
+The latency over time (capture-to-overlay, with its p50/p99 and the dropped frames), the time of every stage over
+time and its p50/p99, the presence score over time (when the run has one) with the threshold, and a strip of sample
+overlay frames. The plots are matplotlib PNGs embedded as data URIs, so the file can be mailed or archived alone.
+
+Memory stays flat for runs of any length: the per-frame records are read back from ``latency.csv`` row by row and
+folded into at most ``MAX_POINTS`` buckets (mean and max per bucket, so a latency spike is never averaged away);
+:class:`ThumbnailSink` keeps at most ``2 * n`` small JPEG thumbnails, evenly spaced over the run (every k-th frame,
+k doubling whenever the strip is full).
+
+This module must stay free of torch and of the model / engine packages.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .record import FrameRecord
+from .sinks import Sink
+
+__all__ = ["ThumbnailSink", "write_report_html", "REPORT_NAME"]
+
+REPORT_NAME = "report.html"
+MAX_POINTS = 2000
+SKIP_STAGES = ("engine_total", "capture_to_written")  # sums of the other stages
+
+
+class ThumbnailSink(Sink):
+    """Keeps up to ``2 * n`` evenly spaced overlay thumbnails (JPEG, ``width`` px wide) for the report."""
+
+    def __init__(self, n: int = 6, width: int = 240) -> None:
+        self.n, self.width = int(n), int(width)
+        self.stride = 1
+        self.thumbs: list[tuple[int, bytes]] = []  # (frame index, JPEG)
+        self._last: tuple[int, np.ndarray | bytes] | None = None  # the newest frame, when not in ``thumbs``
+        self._seen = 0
+
+    def _jpeg(self, img: np.ndarray) -> bytes | None:
+        import cv2
+
+        h, w = img.shape[:2]
+        small = cv2.resize(img, (self.width, max(1, round(h * self.width / w))), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+        return buf.tobytes() if ok else None
+
+    def write(self, record: FrameRecord) -> None:
+        if record.overlay is None:
+            return
+        k = self._seen
+        self._seen += 1
+        if k % self.stride:
+            self._last = (int(record.index), record.overlay)  # a reference only: encoded if it ends the run
+            return
+        self._last = None
+        jpeg = self._jpeg(record.overlay)
+        if jpeg:
+            self.thumbs.append((int(record.index), jpeg))
+        if len(self.thumbs) >= 2 * self.n:  # full: keep every other one, take every 2k-th frame from now on
+            if len(self.thumbs) % 2 == 0:
+                self._last = self.thumbs[-1]  # the newest, until a newer frame comes
+            self.thumbs = self.thumbs[::2]
+            self.stride *= 2
+
+    def sample(self) -> list[tuple[int, bytes]]:
+        """``n`` thumbnails spread over the run, the last frame last (all of them when there are fewer)."""
+        thumbs = list(self.thumbs)
+        if self._last is not None:
+            index, image = self._last
+            jpeg = image if isinstance(image, bytes) else self._jpeg(image)
+            if jpeg:
+                thumbs.append((index, jpeg))
+        if len(thumbs) <= self.n:
+            return thumbs
+        picks = np.linspace(0, len(thumbs) - 1, self.n).round().astype(int)
+        return [thumbs[i] for i in sorted(set(picks.tolist()))]
+
+
+class _Buckets:
+    """Per-frame values folded into buckets of ``size`` rows: x (first row), mean and max per bucket."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.x: list[float] = []
+        self.mean: list[float] = []
+        self.max: list[float] = []
+        self._acc: list[float] = []
+        self._x0: float | None = None
+        self._rows = 0
+
+    def add(self, x: float, v: float | None) -> None:
+        if self._rows % self.size == 0:
+            self._flush()
+            self._x0 = x
+        self._rows += 1
+        if v is not None and math.isfinite(v):
+            self._acc.append(v)
+
+    def _flush(self) -> None:
+        if self._acc:
+            self.x.append(self._x0)
+            self.mean.append(float(np.mean(self._acc)))
+            self.max.append(float(np.max(self._acc)))
+        self._acc = []
+
+    def done(self) -> "_Buckets":
+        self._flush()
+        return self
+
+
+def _f(v: Any) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _read_series(csv_path: Path, stages: list[str], rows_hint: int) -> dict[str, Any]:
+    size = max(1, math.ceil(max(1, rows_hint) / MAX_POINTS))
+    latency, presence = _Buckets(size), _Buckets(size)
+    per_stage = {s: _Buckets(size) for s in stages}
+    dropped_x: list[float] = []
+    n_drop, drop_every = 0, 1
+    t0 = None
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            ts = _f(row.get("timestamp"))
+            if ts is not None and t0 is None:
+                t0 = ts
+            x = (ts - t0) if ts is not None else float(row.get("index") or 0)
+            if row.get("dropped") in ("True", "true", "1"):
+                n_drop += 1
+                if n_drop % drop_every == 0:
+                    dropped_x.append(x)
+                    if len(dropped_x) >= 2 * MAX_POINTS:
+                        dropped_x, drop_every = dropped_x[::2], drop_every * 2
+                continue
+            latency.add(x, _f(row.get("latency_ms")))
+            presence.add(x, _f(row.get("presence")))
+            for s, b in per_stage.items():
+                b.add(x, _f(row.get(s)))
+    return {"latency": latency.done(), "presence": presence.done(), "stages": {k: v.done() for k, v in
+            per_stage.items()}, "dropped_x": dropped_x, "x_is_time": t0 is not None}
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(series: dict[str, Any], summary: dict[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    out = []
+    xlabel = "time since the first frame (s)" if series["x_is_time"] else "frame"
+    lat, stats = series["latency"], summary.get("latency_ms") or {}
+    fig = Figure(figsize=(10, 3.2))
+    ax = fig.add_subplot()
+    if lat.x:
+        ax.plot(lat.x, lat.mean, lw=1, color="#1f77b4", label="capture to overlay (bucket mean)")
+        if lat.size > 1:
+            ax.plot(lat.x, lat.max, lw=0.6, color="#d62728", alpha=0.6, label=f"max per {lat.size} frames")
+    for key, style in (("p50", "--"), ("p99", ":")):
+        if stats.get(key) is not None:
+            ax.axhline(stats[key], ls=style, color="k", lw=0.8, label=f"{key} {stats[key]:.1f} ms")
+    if series["dropped_x"]:
+        ax.plot(series["dropped_x"], [0] * len(series["dropped_x"]), "|", color="#ff7f0e", ms=8,
+                label=f"dropped ({summary.get('frames_dropped', len(series['dropped_x']))})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("ms")
+    ax.set_title("Latency over time")
+    ax.legend(loc="upper right", fontsize=8)
+    out.append(("Latency over time", _png(fig)))
+
+    stages = {k: v for k, v in series["stages"].items() if v.x}
+    if stages:
+        fig = Figure(figsize=(10, 3.6))
+        ax = fig.add_subplot()
+        colours = matplotlib.colormaps["tab20"].colors
+        for i, (name, b) in enumerate(stages.items()):
+            ax.plot(b.x, b.mean, lw=0.9, label=name, color=colours[i % len(colours)])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("ms")
+        ax.set_title("Stages over time (bucket means)")
+        ax.legend(loc="upper right", fontsize=7, ncol=3)
+        out.append(("Stages over time", _png(fig)))
+        st = summary.get("stages_ms") or {}
+        names = [n for n in stages if (st.get(n) or {}).get("count")]
+        if names:
+            fig = Figure(figsize=(10, 0.35 * len(names) + 1.2))
+            ax = fig.add_subplot()
+            y = np.arange(len(names))
+            ax.barh(y - 0.2, [st[n]["p50"] for n in names], 0.4, label="p50")
+            ax.barh(y + 0.2, [st[n]["p99"] for n in names], 0.4, label="p99")
+            ax.set_yticks(y, names, fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlabel("ms")
+            ax.set_title("Per-stage p50 / p99")
+            ax.legend(fontsize=8)
+            out.append(("Per-stage p50 / p99", _png(fig)))
+
+    pres = series["presence"]
+    if pres.x:
+        fig = Figure(figsize=(10, 2.6))
+        ax = fig.add_subplot()
+        ax.plot(pres.x, pres.mean, lw=1, color="#2ca02c", label="presence score")
+        threshold = (summary.get("presence") or {}).get("threshold")
+        if threshold is not None:
+            ax.axhline(threshold, ls="--", color="k", lw=0.8, label=f"threshold {threshold:.3f}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_title("Tumour presence score over time")
+        ax.legend(loc="upper right", fontsize=8)
+        out.append(("Presence score over time", _png(fig)))
+    return out
+
+
+def _table(summary: dict[str, Any]) -> str:
+    lat = summary.get("latency_ms") or {}
+    eng = summary.get("engine") or {}
+
+    def ms(v):
+        return "-" if v is None else f"{v:.1f} ms"
+
+    rows = [("source", summary.get("source", "")), ("engine", f"{eng.get('engine', '?')} on {eng.get('device', '?')}"),
+            ("frames", f"{summary.get('frames_out', 0)} written of {summary.get('frames_in', 0)} read, "
+                       f"{summary.get('frames_dropped', 0)} dropped"),
+            ("throughput", f"{summary.get('fps', 0.0):.1f} fps"),
+            ("latency", f"p50 {ms(lat.get('p50'))}, p95 {ms(lat.get('p95'))}, p99 {ms(lat.get('p99'))}, "
+                        f"max {ms(lat.get('max'))}"),
+            ("complete", f"{'yes' if summary.get('complete') else 'NO'} ({summary.get('stop_reason', '')})")]
+    rows += [("warning", w) for w in summary.get("warnings") or []]
+    return "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+
+
+def write_report_html(out_dir: str | os.PathLike, summary: dict[str, Any],
+                      thumbnails: list[tuple[int, bytes]] | None = None, csv_name: str = "latency.csv") -> Path:
+    """Write ``report.html`` in ``out_dir`` from ``summary`` and ``out_dir/latency.csv`` (atomically)."""
+    out = Path(out_dir)
+    stages = [s for s in (summary.get("stages_ms") or {}) if s not in SKIP_STAGES]
+    rows = int(summary.get("frames_out") or 0) + int(summary.get("frames_dropped") or 0)
+    csv_path = out / csv_name
+    plots = _plots(_read_series(csv_path, stages, rows), summary) if csv_path.is_file() else []
+    figs = "\n".join(f'<figure><img alt="{html.escape(t)}" src="{uri}"><figcaption>{html.escape(t)}</figcaption>'
+                     f"</figure>" for t, uri in plots)
+    strip = "\n".join(f'<figure class="thumb"><img alt="frame {i}" src="data:image/jpeg;base64,'
+                      f'{base64.b64encode(b).decode("ascii")}"><figcaption>frame {i}</figcaption></figure>'
+                      for i, b in (thumbnails or []))
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>TextSAM-EUS run report</title>
+<style>body {{ font: 14px system-ui, sans-serif; margin: 20px; color: #222; }} th {{ text-align: left;
+padding-right: 16px; vertical-align: top; }} figure {{ margin: 12px 0; }} img {{ max-width: 100%; }}
+.strip {{ display: flex; gap: 8px; flex-wrap: wrap; }} .thumb {{ margin: 0; }} .thumb img {{ width: 240px; }}
+figcaption {{ color: #666; font-size: 12px; }}</style></head><body>
+<h1>TextSAM-EUS run report</h1>
+<table>{_table(summary)}</table>
+<h2>Latency</h2>
+{figs or "<p>No per-frame records (latency.csv is missing).</p>"}
+<h2>Sample overlay frames</h2>
+<div class="strip">{strip or "<p>No frames were written.</p>"}</div>
+</body></html>
+"""
+    path = out / REPORT_NAME
+    part = path.with_name(path.name + ".part")
+    try:
+        part.write_text(page, encoding="utf-8")
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return path
