@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from ..model.errors import OptionError
+
 
 def cache_dir() -> Path:
     base = os.environ.get("TEXTSAM_EUS_CACHE") or os.path.join(
@@ -46,7 +48,7 @@ def make_engine(engine: str = "auto", checkpoint: str = "demo", bundle: str | No
     common = {"iterations": iterations, "refine_prompts": refine_prompts}
     if engine == "torch":
         if bundle and not checkpoint:
-            raise ValueError("the torch engine runs a checkpoint: pass --checkpoint (bundles are for onnxruntime "
+            raise OptionError("the torch engine runs a checkpoint: pass --checkpoint (bundles are for onnxruntime "
                              "and tensorrt)")
         return create_engine("torch", model=checkpoint, device=device, precision=precision,
                              cuda_graphs=cuda_graphs, **common)
@@ -56,6 +58,6 @@ def make_engine(engine: str = "auto", checkpoint: str = "demo", bundle: str | No
                              threads=threads, **common)
     if engine == "tensorrt":
         if not bundle:
-            raise ValueError("the tensorrt engine needs --bundle DIR with plans (textsam-eus export --tensorrt)")
+            raise OptionError("the tensorrt engine needs --bundle DIR with plans (textsam-eus export --tensorrt)")
         return create_engine("tensorrt", bundle=bundle, **common)
     return create_engine(engine)  # unknown: the error lists the engines

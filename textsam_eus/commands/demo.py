@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..model.errors import OptionError
+
 from .stream import add_engine_arguments, add_style_arguments, print_summary, run_one, style_from
 
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--size {args.size!r} is invalid: use WxH, e.g. 480x360") from None
+        raise OptionError(f"--size {args.size!r} is invalid: use WxH, e.g. 480x360") from None
     from ..stream.outdir import check_out_dir
 
     check_out_dir(args.out, overwrite=args.overwrite or _earlier_demo(Path(args.out)))

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..model.errors import OptionError
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
 
 
@@ -137,13 +139,13 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("width", "height", "max_frames"):
         v = getattr(args, name)
         if v is not None and v <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} {v} is invalid: use a positive number (or leave it out)")
+            raise OptionError(f"--{name.replace('_', '-')} {v} is invalid: use a positive number (or leave it out)")
     if args.fps is not None and not args.fps > 0:
-        raise ValueError(f"--fps {args.fps} is invalid: use a positive frame rate")
+        raise OptionError(f"--fps {args.fps} is invalid: use a positive frame rate")
     if not args.speed > 0:
-        raise ValueError(f"--speed {args.speed} is invalid: use a number > 0 (2 = twice the recording's pace)")
+        raise OptionError(f"--speed {args.speed} is invalid: use a number > 0 (2 = twice the recording's pace)")
     if args.speed != 1.0 and not args.realtime:
-        raise ValueError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
+        raise OptionError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
                          "fast as the model runs)")
 
 
@@ -159,9 +161,9 @@ def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]
         except ValueError:
             n = 0
         if n < 1:
-            raise ValueError(f"--workers {args.workers!r} is invalid: use auto or a positive number")
+            raise OptionError(f"--workers {args.workers!r} is invalid: use auto or a positive number")
         if n > 1 and args.temporal:
-            raise ValueError("--temporal seeds each frame from the previous one: use --workers 1 with it")
+            raise OptionError("--temporal seeds each frame from the previous one: use --workers 1 with it")
     else:
         on_cpu = args.device == "cpu" or (args.device is None and not torch.cuda.is_available())
         n = 2 if (on_cpu and not live and not args.temporal and cores >= 2) else 1

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from ..model.errors import OptionError
+
 MODEL_FLAGS = {  # CLI flag -> config field (ablations from config)
     "lora_rank": int, "lora_alpha": float, "n_ctx": int, "prompt_depth": int, "image_size": int,
     "patch_size": int, "finetune": str, "class_name": str, "sam_checkpoint": str, "biomedclip_dir": str,
@@ -79,7 +81,7 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
 
     tail = getattr(args, "video_val_tail", 0.0)
     if not 0 <= tail < 1:
-        raise ValueError(f"--video-val-tail {tail} is invalid: give a fraction in [0, 1), e.g. 0.3")
+        raise OptionError(f"--video-val-tail {tail} is invalid: give a fraction in [0, 1), e.g. 0.3")
     for read, videos in ((video_negatives, getattr(args, "negative_video", [])),
                          (video_positives, getattr(args, "positive_video", []))):
         for v in videos:

@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from ..model.errors import OptionError, UnavailableError
 from .base import Engine
 
 ENGINES = {  # name -> (module, class)
@@ -58,10 +59,10 @@ def create_engine(name: str, **kwargs: Any) -> Engine:
     avail = available_engines()
     listing = ", ".join(f"{k} ({'available' if ok else 'unavailable: ' + why})" for k, (ok, why) in avail.items())
     if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; engines: {listing}")
+        raise OptionError(f"unknown engine {name!r}; engines: {listing}")
     ok, why = avail[name]
     if not ok:
-        raise RuntimeError(f"engine {name!r} is not available here: {why}. Engines: {listing}")
+        raise UnavailableError(f"engine {name!r} is not available here: {why}. Engines: {listing}")
     module, cls = ENGINES[name]
     return getattr(importlib.import_module(module), cls)(**kwargs)
 

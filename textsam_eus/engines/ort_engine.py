@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..model.bundle import REEXPORT, Bundle, BundleError, read_bundle
+from ..model.errors import OptionError, UnavailableError
 from .base import Engine
 
 # what ONNX Runtime raises for a file it cannot parse or load as a graph (not provider or device failures)
@@ -53,16 +54,16 @@ class OrtEngine(Engine):
         available = ort.get_available_providers()
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
-                raise RuntimeError(f"the CUDA execution provider is not available (providers here: {available}); "
+                raise UnavailableError(f"the CUDA execution provider is not available (providers here: {available}); "
                                    "install onnxruntime-gpu (pip install 'textsam-eus[gpu]') or use --device cpu")
             providers = [("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}),
                          "CPUExecutionProvider"]
         elif device == "cpu":
             providers = ["CPUExecutionProvider"]
         else:
-            raise ValueError(f"device={device!r} is invalid for onnxruntime: use 'cpu' or 'cuda'")
+            raise OptionError(f"device={device!r} is invalid for onnxruntime: use 'cpu' or 'cuda'")
         if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision={precision!r} is invalid for onnxruntime: use fp32 or fp16")
+            raise OptionError(f"precision={precision!r} is invalid for onnxruntime: use fp32 or fp16")
         suffix = "_fp16" if precision == "fp16" else ""
         if suffix and "encoder_fp16" not in self.bundle.files:
             raise BundleError(f"bundle {self.bundle.folder} has no fp16 graphs; export it with --fp16")

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..model.bundle import Bundle, BundleError, check_plan_tag, read_bundle
+from ..model.errors import UnavailableError
 from .base import Engine
 
 TRT_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU run `pip install 'textsam-eus[trt]'`, "
@@ -23,7 +24,7 @@ def _import_trt():
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise RuntimeError(TRT_HINT) from exc
+        raise UnavailableError(TRT_HINT) from exc
     return trt
 
 
@@ -66,7 +67,7 @@ class TrtEngine(Engine):
                  refine_prompts: str = "box+centroid") -> None:
         trt = _import_trt()
         if not torch.cuda.is_available():
-            raise RuntimeError("the tensorrt engine needs a CUDA GPU; none is visible")
+            raise UnavailableError("the tensorrt engine needs a CUDA GPU; none is visible")
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         section = self.bundle.tensorrt
         if not section:

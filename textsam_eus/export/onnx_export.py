@@ -22,6 +22,7 @@ from torch import nn
 
 from ..model import transforms as T
 from ..model.bundle import Bundle, write_bundle
+from ..model.errors import UserError
 from ..model.lora import has_lora
 from ..model.textsam import TextSam, decode_single_mask, embed_points
 
@@ -31,7 +32,7 @@ LOGIT_TOL = 1e-3
 IOU_MIN = 0.99
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An exported graph disagrees with the torch model, or the export could not be made."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model.bundle import PlanMismatchError, check_plan_tag, read_bundle, write_bundle
+from ..model.errors import UnavailableError
 
 TRT_INSTALL_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU and driver run "
                     "`pip install 'textsam-eus[trt]'` (the `tensorrt` package), or use another engine "
@@ -23,7 +24,7 @@ TRT_INSTALL_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU 
 POINT_PROFILE = ((1, 1, 2), (1, 3, 2), (1, 8, 2))
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(UnavailableError):
     """The tensorrt package or a CUDA GPU is missing."""
 
 
@@ -76,6 +77,8 @@ def read_tag(plan: str | Path) -> dict[str, Any]:
 def build_plan(onnx_path: str | Path, plan_path: str | Path, *, fp16: bool, timing_cache: str | Path | None = None,
                workspace_gib: float = 4.0) -> dict[str, Any]:
     """Build one serialized engine from an ONNX file; returns its tag."""
+    from .onnx_export import ExportError
+
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -87,7 +90,8 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, *, fp16: bool, timi
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}; re-export the bundle with this "
+                          "textsam-eus, or use --engine onnxruntime")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     cache = None
@@ -106,7 +110,8 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, *, fp16: bool, timi
         config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise RuntimeError(f"TensorRT failed to build {onnx_path} (see the TensorRT log above)")
+        raise ExportError(f"TensorRT failed to build {onnx_path} (see the TensorRT log above); free GPU memory and "
+                          "retry, or use --engine onnxruntime")
     Path(plan_path).write_bytes(bytes(plan))
     if cache is not None:
         Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))

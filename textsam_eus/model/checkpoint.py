@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from .config import TextSamConfig
+from .errors import UserError
 
 FORMAT = "textsam-eus"
 FORMAT_VERSION = "1"
 _IGNORED_TEXT_KEYS = ("transformer.pooler.", "transformer.embeddings.position_ids")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A weight file does not match the model it is loaded into."""
 
 

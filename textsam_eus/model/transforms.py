@@ -15,10 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
+
 COLOR_ORDERS = ("rgb", "bgr")
 
 
-class FrameError(ValueError):
+class FrameError(UserError, ValueError):
     """A frame is not an image the model can take."""
 
 

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..model.errors import UserError
 from .record import FrameRecord
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -25,7 +26,7 @@ ACCEPTED_SPECS = (
 )
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A frame source cannot be opened or is misconfigured (message says which and why)."""
 
 

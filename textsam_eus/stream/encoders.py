@@ -17,6 +17,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from ..model.errors import UserError
+
 __all__ = ["SinkError", "VideoEncoder", "MaskVideoEncoder", "read_mask_video", "FRAGMENTED_MP4"]
 
 # fragment at every keyframe, moov first, fragments addressable on their own; written through at once
@@ -24,7 +26,7 @@ FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flu
 STREAMABLE_MKV = {"cluster_time_limit": "1000", "flush_packets": "1"}
 
 
-class SinkError(ValueError):
+class SinkError(UserError, ValueError):
     """A sink cannot be created or written (message says which and why)."""
 
 

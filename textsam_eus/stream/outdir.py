@@ -20,6 +20,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..model.errors import UserError
+
 __all__ = ["OutputError", "OutputFolder", "RUN_OUTPUTS", "check_out_dir", "is_disk_full"]
 
 LOCK_NAME = ".textsam-eus.lock"
@@ -29,7 +31,7 @@ RUN_OUTPUTS = ("overlay.mp4", "masks", "masks.mkv", "overlays", "latency.json", 
                "summary.json", "outputs.csv")
 
 
-class OutputError(ValueError):
+class OutputError(UserError, ValueError):
     """The output folder cannot be used (the message names the fix)."""
 
 

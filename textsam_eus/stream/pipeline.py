@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..common.screen import LayoutTracker
+from ..model.errors import OptionError, UserError
 from .base import FrameSource
 from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay
@@ -57,7 +58,7 @@ def _drop_specks(mask: np.ndarray, keep: float = 0.2) -> np.ndarray:
     return mask
 
 
-class StreamError(RuntimeError):
+class StreamError(UserError, RuntimeError):
     """A run stopped for a reason the user can fix (full disk, ...); the outputs are finalised."""
 
 
@@ -87,18 +88,18 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         if self.masks not in ("png", "video", "none"):
-            raise ValueError(f"masks={self.masks!r} is invalid: choose png, video or none")
+            raise OptionError(f"masks={self.masks!r} is invalid: choose png, video or none")
         if isinstance(self.roi, str):
             if self.roi != "auto":
-                raise ValueError(f"roi={self.roi!r} is invalid: use 'auto', an ROI or None")
+                raise OptionError(f"roi={self.roi!r} is invalid: use 'auto', an ROI or None")
         if self.queue_size < 1:
-            raise ValueError(f"queue_size={self.queue_size} is invalid: must be >= 1")
+            raise OptionError(f"queue_size={self.queue_size} is invalid: must be >= 1")
         if self.workers < 1:
-            raise ValueError(f"workers={self.workers} is invalid: must be >= 1")
+            raise OptionError(f"workers={self.workers} is invalid: must be >= 1")
         if self.workers > 1 and self.temporal:
-            raise ValueError("temporal seeding needs the previous frame's result: use workers=1 with --temporal")
+            raise OptionError("temporal seeding needs the previous frame's result: use workers=1 with --temporal")
         if self.max_frames is not None and self.max_frames <= 0:
-            raise ValueError(f"max_frames={self.max_frames} is invalid: must be >= 1 (or leave it out for all)")
+            raise OptionError(f"max_frames={self.max_frames} is invalid: must be >= 1 (or leave it out for all)")
 
 
 class StreamPipeline:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..common.screen import EUS_DB_CROP
+from ..model.errors import OptionError
 from .base import SourceError
 
 # --------------------------------------------------------------------------- ROI
@@ -33,12 +34,12 @@ class ROI:
         for f in ("x", "y", "w", "h"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ValueError(f"ROI.{f} must be an int, got {v!r}")
+                raise OptionError(f"ROI.{f} must be an int, got {v!r}")
             setattr(self, f, int(v))
         if self.x < 0 or self.y < 0:
-            raise ValueError(f"ROI x/y must be >= 0, got x={self.x}, y={self.y}")
+            raise OptionError(f"ROI x/y must be >= 0, got x={self.x}, y={self.y}")
         if self.w <= 0 or self.h <= 0:
-            raise ValueError(f"ROI w/h must be > 0, got w={self.w}, h={self.h}")
+            raise OptionError(f"ROI w/h must be > 0, got w={self.w}, h={self.h}")
 
     def __str__(self) -> str:
         return f"{self.x},{self.y},{self.w},{self.h}"
@@ -53,19 +54,19 @@ class ROI:
             return cls.preset(t)
         parts = [p.strip() for p in t.replace(";", ",").split(",")]
         if len(parts) != 4 or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
-            raise ValueError(f"invalid ROI {text!r}: expected 'x,y,w,h' (four integers, e.g. "
+            raise OptionError(f"invalid ROI {text!r}: expected 'x,y,w,h' (four integers, e.g. "
                              f"'44,56,711,457') or a preset name ({', '.join(_PRESETS)})")
         x, y, w, h = (int(p) for p in parts)
         try:
             return cls(x, y, w, h)
         except ValueError as e:
-            raise ValueError(f"invalid ROI {text!r}: {e}") from None
+            raise OptionError(f"invalid ROI {text!r}: {e}") from None
 
     @classmethod
     def preset(cls, name: str) -> "ROI":
         key = str(name).strip().lower()
         if key not in _PRESETS:
-            raise ValueError(f"unknown ROI preset {name!r}; available: {', '.join(_PRESETS)}")
+            raise OptionError(f"unknown ROI preset {name!r}; available: {', '.join(_PRESETS)}")
         return cls(*_PRESETS[key][0])
 
     @classmethod

@@ -10,10 +10,12 @@ import sys
 
 import numpy as np
 
+from ..model.errors import UnavailableError
+
 __all__ = ["DisplayUnavailableError", "Window", "opencv_has_gui", "HEADLESS_HINT"]
 
 
-class DisplayUnavailableError(RuntimeError):
+class DisplayUnavailableError(UnavailableError):
     """No on-screen window can be opened (headless OpenCV build or no display)."""
 
 

@@ -39,6 +39,8 @@ from typing import Sequence, Union
 import cv2
 import numpy as np
 
+from ..model.errors import UserError
+
 __all__ = [
     "DatasetError",
     "Sample",
@@ -61,7 +63,7 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset could not be read or split; the message says why and how to fix it."""
 
 
