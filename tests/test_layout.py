@@ -65,3 +65,66 @@ def test_torch_load_always_weights_only():
                 kws = {k.arg: k.value for k in node.keywords}
                 assert "weights_only" in kws and getattr(kws["weights_only"], "value", None) is True, \
                     f"{path}: torch.load without weights_only=True"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module of ours ``path`` imports, at module level or inside a function, as dotted names."""
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            for alias in node.names:  # ``from . import transforms`` imports a module, ``from .x import y`` x
+                sub = f"{prefix}.{alias.name}"
+                found.add(sub if (PKG.parent / (sub.replace(".", "/") + ".py")).is_file() else prefix)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.startswith("textsam_eus.") and m != me}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (module -> modules it imports), or None when it is acyclic."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_cycle_inside_model():
+    """Lazy imports inside functions count too: they are how the checkpoint/registry cycle used to hide."""
+    graph = {_module_name(p): {m for m in _imported_modules(p) if m.startswith("textsam_eus.model.")}
+             for p in (PKG / "model").rglob("*.py")}
+    assert "textsam_eus.model.pretrained" in graph["textsam_eus.model.registry"]
+    assert "textsam_eus.model.registry" in graph["textsam_eus.model.checkpoint"]
+    cycle = _cycle(graph)
+    assert cycle is None, " -> ".join(cycle)

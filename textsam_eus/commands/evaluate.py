@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.mode in ("sam-box", "sam-point"):
         if not args.sam_checkpoint:
             raise OptionError(f"mode {args.mode!r} needs --sam-checkpoint (official SAM or MedSAM ViT-B .pth)")
-        from ..model.checkpoint import load_sam_checkpoint
+        from ..model.pretrained import load_sam_checkpoint
         from ..model.predictor import SamBaselinePredictor
         from ..model.registry import get_config
         from ..model.textsam import build_sam
