@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ScreenLayout", "LayoutTracker", "EUS_DB_CROP"]
+__all__ = ["ScreenLayout", "LayoutTracker", "EUS_DB_CROP", "EUS_DB_SCREEN_SIZE"]
 
-# the EUS pancreas database's frames are the 800x600 processor screen cropped to rows 57-513, cols 45-755 (1-based,
-# inclusive): (x, y, w, h) = frame[56:513, 44:755]
+# The one home of the EUS pancreas database's screen geometry (training crops, the eus800x600 ROI preset): its
+# frames are the 800x600 processor screen cropped to rows 57-513, cols 45-755 (1-based, inclusive), i.e.
+# (x, y, w, h) = frame[56:513, 44:755], 711x457 pixels.
+EUS_DB_SCREEN_SIZE = (800, 600)  # (width, height) of the raw screen grabs
 EUS_DB_CROP = (44, 56, 711, 457)
 
 

@@ -13,11 +13,8 @@ from .base import SourceError
 
 # --------------------------------------------------------------------------- ROI
 
-_PRESETS: dict[str, tuple[tuple[int, int, int, int], str]] = {
-    # EUS database crop of an 800x600 processor screen: rows 57-513, cols 45-755
-    # (1-based inclusive) -> frame[56:513, 44:755]
-    "eus800x600": (EUS_DB_CROP, "EUS image area of an 800x600 processor screen "
-                                       "(rows 57-513, cols 45-755, 1-based inclusive)"),
+_PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "eus800x600": EUS_DB_CROP,  # the EUS database's image area of an 800x600 processor screen (common/screen.py)
 }
 
 
@@ -55,7 +52,7 @@ class ROI:
         parts = [p.strip() for p in t.replace(";", ",").split(",")]
         if len(parts) != 4 or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
             raise OptionError(f"invalid ROI {text!r}: expected 'x,y,w,h' (four integers, e.g. "
-                             f"'44,56,711,457') or a preset name ({', '.join(_PRESETS)})")
+                             f"'{','.join(map(str, EUS_DB_CROP))}') or a preset name ({', '.join(_PRESETS)})")
         x, y, w, h = (int(p) for p in parts)
         try:
             return cls(x, y, w, h)
@@ -67,7 +64,7 @@ class ROI:
         key = str(name).strip().lower()
         if key not in _PRESETS:
             raise OptionError(f"unknown ROI preset {name!r}; available: {', '.join(_PRESETS)}")
-        return cls(*_PRESETS[key][0])
+        return cls(*_PRESETS[key])
 
     @classmethod
     def full(cls, width: int, height: int) -> "ROI":
@@ -119,9 +116,6 @@ class ROI:
 
 
 def list_presets() -> dict[str, ROI]:
-    """Available ROI presets: name -> ROI (descriptions in ``ROI_PRESET_INFO``)."""
-    return {k: ROI(*v[0]) for k, v in _PRESETS.items()}
-
-
-ROI_PRESET_INFO: dict[str, str] = {k: v[1] for k, v in _PRESETS.items()}
+    """Available ROI presets: name -> ROI."""
+    return {k: ROI(*v) for k, v in _PRESETS.items()}
 
