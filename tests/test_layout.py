@@ -128,3 +128,26 @@ def test_no_import_cycle_inside_model():
     assert "textsam_eus.model.registry" in graph["textsam_eus.model.checkpoint"]
     cycle = _cycle(graph)
     assert cycle is None, " -> ".join(cycle)
+
+
+OPTIONAL_PACKAGES = {"onnxruntime", "tensorrt", "av"}
+
+
+def test_optional_dependency_probes_live_in_one_module():
+    """``try: import tensorrt / except ImportError`` and ``find_spec`` appear only in model/imports.py."""
+    bad = []
+    for path in PKG.rglob("*.py"):
+        if path == PKG / "model" / "imports.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Try):
+                caught = {getattr(h.type, "id", None) for h in node.handlers} | {
+                    getattr(e, "id", None) for h in node.handlers if isinstance(h.type, ast.Tuple) for e in h.type.elts}
+                imported = {a.name.split(".")[0] for n in node.body for sub in ast.walk(n)
+                            if isinstance(sub, (ast.Import, ast.ImportFrom))
+                            for a in (sub.names if isinstance(sub, ast.Import) else [ast.alias(sub.module or "")])}
+                if caught & {"ImportError", "ModuleNotFoundError"} and imported & OPTIONAL_PACKAGES:
+                    bad.append(f"{path.relative_to(PKG)}:{node.lineno} probes {sorted(imported & OPTIONAL_PACKAGES)}")
+            if isinstance(node, ast.Attribute) and node.attr == "find_spec":
+                bad.append(f"{path.relative_to(PKG)}:{node.lineno} calls find_spec")
+    assert not bad, bad

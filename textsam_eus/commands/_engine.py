@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..model.errors import OptionError
+from ..model.imports import require_onnxruntime
 
 
 def cache_dir() -> Path:
@@ -49,10 +50,11 @@ def make_engine(engine: str = "auto", checkpoint: str = "demo", bundle: str | No
     if engine == "torch":
         if bundle and not checkpoint:
             raise OptionError("the torch engine runs a checkpoint: pass --checkpoint (bundles are for onnxruntime "
-                             "and tensorrt)")
+                              "and tensorrt)")
         return create_engine("torch", model=checkpoint, device=device, precision=precision,
                              cuda_graphs=cuda_graphs, **common)
     if engine == "onnxruntime":
+        require_onnxruntime()  # before exporting a bundle for it
         folder = bundle or bundle_for(checkpoint, fp16=precision == "fp16", quiet=quiet)
         return create_engine("onnxruntime", bundle=folder, device=device or "cpu", precision=precision,
                              threads=threads, **common)

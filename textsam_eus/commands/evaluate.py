@@ -57,7 +57,7 @@ def _items(args, splits) -> list:
             items.append(EvalItem(id=f"clip{c:03d}_{i:04d}", case=f"clip{c:03d}", image=image, mask=mask))
     if not items:
         raise DatasetError(f"nothing to evaluate: the {subset!r} split is empty; pass --data, --subset, --phantom N "
-                         "or --phantom-clips K")
+                           "or --phantom-clips K")
     return items, subset
 
 

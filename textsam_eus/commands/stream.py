@@ -146,7 +146,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise OptionError(f"--speed {args.speed} is invalid: use a number > 0 (2 = twice the recording's pace)")
     if args.speed != 1.0 and not args.realtime:
         raise OptionError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
-                         "fast as the model runs)")
+                          "fast as the model runs)")
 
 
 def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]:

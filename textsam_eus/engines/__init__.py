@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model.errors import OptionError, UnavailableError
+from ..model.imports import TENSORRT_HINT, is_tensorrt_available, require_onnxruntime
 from .base import Engine
 
 ENGINES = {  # name -> (module, class)
@@ -18,20 +19,18 @@ ENGINES = {  # name -> (module, class)
 
 def available_engines() -> dict[str, tuple[bool, str]]:
     """name -> (available, reason) on this machine."""
+    import torch
+
     out = {"torch": (True, "ok")}
     try:
-        import onnxruntime as ort
-
+        ort = require_onnxruntime()
         out["onnxruntime"] = (True, "providers: " + ", ".join(ort.get_available_providers()))
-    except ImportError:
-        out["onnxruntime"] = (False, "onnxruntime is not installed (pip install onnxruntime)")
-    try:
-        import tensorrt  # noqa: F401
-        import torch
-
+    except UnavailableError as exc:
+        out["onnxruntime"] = (False, str(exc))
+    if not is_tensorrt_available():
+        out["tensorrt"] = (False, TENSORRT_HINT)
+    else:
         out["tensorrt"] = (torch.cuda.is_available(), "ok" if torch.cuda.is_available() else "no CUDA GPU visible")
-    except ImportError:
-        out["tensorrt"] = (False, "tensorrt is not installed (pip install 'textsam-eus[trt]' on an NVIDIA machine)")
     return out
 
 

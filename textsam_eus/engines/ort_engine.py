@@ -10,6 +10,7 @@ import torch
 
 from ..model.bundle import REEXPORT, Bundle, BundleError, read_bundle
 from ..model.errors import OptionError, UnavailableError
+from ..model.imports import ONNXRUNTIME_GPU_HINT, is_onnxruntime_gpu_available, require_onnxruntime
 from .base import Engine
 
 # what ONNX Runtime raises for a file it cannot parse or load as a graph (not provider or device failures)
@@ -47,15 +48,14 @@ class OrtEngine(Engine):
     def __init__(self, bundle: str | Path | Bundle, *, device: str = "cpu", precision: str = "fp32",
                  threads: int | None = None, iterations: int | None = None, refine_prompts: str = "box+centroid"
                  ) -> None:
-        import onnxruntime as ort
-
+        ort = require_onnxruntime()
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         _check_versions(self.bundle, ort.__version__)
         available = ort.get_available_providers()
         if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in available:
-                raise UnavailableError(f"the CUDA execution provider is not available (providers here: {available}); "
-                                   "install onnxruntime-gpu (pip install 'textsam-eus[gpu]') or use --device cpu")
+            if not is_onnxruntime_gpu_available():
+                raise UnavailableError(f"the CUDA execution provider of ONNX Runtime is not available (providers "
+                                       f"here: {available}); {ONNXRUNTIME_GPU_HINT}")
             providers = [("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}),
                          "CPUExecutionProvider"]
         elif device == "cpu":

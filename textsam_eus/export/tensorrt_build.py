@@ -16,44 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from ..model.bundle import PlanMismatchError, check_plan_tag, read_bundle, write_bundle
-from ..model.errors import UnavailableError
+from ..model.imports import TensorRTUnavailable, require_tensorrt  # noqa: F401 (TensorRTUnavailable: re-exported)
 
-TRT_INSTALL_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU and driver run "
-                    "`pip install 'textsam-eus[trt]'` (the `tensorrt` package), or use another engine "
-                    "(torch, onnxruntime)")
 POINT_PROFILE = ((1, 1, 2), (1, 3, 2), (1, 8, 2))
-
-
-class TensorRTUnavailable(UnavailableError):
-    """The tensorrt package or a CUDA GPU is missing."""
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise TensorRTUnavailable(TRT_INSTALL_HINT) from exc
-    return trt
-
-
-def tensorrt_available() -> tuple[bool, str]:
-    """(available, reason) without raising."""
-    try:
-        import_tensorrt()
-    except TensorRTUnavailable as exc:
-        return False, str(exc)
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "TensorRT is installed but no CUDA GPU is visible"
-    return True, "ok"
 
 
 def current_tag(fp16: bool | None = None) -> dict[str, Any]:
     """The GPU and TensorRT version a plan built now would be tied to."""
     import torch
 
-    trt = import_tensorrt()
+    trt = require_tensorrt()
     if not torch.cuda.is_available():
         raise TensorRTUnavailable("TensorRT plans need a CUDA GPU; none is visible")
     major, minor = torch.cuda.get_device_capability()
@@ -79,7 +51,7 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, *, fp16: bool, timi
     """Build one serialized engine from an ONNX file; returns its tag."""
     from .onnx_export import ExportError
 
-    trt = import_tensorrt()
+    trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0

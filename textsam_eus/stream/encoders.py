@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..model.errors import UserError
+from ..model.imports import require_pyav
 
 __all__ = ["SinkError", "VideoEncoder", "MaskVideoEncoder", "read_mask_video", "FRAGMENTED_MP4"]
 
@@ -64,8 +65,7 @@ class _AvVideoEncoder:
 
     def __init__(self, path, fps, codec, pix_fmt, time_base=None, options=None,
                  container_options=None, on_bad_pts="nudge"):
-        import av
-
+        av = require_pyav()
         self.path = Path(path)
         self.fps = float(fps) if fps is not None else None
         self._rate = _fps_fraction(fps)

@@ -95,7 +95,7 @@ class OverlayStyle:
         t = self.contour_thickness
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= int(t) <= 50:
             raise OptionError(f"OverlayStyle.contour_thickness must be an int in [0, 50] "
-                             f"(0 = no contour), got {t!r}")
+                              f"(0 = no contour), got {t!r}")
         self.contour_thickness = int(t)
         if not isinstance(self.hud, (bool, np.bool_)):
             raise OptionError(f"OverlayStyle.hud must be True or False, got {self.hud!r}")

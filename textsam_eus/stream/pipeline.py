@@ -28,6 +28,7 @@ import numpy as np
 
 from ..common.screen import LayoutTracker
 from ..model.errors import OptionError, UserError
+from ..model.mask_metrics import mask_iou
 from .base import FrameSource
 from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay
@@ -268,8 +269,7 @@ class StreamPipeline:
                 rec.info["size_changed"] = f"{self._size[0]}x{self._size[1]}->{rec.width}x{rec.height}"
             self._size, self._prev_mask = rec.size, None
         if self._prev_mask is not None:
-            union = np.count_nonzero(rec.mask | self._prev_mask)
-            self._stability[0] += 1.0 if union == 0 else np.count_nonzero(rec.mask & self._prev_mask) / union
+            self._stability[0] += mask_iou(rec.mask, self._prev_mask)
             self._stability[1] += 1
         self._prev_mask = rec.mask
 

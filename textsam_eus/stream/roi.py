@@ -52,7 +52,7 @@ class ROI:
         parts = [p.strip() for p in t.replace(";", ",").split(",")]
         if len(parts) != 4 or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
             raise OptionError(f"invalid ROI {text!r}: expected 'x,y,w,h' (four integers, e.g. "
-                             f"'{','.join(map(str, EUS_DB_CROP))}') or a preset name ({', '.join(_PRESETS)})")
+                              f"'{','.join(map(str, EUS_DB_CROP))}') or a preset name ({', '.join(_PRESETS)})")
         x, y, w, h = (int(p) for p in parts)
         try:
             return cls(x, y, w, h)

@@ -27,6 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..model.imports import require_pyav
 from .av_live import AvLiveSource
 from .base import ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8, release_quietly
 from .capture import CaptureSource
@@ -59,8 +60,7 @@ class VideoFileSource(FrameSource):
     def __init__(self, path: str | os.PathLike, *, fps: float | None = None,
                  max_consecutive_errors: int = 32) -> None:
         super().__init__()
-        import av
-
+        av = require_pyav()
         self.path = Path(path)
         self.name = str(self.path)
         self.is_live = False

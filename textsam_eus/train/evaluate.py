@@ -74,7 +74,7 @@ def make_predict_fn(mode: str, predictor=None, iterations: int = 2, seed: int = 
             pred = read_mask(files[stem]).astype(bool)
             if pred.shape != item.mask.shape:
                 raise DatasetError(f"{files[stem]} is {pred.shape[1]}x{pred.shape[0]} but the ground truth is "
-                                 f"{item.mask.shape[1]}x{item.mask.shape[0]}")
+                                   f"{item.mask.shape[1]}x{item.mask.shape[0]}")
             return pred, float("nan")
         return from_folder
     if predictor is None:
@@ -184,7 +184,7 @@ def compare(a: dict, b: dict) -> dict:
     common = sorted(set(ra) & set(rb))
     if len(common) < 2:
         raise DatasetError(f"the two evaluations share {len(common)} images; a paired test needs the same images "
-                         "(evaluate both methods on the same data and split)")
+                           "(evaluate both methods on the same data and split)")
     out = {"n": len(common), "only_in_a": len(set(ra) - set(rb)), "only_in_b": len(set(rb) - set(ra))}
     for key in ("dice", "nsd"):
         out[key] = metrics.paired_ttest([ra[i][key] for i in common], [rb[i][key] for i in common])

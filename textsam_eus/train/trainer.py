@@ -95,11 +95,11 @@ class Trainer:
             raise DatasetError("the training split is empty: give --data with training images or --phantom N")
         if len(val_pairs) == 0:
             raise DatasetError("the validation split is empty: give more cases, a larger --val-fraction, or "
-                             "--phantom-val N")
+                               "--phantom-val N")
         n_weak = sum(1 for _, m in train_pairs if m is None)
         if n_weak and cfg.iou_loss_weight <= 0:
             raise ConfigError(f"{n_weak} training frames come from tumour-labelled videos, which train only the "
-                             "presence score: give --iou-loss-weight > 0 (e.g. 1)")
+                              "presence score: give --iou-loss-weight > 0 (e.g. 1)")
         self.cfg = cfg
         self.world, self.rank, local_rank = _dist_info()
         self.device = _device(cfg.device, local_rank)
@@ -274,7 +274,7 @@ class Trainer:
         state_file, last = self.out / "train_state.pt", self.out / "last.safetensors"
         if not state_file.is_file() or not last.is_file():
             raise CheckpointError(f"cannot resume: {state_file} or {last} is missing (train without --resume "
-                                    "first, with the same --out)")
+                                  "first, with the same --out)")
         tensors = load_file(str(last))
         own = self.model.state_dict()
         self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
