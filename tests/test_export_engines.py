@@ -263,9 +263,9 @@ def test_export_cli(tmp_path, model):
     ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "bundle")]) == 0
     assert read_bundle(tmp_path / "bundle").source["checkpoint"].endswith("m.safetensors")
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
+    from textsam_eus.model.imports import is_tensorrt_available
+
+    if not is_tensorrt_available():
         assert main(["export", "--bundle", str(tmp_path / "bundle"), "--tensorrt"]) == 1
 
 

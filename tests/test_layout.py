@@ -151,3 +151,15 @@ def test_optional_dependency_probes_live_in_one_module():
             if isinstance(node, ast.Attribute) and node.attr == "find_spec":
                 bad.append(f"{path.relative_to(PKG)}:{node.lineno} calls find_spec")
     assert not bad, bad
+
+
+def test_commands_do_not_import_each_other():
+    """Shared argument groups and helpers live in ``commands/_*.py``; a command module imports none of the others."""
+    commands = {p.stem for p in (PKG / "commands").glob("*.py") if not p.stem.startswith("_")}
+    assert {"train", "evaluate", "stream", "demo"} <= commands
+    bad = []
+    for name in sorted(commands):
+        for mod in _imported_modules(PKG / "commands" / f"{name}.py"):
+            if mod.startswith("textsam_eus.commands.") and mod.rsplit(".", 1)[1] in commands:
+                bad.append(f"commands/{name}.py imports {mod}")
+    assert not bad, bad

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from ..model.errors import OptionError
-
-from .stream import add_engine_arguments, add_style_arguments, print_summary, run_one, style_from
+from ._args import add_engine_arguments, add_style_arguments, style_from
+from ._stream_run import print_summary, run_one
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -6,8 +6,7 @@ import argparse
 import os
 
 from ..model.errors import OptionError
-
-from .train import add_data_arguments
+from ._args import add_data_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .pixels import COLOR_ORDERS, FrameError, to_rgb_uint8, to_uint8  # noqa: F401 (re-exported)
+from .pixels import COLOR_ORDERS, FrameError, to_rgb_uint8  # noqa: F401 (COLOR_ORDERS, FrameError: re-exported)
 
 
 def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
