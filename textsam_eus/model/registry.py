@@ -1,4 +1,4 @@
-"""Size presets as builder functions in a registry (in the manner of segment-anything's ``sam_model_registry``).
+"""Size presets: a config function per preset (``PRESETS``) and :func:`build_textsam`.
 
 ``vit_b``: the paper — SAM ViT-B at 1024, BiomedCLIP's text tower (PubMedBERT), LoRA r=16, 4 context tokens,
 prompt depth 12. ``tiny``: the same classes at small sizes (ViT 192-d, depth 4, input 256; a 4-layer 128-d BERT
@@ -89,13 +89,3 @@ def build_textsam(config: TextSamConfig | str = "tiny", load_base_weights: bool 
     ids, length = tokenizer.encode(prompt_text(cfg))
     text = TextPromptLearner(cfg, tower, ids, length)
     return TextSam(cfg, sam, text)
-
-
-def _builder(preset: str) -> Callable[..., TextSam]:
-    def build(**overrides: Any) -> TextSam:
-        return build_textsam(preset, **overrides)
-    build.__name__ = f"build_textsam_{preset}"
-    return build
-
-
-textsam_model_registry: dict[str, Callable[..., TextSam]] = {name: _builder(name) for name in PRESETS}

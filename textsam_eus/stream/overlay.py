@@ -7,7 +7,7 @@ box, so it stays well under 5 ms for an 800x600 frame on one core.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -104,10 +104,6 @@ class OverlayStyle:
         if isinstance(sc, bool) or not isinstance(sc, (int, float)) or not 0.1 <= float(sc) <= 5:
             raise OptionError(f"OverlayStyle.hud_scale must be in [0.1, 5], got {sc!r}")
         self.hud_scale = float(sc)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 _DEFAULT_STYLE: OverlayStyle | None = None
