@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "textsam_eus"
 
-# subpackage -> subpackages of ours it may import. ``common`` (and ``stream``) use only the torch-free modules of
-# ``model`` (errors, pixels, ...): test_light_modules_do_not_import_torch checks what they pull in.
+# subpackage -> subpackages of ours it may import. ``common`` and ``stream`` use only the torch-free modules of
+# ``model`` (LIGHT_MODEL_MODULES): test_stream_and_common_stay_free_of_torch checks what they pull in.
 ALLOWED = {
     "model": {"model"},
     "common": {"common", "model"},
@@ -17,6 +19,10 @@ ALLOWED = {
     "engines": {"engines", "model", "common"},
     "stream": {"stream", "engines", "model", "common"},
 }
+
+# the modules of ``model`` that need no torch: every layer, also ``stream`` and ``common``, may import them
+LIGHT_MODEL_MODULES = ("textsam_eus.model.errors", "textsam_eus.model.pixels", "textsam_eus.model.imports",
+                       "textsam_eus.model.mask_metrics")
 
 
 def _our_imports(path: Path) -> set[str]:
@@ -163,3 +169,20 @@ def test_commands_do_not_import_each_other():
             if mod.startswith("textsam_eus.commands.") and mod.rsplit(".", 1)[1] in commands:
                 bad.append(f"commands/{name}.py imports {mod}")
     assert not bad, bad
+
+
+def test_stream_and_common_stay_free_of_torch():
+    """Import every stream and common module in a fresh interpreter: no torch, no train/engines, and of ``model``
+    only the light modules (what they import, and what those import in turn)."""
+    mods = sorted(f"textsam_eus.{sub}.{p.stem}" for sub in ("stream", "common") for p in (PKG / sub).glob("*.py")
+                  if p.stem != "__init__") + list(LIGHT_MODEL_MODULES)
+    code = ("import importlib, sys\n"
+            f"for m in {mods!r}: importlib.import_module(m)\n"
+            "print('\\n'.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PKG.parent, capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.split())
+    assert "textsam_eus.stream.pipeline" in loaded and "textsam_eus.common.screen" in loaded
+    heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "torchvision", "onnxruntime", "tensorrt")
+                   or m.startswith(("textsam_eus.train", "textsam_eus.engines", "textsam_eus.export"))
+                   or (m.startswith("textsam_eus.model.") and m not in LIGHT_MODEL_MODULES))
+    assert not heavy, heavy

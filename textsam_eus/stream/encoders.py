@@ -4,7 +4,7 @@ Both write files that survive an abrupt stop: the MP4 is fragmented (a self-cont
 the moov box first), the Matroska file is written in clusters of at most a second, and every packet is flushed to
 the file as it is muxed. After SIGKILL or a full disk everything up to the last complete fragment plays.
 
-This module must stay free of torch and of the model / engine packages.
+This module must stay free of torch and of the engine packages (of ``model`` it imports only torch-free modules).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@
 * A small reserve file keeps room to finalise the outputs on a full disk: :meth:`OutputFolder.release_reserve`
   frees it when a write fails with ENOSPC.
 
-This module must stay free of torch and of the model / engine packages.
+This module must stay free of torch and of the engine packages (of ``model`` it imports only the torch-free
+errors module).
 """
 
 from __future__ import annotations

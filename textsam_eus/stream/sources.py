@@ -13,7 +13,7 @@ and exposes ``fps``, ``size`` (width, height), ``is_live``, ``n_frames`` and a `
 * :class:`PhantomSource`     - the synthetic EUS phantom (ground truth available as ``last_mask``).
 * :func:`open_source`        - dispatch from a command-line string.
 
-This module must stay free of torch and of the model / engine packages.
+This module must stay free of torch and of the engine packages (of ``model`` it imports only torch-free modules).
 """
 
 
