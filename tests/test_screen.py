@@ -57,10 +57,16 @@ def test_dual_panel_view_picks_the_bmode_panel():
 def test_colour_doppler_box_is_found_inside_the_sector():
     _, layouts = _track(_frames("cancer_v1"))
     assert layouts[10].doppler_box is None  # B-mode
-    box = layouts[49].doppler_box  # colour Doppler
+    lay = layouts[49]
+    box = lay.doppler_box  # colour Doppler
     assert box is not None
     x, y, w, h = box
-    assert layouts[49].mask[y + h // 2, x + w // 2] == 1
+    assert w >= 20 and h >= 20  # a box, not a speck
+    bx, by, bw, bh = lay.bbox
+    assert bx <= x and by <= y and x + w <= bx + bw and y + h <= by + bh  # inside the sector's box
+    assert 0 <= bx and 0 <= by and bx + bw <= 800 and by + bh <= 600  # which lies inside the frame
+    assert lay.mask[y + h // 2, x + w // 2] == 1
+    assert ":doppler" in lay.short()
 
 
 @pytest.mark.parametrize("seed", [0, 3])
