@@ -10,7 +10,8 @@ import torch
 
 from ..model.bundle import REEXPORT, Bundle, BundleError, read_bundle
 from ..model.errors import OptionError, UnavailableError
-from ..model.imports import ONNXRUNTIME_GPU_HINT, is_onnxruntime_gpu_available, require_onnxruntime
+from ..model.imports import (ONNXRUNTIME_GPU_HINT, installed_onnxruntime_flavours, is_onnxruntime_gpu_available,
+                             require_onnxruntime)
 from .base import Engine
 
 # what ONNX Runtime raises for a file it cannot parse or load as a graph (not provider or device failures)
@@ -55,7 +56,8 @@ class OrtEngine(Engine):
         if device.startswith("cuda"):
             if not is_onnxruntime_gpu_available():
                 raise UnavailableError(f"the CUDA execution provider of ONNX Runtime is not available (providers "
-                                       f"here: {available}); {ONNXRUNTIME_GPU_HINT}")
+                                       f"here: {available}; installed: {', '.join(installed_onnxruntime_flavours())})"
+                                       f"; {ONNXRUNTIME_GPU_HINT}")
             providers = [("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}),
                          "CPUExecutionProvider"]
         elif device == "cpu":

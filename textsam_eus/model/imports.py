@@ -24,7 +24,9 @@ from .errors import UnavailableError
 
 __all__ = ["TensorRTUnavailable", "ONNXRUNTIME_HINT", "ONNXRUNTIME_GPU_HINT", "TENSORRT_HINT", "PYAV_HINT",
            "is_onnxruntime_available", "is_onnxruntime_gpu_available", "is_tensorrt_available", "is_pyav_available",
-           "require_onnxruntime", "require_tensorrt", "require_pyav"]
+           "installed_onnxruntime_flavours", "require_onnxruntime", "require_tensorrt", "require_pyav"]
+
+ONNXRUNTIME_FLAVOURS = ("onnxruntime", "onnxruntime-gpu")  # the distributions of the extras cpu and gpu
 
 ONNXRUNTIME_HINT = ("ONNX Runtime is not installed: pip install 'textsam-eus[cpu]' (or 'textsam-eus[gpu]' on a "
                     "machine with an NVIDIA GPU)")
@@ -75,6 +77,20 @@ def is_tensorrt_available() -> bool:
 def is_pyav_available() -> bool:
     """PyAV (``av``, FFmpeg's libraries) is installed."""
     return _has_module("av")
+
+
+def installed_onnxruntime_flavours() -> list[str]:
+    """The ONNX Runtime distributions installed here (more than one is the clash the extras avoid)."""
+    from importlib import metadata
+
+    found = []
+    for dist in ONNXRUNTIME_FLAVOURS:
+        try:
+            metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(dist)
+    return found
 
 
 def _require(name: str, available: bool, error: type[UnavailableError], hint: str) -> ModuleType:

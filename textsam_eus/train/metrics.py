@@ -23,6 +23,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage, stats
 
+from ..model.errors import OptionError
 from ..model.mask_metrics import mask_dice, mask_iou  # noqa: F401 (re-exported)
 
 __all__ = [
@@ -94,7 +95,7 @@ def _nsd_from_sets(bp: np.ndarray, bg: np.ndarray, tol: float, spacing) -> float
 def _check_tol_spacing(tolerance_px, spacing):
     tol = float(tolerance_px)
     if not tol >= 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance_px!r}")
+        raise OptionError(f"tolerance must be >= 0 (--tolerance, in pixels), got {tolerance_px!r}")
     sp = tuple(float(s) for s in spacing)
     if len(sp) != 2 or any(s <= 0 for s in sp):
         raise ValueError(f"spacing must be two positive numbers (row, col), got {spacing!r}")
