@@ -23,8 +23,8 @@ from torch import nn
 from ..model import transforms as T
 from ..model.bundle import Bundle, write_bundle
 from ..model.errors import UserError
-from ..model.lora import has_lora
 from ..model.imports import is_onnxruntime_available, require_onnxruntime
+from ..model.lora import has_lora
 from ..model.mask_metrics import mask_iou
 from ..model.textsam import TextSam, decode_single_mask, embed_points
 
