@@ -14,6 +14,7 @@ from fakes import FakeEngine, SyntheticSource
 
 from textsam_eus.common.phantom import PhantomClip, PhantomConfig, fan_mask
 from textsam_eus.common.screen import LayoutTracker
+from textsam_eus.model.mask_metrics import mask_iou
 from textsam_eus.model.refine import SegmentResult
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
 from textsam_eus.stream.sources import VideoFileSource
@@ -27,10 +28,6 @@ def _frames(name):
 def _track(frames):
     tr = LayoutTracker()
     return tr, [tr.update(f) for f in frames]
-
-
-def _iou(a, b):
-    return np.count_nonzero(a & b) / max(1, np.count_nonzero(a | b))
 
 
 def test_single_fan_on_a_real_screen():
@@ -77,7 +74,7 @@ def test_phantom_screen_sector_matches_its_geometry(seed):
     for i in range(8):
         lay = tr.update(clip[i][0])
     assert lay.kind == "single"
-    assert _iou(lay.mask.astype(bool), fan_mask(cfg) > 0) > 0.9
+    assert mask_iou(lay.mask, fan_mask(cfg) > 0) > 0.9
 
 
 def test_layout_switches_only_after_several_disagreeing_frames():
