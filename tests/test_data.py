@@ -130,7 +130,7 @@ def test_to_uint8_rules(tmp_path):
     assert to_uint8(np.array([[0, 65535, 257 * 10]], np.uint16)).tolist() == [[0, 255, 10]]
     assert to_uint8(np.array([[0.0, 0.5, 1.0]], np.float32)).tolist() == [[0, 128, 255]]
     assert to_uint8(np.array([[0.0, 100.0, 255.0]], np.float32)).tolist() == [[0, 100, 255]]
-    assert to_uint8(np.array([[-1.0, 0.0, 3.0]], np.float64)).tolist() == [[0, 64, 255]]
+    assert to_uint8(np.array([[-1.0, 0.0, 3.0]], np.float64)).tolist() == [[0, 0, 3]]  # 0..255, clipped (no stretch)
     ip = _write(tmp_path / "f.tif", np.array([[0.0, 0.25], [0.5, 1.0]], np.float32))
     img, _ = load_pair(Sample(ip, None, "f"))
     assert img[..., 1].tolist() == [[0, 64], [128, 255]]

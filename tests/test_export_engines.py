@@ -243,8 +243,9 @@ def test_create_engine_lists_backends():
 
 
 def test_tensorrt_glue_without_tensorrt(tmp_path):
-    from textsam_eus.export.tensorrt_build import TensorRTUnavailable, check_tag, import_tensorrt
+    from textsam_eus.export.tensorrt_build import TensorRTUnavailable, check_tag
     from textsam_eus.model.bundle import check_plan_tag
+    from textsam_eus.model.imports import is_tensorrt_available, require_tensorrt
 
     tag = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.9.0"}
     here = {"gpu": "NVIDIA L4", "compute_capability": "8.9", "tensorrt": "10.9.0"}
@@ -253,20 +254,18 @@ def test_tensorrt_glue_without_tensorrt(tmp_path):
     with pytest.raises(BundleError, match="rebuild them here"):
         check_plan_tag("p.plan", tag, {**tag, "tensorrt": "11.0"})
     check_tag("p.plan", tag, dict(tag))  # same machine: fine
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
+    if not is_tensorrt_available():
         with pytest.raises(TensorRTUnavailable, match="pip install 'textsam-eus\\[trt\\]'"):
-            import_tensorrt()
+            require_tensorrt()
 
 
 def test_export_cli(tmp_path, model):
     ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "bundle")]) == 0
     assert read_bundle(tmp_path / "bundle").source["checkpoint"].endswith("m.safetensors")
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
+    from textsam_eus.model.imports import is_tensorrt_available
+
+    if not is_tensorrt_available():
         assert main(["export", "--bundle", str(tmp_path / "bundle"), "--tensorrt"]) == 1
 
 

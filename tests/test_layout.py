@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "textsam_eus"
 
-# subpackage -> subpackages of ours it may import
+# subpackage -> subpackages of ours it may import. ``common`` and ``stream`` use only the torch-free modules of
+# ``model`` (LIGHT_MODEL_MODULES): test_stream_and_common_stay_free_of_torch checks what they pull in.
 ALLOWED = {
     "model": {"model"},
-    "common": {"common"},
+    "common": {"common", "model"},
     "train": {"train", "model", "common"},
-    "export": {"export", "model"},
-    "engines": {"engines", "model"},
+    "export": {"export", "model", "common"},
+    "engines": {"engines", "model", "common"},
     "stream": {"stream", "engines", "model", "common"},
 }
+
+# the modules of ``model`` that need no torch: every layer, also ``stream`` and ``common``, may import them
+LIGHT_MODEL_MODULES = ("textsam_eus.model.errors", "textsam_eus.model.pixels", "textsam_eus.model.imports",
+                       "textsam_eus.model.mask_metrics")
 
 
 def _our_imports(path: Path) -> set[str]:
@@ -64,3 +71,118 @@ def test_torch_load_always_weights_only():
                 kws = {k.arg: k.value for k in node.keywords}
                 assert "weights_only" in kws and getattr(kws["weights_only"], "value", None) is True, \
                     f"{path}: torch.load without weights_only=True"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module of ours ``path`` imports, at module level or inside a function, as dotted names."""
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            for alias in node.names:  # ``from . import transforms`` imports a module, ``from .x import y`` x
+                sub = f"{prefix}.{alias.name}"
+                found.add(sub if (PKG.parent / (sub.replace(".", "/") + ".py")).is_file() else prefix)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.startswith("textsam_eus.") and m != me}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (module -> modules it imports), or None when it is acyclic."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_cycle_inside_model():
+    """Lazy imports inside functions count too: they are how the checkpoint/registry cycle used to hide."""
+    graph = {_module_name(p): {m for m in _imported_modules(p) if m.startswith("textsam_eus.model.")}
+             for p in (PKG / "model").rglob("*.py")}
+    assert "textsam_eus.model.pretrained" in graph["textsam_eus.model.registry"]
+    assert "textsam_eus.model.registry" in graph["textsam_eus.model.checkpoint"]
+    cycle = _cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+OPTIONAL_PACKAGES = {"onnxruntime", "tensorrt", "av"}
+
+
+def test_optional_dependency_probes_live_in_one_module():
+    """``try: import tensorrt / except ImportError`` and ``find_spec`` appear only in model/imports.py."""
+    bad = []
+    for path in PKG.rglob("*.py"):
+        if path == PKG / "model" / "imports.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Try):
+                caught = {getattr(h.type, "id", None) for h in node.handlers} | {
+                    getattr(e, "id", None) for h in node.handlers if isinstance(h.type, ast.Tuple) for e in h.type.elts}
+                imported = {a.name.split(".")[0] for n in node.body for sub in ast.walk(n)
+                            if isinstance(sub, (ast.Import, ast.ImportFrom))
+                            for a in (sub.names if isinstance(sub, ast.Import) else [ast.alias(sub.module or "")])}
+                if caught & {"ImportError", "ModuleNotFoundError"} and imported & OPTIONAL_PACKAGES:
+                    bad.append(f"{path.relative_to(PKG)}:{node.lineno} probes {sorted(imported & OPTIONAL_PACKAGES)}")
+            if isinstance(node, ast.Attribute) and node.attr == "find_spec":
+                bad.append(f"{path.relative_to(PKG)}:{node.lineno} calls find_spec")
+    assert not bad, bad
+
+
+def test_commands_do_not_import_each_other():
+    """Shared argument groups and helpers live in ``commands/_*.py``; a command module imports none of the others."""
+    commands = {p.stem for p in (PKG / "commands").glob("*.py") if not p.stem.startswith("_")}
+    assert {"train", "evaluate", "stream", "demo"} <= commands
+    bad = []
+    for name in sorted(commands):
+        for mod in _imported_modules(PKG / "commands" / f"{name}.py"):
+            if mod.startswith("textsam_eus.commands.") and mod.rsplit(".", 1)[1] in commands:
+                bad.append(f"commands/{name}.py imports {mod}")
+    assert not bad, bad
+
+
+def test_stream_and_common_stay_free_of_torch():
+    """Import every stream and common module in a fresh interpreter: no torch, no train/engines, and of ``model``
+    only the light modules (what they import, and what those import in turn)."""
+    mods = sorted(f"textsam_eus.{sub}.{p.stem}" for sub in ("stream", "common") for p in (PKG / sub).glob("*.py")
+                  if p.stem != "__init__") + list(LIGHT_MODEL_MODULES)
+    code = ("import importlib, sys\n"
+            f"for m in {mods!r}: importlib.import_module(m)\n"
+            "print('\\n'.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PKG.parent, capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.split())
+    assert "textsam_eus.stream.pipeline" in loaded and "textsam_eus.common.screen" in loaded
+    heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "torchvision", "onnxruntime", "tensorrt")
+                   or m.startswith(("textsam_eus.train", "textsam_eus.engines", "textsam_eus.export"))
+                   or (m.startswith("textsam_eus.model.") and m not in LIGHT_MODEL_MODULES))
+    assert not heavy, heavy

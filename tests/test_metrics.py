@@ -200,3 +200,21 @@ def test_per_case_table():
     assert t[1] == {"case": "C02", "n_images": 1, "dice": 0.5, "nsd": 0.5}
     with pytest.raises(ValueError):
         per_case_table([{"dice": 1.0}])
+
+
+def test_mask_iou_and_dice_have_one_home():
+    from textsam_eus.model.mask_metrics import mask_dice, mask_iou
+    from textsam_eus.train import metrics
+
+    a = np.zeros((4, 6), np.uint8)
+    b = np.zeros((4, 6), bool)
+    assert mask_iou(a, b) == 1.0 and mask_dice(a, b) == 1.0  # both empty: they agree
+    a[0, :4] = 255  # any nonzero value is foreground (255 & 1 would be 1, 2 & 1 would be 0)
+    assert mask_iou(a, b) == 0.0 and mask_dice(a, b) == 0.0
+    b[0, 2:6] = True
+    assert mask_iou(a, b) == pytest.approx(2 / 6) and mask_dice(a, b) == pytest.approx(2 * 2 / 8)
+    c = np.where(a > 0, 2, 0).astype(np.uint8)
+    assert mask_iou(c, b.astype(np.uint8)) == pytest.approx(2 / 6)
+    assert metrics.dice(a, b) == mask_dice(a, b) and metrics.mask_iou is mask_iou
+    with pytest.raises(ValueError, match="shapes differ"):
+        mask_iou(a, b.T)

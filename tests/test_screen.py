@@ -14,6 +14,7 @@ from fakes import FakeEngine, SyntheticSource
 
 from textsam_eus.common.phantom import PhantomClip, PhantomConfig, fan_mask
 from textsam_eus.common.screen import LayoutTracker
+from textsam_eus.model.mask_metrics import mask_iou
 from textsam_eus.model.refine import SegmentResult
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
 from textsam_eus.stream.sources import VideoFileSource
@@ -27,10 +28,6 @@ def _frames(name):
 def _track(frames):
     tr = LayoutTracker()
     return tr, [tr.update(f) for f in frames]
-
-
-def _iou(a, b):
-    return np.count_nonzero(a & b) / max(1, np.count_nonzero(a | b))
 
 
 def test_single_fan_on_a_real_screen():
@@ -57,10 +54,16 @@ def test_dual_panel_view_picks_the_bmode_panel():
 def test_colour_doppler_box_is_found_inside_the_sector():
     _, layouts = _track(_frames("cancer_v1"))
     assert layouts[10].doppler_box is None  # B-mode
-    box = layouts[49].doppler_box  # colour Doppler
+    lay = layouts[49]
+    box = lay.doppler_box  # colour Doppler
     assert box is not None
     x, y, w, h = box
-    assert layouts[49].mask[y + h // 2, x + w // 2] == 1
+    assert w >= 20 and h >= 20  # a box, not a speck
+    bx, by, bw, bh = lay.bbox
+    assert bx <= x and by <= y and x + w <= bx + bw and y + h <= by + bh  # inside the sector's box
+    assert 0 <= bx and 0 <= by and bx + bw <= 800 and by + bh <= 600  # which lies inside the frame
+    assert lay.mask[y + h // 2, x + w // 2] == 1
+    assert ":doppler" in lay.short()
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -71,7 +74,7 @@ def test_phantom_screen_sector_matches_its_geometry(seed):
     for i in range(8):
         lay = tr.update(clip[i][0])
     assert lay.kind == "single"
-    assert _iou(lay.mask.astype(bool), fan_mask(cfg) > 0) > 0.9
+    assert mask_iou(lay.mask, fan_mask(cfg) > 0) > 0.9
 
 
 def test_layout_switches_only_after_several_disagreeing_frames():

@@ -713,25 +713,45 @@ def test_window_sink_headless_message():
     w.close()
 
 
+def _imports_with_nesting(path: Path):
+    """(module, nested) for every import of ``path``, relative ones resolved; nested: inside a function/class."""
+    package = "textsam_eus.stream"
+    tree = ast.parse(path.read_text())
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, id(node) not in top
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            yield mod, id(node) not in top
+
+
 def test_stream_io_modules_do_not_import_heavy_packages():
-    banned = ("torch", "textsam_eus.train", "textsam_eus.engines", "textsam_eus.model",
-              "textsam_eus.common.phantom")
+    """Every stream module, relative imports included: no torch, train, engines or heavy model modules (only
+    the torch-free ones of LIGHT_MODEL_MODULES); the phantom only lazily inside PhantomSource."""
+    from test_layout import LIGHT_MODEL_MODULES
+
+    banned = ("torch", "textsam_eus.train", "textsam_eus.engines", "textsam_eus.model")
     names = sorted(p.name for p in STREAM_DIR.glob("*.py"))
-    assert {"pipeline.py", "sources.py", "sinks.py", "record.py", "replay.py", "av_live.py"} <= set(names)
+    assert {"pipeline.py", "sources.py", "sinks.py", "record.py", "replay.py", "av_live.py", "base.py",
+            "capture.py", "encoders.py", "outdir.py", "overlay.py", "presence.py", "report.py", "roi.py",
+            "stages.py", "window.py"} <= set(names)
+    bad, seen = [], set()
     for name in names:
-        tree = ast.parse((STREAM_DIR / name).read_text())
-        for node in ast.walk(tree):
-            mods = []
-            if isinstance(node, ast.Import):
-                mods = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                mods = [node.module]
-            for mod in mods:
-                for b in banned:
-                    if mod == b or mod.startswith(b + "."):
-                        # the phantom import is allowed only lazily inside PhantomSource
-                        assert b == "textsam_eus.common.phantom" and node.col_offset > 0, \
-                            f"{name} imports {mod}"
+        for mod, nested in _imports_with_nesting(STREAM_DIR / name):
+            seen.add(mod)
+            light = any(mod == m or mod.startswith(m + ".") for m in LIGHT_MODEL_MODULES)
+            if any(mod == b or mod.startswith(b + ".") for b in banned) and not light:
+                bad.append(f"{name} imports {mod}")
+            if mod == "textsam_eus.common.phantom" and not nested:
+                bad.append(f"{name} imports the phantom at module level")
+    assert not bad, bad
+    assert "textsam_eus.model.errors" in seen and "textsam_eus.common.screen" in seen  # relative imports resolved
 
 
 # --------------------------------------------------------------------------- real clips

@@ -56,10 +56,20 @@ def test_real_model_on_real_eus_clip_with_roi(tmp_path):
     cfg = PipelineConfig(roi=ROI.preset("eus800x600"), temporal=True, max_frames=12)
     with VideoFileSource(clips / "cancer_v1.mp4") as src:
         summary = StreamPipeline(engine, src, tmp_path, cfg).run()
-    assert summary["frames_out"] == 12
+    assert summary["frames_out"] == 12 and summary["complete"] and summary["roi"] == "44,56,711,457"
     frames = _decode_all(tmp_path / "overlay.mp4")
-    assert (frames[0].width, frames[0].height) == (800, 600)  # overlay maps back to the full screen
-    assert summary["temporal"]["consecutive_mask_iou_mean"] is not None
+    assert len(frames) == 12 and (frames[0].width, frames[0].height) == (800, 600)  # back in the full screen
+    import cv2
+
+    from textsam_eus.model.mask_metrics import mask_iou
+
+    masks = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted((tmp_path / "masks").glob("mask_*.png"))]
+    assert len(masks) == 12 and all(m.shape == (600, 800) for m in masks)
+    outside = np.ones((600, 800), bool)
+    outside[56:513, 44:755] = False
+    assert not any(m[outside].any() for m in masks)  # nothing outside the ROI
+    stability = np.mean([mask_iou(a, b) for a, b in zip(masks, masks[1:])])  # the written masks' own IoU
+    assert summary["temporal"]["consecutive_mask_iou_mean"] == pytest.approx(stability, abs=1e-6)
 
 
 def test_roi_maps_masks_back_to_the_full_screen(tmp_path):

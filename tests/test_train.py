@@ -15,6 +15,7 @@ from textsam_eus.cli import main
 from textsam_eus.common.phantom import PhantomConfig, make_phantom_dataset
 from textsam_eus.model.checkpoint import load_checkpoint
 from textsam_eus.model.registry import build_textsam
+from textsam_eus.train.data import DatasetError
 from textsam_eus.train.evaluate import EvalItem, compare, evaluate, make_predict_fn, perturbed_box
 from textsam_eus.train.losses import bce_loss, dice_bce_loss, dice_loss
 from textsam_eus.train.trainer import TrainConfig, Trainer
@@ -130,7 +131,7 @@ def test_predictions_mode_scores_external_masks(tmp_path):
         cv2.imwrite(str(tmp_path / "pred" / f"img{i}.png"), m * 255)
     rec = evaluate(items, make_predict_fn("predictions", predictions_dir=tmp_path / "pred"))
     assert [r["dice"] for r in rec] == [1.0, 1.0, 0.0] and rec[0]["nsd"] == 1.0
-    with pytest.raises(FileNotFoundError, match="no predicted mask for img9.png"):
+    with pytest.raises(DatasetError, match="no predicted mask for img9.png"):  # a user error: one line
         make_predict_fn("predictions", predictions_dir=tmp_path / "pred")(
             EvalItem("img9.png", "c", items[0].image, items[0].mask))
 

@@ -2,6 +2,10 @@
 
 Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports happen inside
 ``run`` so ``textsam-eus --help`` stays fast.
+
+A :class:`~textsam_eus.model.errors.UserError` (bad input or environment: its message names the problem and the
+fix) is printed as ``textsam-eus COMMAND: error: MESSAGE`` and the command returns 1; any other exception is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from .model.errors import UserError
 
 # name -> (module, help)
 SUBCOMMANDS = {
@@ -27,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "in endoscopic ultrasound video.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # not built yet
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -50,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # our errors name the problem and the fix; show them without a traceback
+    except UserError as exc:  # names the problem and the fix: no traceback
         print(f"textsam-eus {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..model.errors import OptionError
+from ..model.imports import require_onnxruntime
+
 
 def cache_dir() -> Path:
     base = os.environ.get("TEXTSAM_EUS_CACHE") or os.path.join(
@@ -50,16 +53,17 @@ def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | No
     common = {"iterations": iterations, "refine_prompts": refine_prompts}
     if engine == "torch":
         if bundle and not checkpoint:
-            raise ValueError("the torch engine runs a checkpoint: pass --checkpoint (bundles are for onnxruntime "
-                             "and tensorrt)")
+            raise OptionError("the torch engine runs a checkpoint: pass --checkpoint (bundles are for onnxruntime "
+                              "and tensorrt)")
         return create_engine("torch", model=checkpoint, device=device, precision=precision,
                              cuda_graphs=cuda_graphs, **common)
     if engine == "onnxruntime":
+        require_onnxruntime()  # before exporting a bundle for it
         folder = bundle or bundle_for(checkpoint, fp16=precision == "fp16", quiet=quiet)
         return create_engine("onnxruntime", bundle=folder, device=device or "cpu", precision=precision,
                              threads=threads, **common)
     if engine == "tensorrt":
         if not bundle:
-            raise ValueError("the tensorrt engine needs --bundle DIR with plans (textsam-eus export --tensorrt)")
+            raise OptionError("the tensorrt engine needs --bundle DIR with plans (textsam-eus export --tensorrt)")
         return create_engine("tensorrt", bundle=bundle, **common)
     return create_engine(engine)  # unknown: the error lists the engines

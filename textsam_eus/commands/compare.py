@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..train.data import DatasetError
     from ..train.evaluate import compare
 
     docs = []
@@ -21,9 +22,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             docs.append(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read evaluation JSON {path}: {exc}") from exc
+            raise DatasetError(f"cannot read evaluation JSON {path}: {exc}") from exc
         if "per_image" not in docs[-1]:
-            raise ValueError(f"{path} has no per_image results: write it with 'textsam-eus eval --json'")
+            raise DatasetError(f"{path} has no per_image results: write it with 'textsam-eus eval --json'")
     res = compare(*docs)
     for key in ("dice", "nsd"):
         r = res[key]

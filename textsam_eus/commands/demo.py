@@ -6,7 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
-from .stream import add_engine_arguments, add_style_arguments, print_summary, run_one, style_from
+from ..model.errors import OptionError
+from ._args import add_engine_arguments, add_style_arguments, style_from
+from ._stream_run import print_summary, run_one
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     from ..common.phantom import PhantomClip, PhantomConfig
+    from ..model.mask_metrics import mask_dice
     from ..stream.pipeline import PipelineConfig
     from ..stream.sources import PhantomSource
     from ._engine import make_engine
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--size {args.size!r} is invalid: use WxH, e.g. 480x360") from None
+        raise OptionError(f"--size {args.size!r} is invalid: use WxH, e.g. 480x360") from None
     from ..stream.outdir import check_out_dir
 
     check_out_dir(args.out, overwrite=args.overwrite or _earlier_demo(Path(args.out)))
@@ -68,10 +71,7 @@ def run(args: argparse.Namespace) -> int:
         pred = cv2.imread(str(out / "masks" / f"mask_{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
         if pred is None:
             continue
-        gt = clip[i][1] > 0
-        p = pred > 0
-        denom = p.sum() + gt.sum()
-        dices.append(1.0 if denom == 0 else 2 * np.logical_and(p, gt).sum() / denom)
+        dices.append(mask_dice(pred, clip[i][1]))
     if dices:
         print(f"  Dice against the phantom's exact masks: {np.mean(dices):.3f} (mean over {len(dices)} frames)")
     print(f"  wrote {out / 'overlay.mp4'}, {out / 'masks'}/, {out / 'latency.json'}, {out / 'summary.json'}")

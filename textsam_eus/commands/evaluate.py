@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .train import add_data_arguments
+from ..model.errors import OptionError
+from ._args import add_data_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _items(args, splits) -> list:
     from ..common.phantom import PhantomClip, PhantomConfig
     from ..train.evaluate import EvalItem
-    from ..train.data import load_pair
+    from ..train.data import DatasetError, load_pair
 
     subset = args.subset or ("test" if splits["test"] else "val")
     chosen = [s for k in ("train", "val", "test") for s in splits[k]] if subset == "all" else splits[subset]
@@ -54,8 +55,8 @@ def _items(args, splits) -> list:
         for i, (image, mask) in enumerate(clip):
             items.append(EvalItem(id=f"clip{c:03d}_{i:04d}", case=f"clip{c:03d}", image=image, mask=mask))
     if not items:
-        raise ValueError(f"nothing to evaluate: the {subset!r} split is empty; pass --data, --subset, --phantom N "
-                         "or --phantom-clips K")
+        raise DatasetError(f"nothing to evaluate: the {subset!r} split is empty; pass --data, --subset, --phantom N "
+                           "or --phantom-clips K")
     return items, subset
 
 
@@ -72,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     meta = {"mode": args.mode, "subset": subset, "data": args.data, "tolerance_px": args.tolerance}
     if args.mode in ("sam-box", "sam-point"):
         if not args.sam_checkpoint:
-            raise ValueError(f"mode {args.mode!r} needs --sam-checkpoint (official SAM or MedSAM ViT-B .pth)")
-        from ..model.checkpoint import load_sam_checkpoint
+            raise OptionError(f"mode {args.mode!r} needs --sam-checkpoint (official SAM or MedSAM ViT-B .pth)")
+        from ..model.pretrained import load_sam_checkpoint
         from ..model.predictor import SamBaselinePredictor
         from ..model.registry import get_config
         from ..model.textsam import build_sam
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         meta["sam_checkpoint"] = args.sam_checkpoint
     elif args.mode != "predictions":
         if not args.checkpoint:
-            raise ValueError(f"mode {args.mode!r} needs --checkpoint PATH (or 'demo')")
+            raise OptionError(f"mode {args.mode!r} needs --checkpoint PATH (or 'demo')")
         from ..model.checkpoint import load_checkpoint
         from ..model.predictor import TextSamPredictor
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..model.errors import OptionError
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="demo", help="TextSAM-EUS checkpoint (.safetensors) or 'demo'")
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         folder = args.bundle
     else:
         if not args.out:
-            raise ValueError("--out DIR is required (or --bundle DIR to add TensorRT plans to a bundle)")
+            raise OptionError("--out DIR is required (or --bundle DIR to add TensorRT plans to a bundle)")
         from ..export.onnx_export import export_bundle
         from ..model.checkpoint import load_checkpoint, resolve_checkpoint
 

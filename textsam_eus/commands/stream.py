@@ -7,19 +7,11 @@ import os
 import sys
 from pathlib import Path
 
+from ..model.errors import OptionError
+from ._args import add_engine_arguments, add_style_arguments, style_from
+from ._stream_run import print_summary, run_one
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
-
-
-def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default="demo", help="TextSAM-EUS checkpoint or 'demo' (the shipped model)")
-    p.add_argument("--engine", default="auto", help="auto (fastest available), torch, onnxruntime, tensorrt")
-    p.add_argument("--bundle", default=None, help="deployment bundle folder (onnxruntime/tensorrt)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16 (GPU), bf16 (torch)")
-    p.add_argument("--cuda-graphs", action="store_true", help="torch engine on CUDA: capture CUDA graphs")
-    p.add_argument("--iterations", type=int, default=None, help="refinement iterations (default: 2)")
-    p.add_argument("--refine-prompts", default="box+centroid")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch/onnxruntime")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,20 +64,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def add_style_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fill-color", default="255,64,64", help="mask fill colour: R,G,B, #rrggbb or a name")
-    p.add_argument("--contour-color", default="255,255,0", help="contour colour")
-    p.add_argument("--alpha", type=float, default=0.35, help="fill opacity 0..1")
-    p.add_argument("--no-hud", action="store_true", help="no fps/latency text on the overlay")
-
-
-def style_from(args: argparse.Namespace):
-    from ..stream.overlay import OverlayStyle
-
-    return OverlayStyle(fill_color=args.fill_color, contour_color=args.contour_color, fill_alpha=args.alpha,
-                        hud=not args.no_hud)
-
-
 def _videos_in(folder: Path) -> list[Path]:
     from ..stream.dicom_source import is_dicom_file
 
@@ -105,57 +83,18 @@ def plan_jobs(spec: str, out: Path) -> list[tuple[str, Path]]:
     return [(spec, out)]
 
 
-def run_one(engine, source, out: Path, cfg, progress: bool) -> dict:
-    from ..stream.pipeline import StreamPipeline
-
-    bar = None
-    if progress and not source.is_live:
-        from tqdm import tqdm
-
-        bar = tqdm(total=source.n_frames, desc=Path(str(getattr(source, "name", "") or "stream")).name,
-                   unit="frame", leave=False)
-    try:
-        return StreamPipeline(engine, source, out, cfg, progress=bar.update if bar else None).run()
-    finally:
-        if bar:
-            bar.close()
-
-
-def print_summary(summary: dict, out: Path) -> None:
-    lat = summary["latency_ms"] or {}
-    st = summary["stages_ms"] or {}
-    eng = summary["engine"]
-    print(f"{out}: {summary['frames_out']} frames ({summary['frames_dropped']} dropped) at {summary['fps']:.1f} fps "
-          f"with {eng['engine']} on {eng['device']}")
-    if lat.get("count"):
-        print(f"  capture-to-overlay latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}"
-              f"  max {lat['max']:.1f}")
-    if st.get("engine_total", {}).get("count"):
-        e = st["engine_total"]
-        print(f"  model per frame ms: p50 {e['p50']:.1f}  p95 {e['p95']:.1f} (encoder p50 "
-              f"{st['encode']['p50']:.1f}, decoder pass p50 {st['decode_0']['p50']:.1f})")
-    src = summary.get("source_stats") or {}
-    bad = {k: v for k, v in src.items() if k != "decoded" and v}
-    if bad:
-        print(f"  source: {bad}")
-    for w in summary.get("warnings") or []:
-        print(f"  warning: {w}")
-    if not summary.get("complete"):
-        print(f"  incomplete: {summary.get('stop_reason')}; outputs written so far are finalised")
-
-
 def _check_args(args: argparse.Namespace) -> None:
     for name in ("width", "height", "max_frames"):
         v = getattr(args, name)
         if v is not None and v <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} {v} is invalid: use a positive number (or leave it out)")
+            raise OptionError(f"--{name.replace('_', '-')} {v} is invalid: use a positive number (or leave it out)")
     if args.fps is not None and not args.fps > 0:
-        raise ValueError(f"--fps {args.fps} is invalid: use a positive frame rate")
+        raise OptionError(f"--fps {args.fps} is invalid: use a positive frame rate")
     if not args.speed > 0:
-        raise ValueError(f"--speed {args.speed} is invalid: use a number > 0 (2 = twice the recording's pace)")
+        raise OptionError(f"--speed {args.speed} is invalid: use a number > 0 (2 = twice the recording's pace)")
     if args.speed != 1.0 and not args.realtime:
-        raise ValueError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
-                         "fast as the model runs)")
+        raise OptionError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
+                          "fast as the model runs)")
 
 
 def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]:
@@ -170,9 +109,9 @@ def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]
         except ValueError:
             n = 0
         if n < 1:
-            raise ValueError(f"--workers {args.workers!r} is invalid: use auto or a positive number")
+            raise OptionError(f"--workers {args.workers!r} is invalid: use auto or a positive number")
         if n > 1 and args.temporal:
-            raise ValueError("--temporal seeds each frame from the previous one: use --workers 1 with it")
+            raise OptionError("--temporal seeds each frame from the previous one: use --workers 1 with it")
     else:
         on_cpu = args.device == "cpu" or (args.device is None and not torch.cuda.is_available())
         n = 2 if (on_cpu and not live and not args.temporal and cores >= 2) else 1

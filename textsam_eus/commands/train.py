@@ -7,6 +7,9 @@ import json
 import os
 from pathlib import Path
 
+from ..model.errors import OptionError
+from ._args import add_data_arguments
+
 MODEL_FLAGS = {  # CLI flag -> config field (ablations from config)
     "lora_rank": int, "lora_alpha": float, "n_ctx": int, "prompt_depth": int, "image_size": int,
     "patch_size": int, "finetune": str, "class_name": str, "sam_checkpoint": str, "biomedclip_dir": str,
@@ -23,38 +26,6 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def model_overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k, None) is not None}
-
-
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", action="append", default=[],
-                   help="dataset: EUS database folder, <root>/{train,val,test} folder, or manifest CSV (repeatable)")
-    p.add_argument("--split", choices=["auto", "paper", "existing"], default="auto",
-                   help="auto: the layout's splits if it has them, else case-wise; paper: 12/2/4 cancer patients")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="share of cases for validation (auto split)")
-    p.add_argument("--test-fraction", type=float, default=0.0, help="share of cases held out for testing")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--phantom", type=int, default=0, help="add N synthetic phantom frames to training")
-    p.add_argument("--phantom-val", type=int, default=0, help="add N synthetic frames to validation")
-    p.add_argument("--phantom-size", type=int, default=320, help="side of synthetic frames")
-    p.add_argument("--phantom-seed", type=int, default=None, help="seed of the synthetic training frames")
-    p.add_argument("--negative-video", action="append", default=[],
-                   help="a lesion-free recording (e.g. a healthy pancreas): every frame, cut to its imaging sector, "
-                        "is a training negative (repeatable)")
-    p.add_argument("--val-negative-video", action="append", default=[],
-                   help="a lesion-free recording whose frames are validation negatives (repeatable)")
-    p.add_argument("--positive-video", action="append", default=[],
-                   help="a recording that shows a tumour in every frame (e.g. a pancreatic cancer), no masks: its "
-                        "frames, cut to the imaging sector, train the presence score only (repeatable; needs "
-                        "--iou-loss-weight > 0)")
-    p.add_argument("--val-positive-video", action="append", default=[],
-                   help="a tumour recording whose frames are validation positives for the presence calibration")
-    p.add_argument("--video-every", type=int, default=1, help="use every N-th frame of the labelled videos")
-    p.add_argument("--video-val-tail", type=float, default=0.0,
-                   help="move the last FRACTION of the frames of each --negative-video/--positive-video to "
-                        "validation (so the presence threshold is calibrated on those recordings too)")
-    p.add_argument("--phantom-negatives", type=int, default=0, help="add N lesion-free phantom frames to training")
-    p.add_argument("--phantom-val-negatives", type=int, default=0, help="add N lesion-free phantom frames to "
-                   "validation")
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, list]:
@@ -79,7 +50,7 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
 
     tail = getattr(args, "video_val_tail", 0.0)
     if not 0 <= tail < 1:
-        raise ValueError(f"--video-val-tail {tail} is invalid: give a fraction in [0, 1), e.g. 0.3")
+        raise OptionError(f"--video-val-tail {tail} is invalid: give a fraction in [0, 1), e.g. 0.3")
     for read, videos in ((video_negatives, getattr(args, "negative_video", [])),
                          (video_positives, getattr(args, "positive_video", []))):
         for v in videos:

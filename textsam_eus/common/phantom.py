@@ -55,6 +55,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..model.errors import OptionError
+
 __all__ = ["PhantomConfig", "PhantomClip", "make_phantom", "make_phantom_dataset", "fan_mask", "fan_geometry"]
 
 _RANGES = {  # name: (low, high) inclusive bounds for scalar fields
@@ -100,8 +102,8 @@ class PhantomConfig:
     max_vessels: int = 2
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"PhantomConfig.{name} {why}, got {getattr(self, name)!r}")
+        def bad(name: str, why: str) -> OptionError:
+            return OptionError(f"PhantomConfig.{name} {why}, got {getattr(self, name)!r}")
 
         for name in ("height", "width", "max_vessels"):
             v = getattr(self, name)
@@ -505,11 +507,11 @@ class PhantomClip:
 
     def __init__(self, n_frames: int, seed: int, config: PhantomConfig | None = None, fps: float = 15.0):
         if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < 1:
-            raise ValueError(f"n_frames must be a positive integer, got {n_frames!r}")
+            raise OptionError(f"n_frames must be a positive integer, got {n_frames!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+            raise OptionError(f"seed must be a non-negative integer, got {seed!r}")
         if not isinstance(fps, (int, float, np.number)) or not (0 < fps < 1e4):
-            raise ValueError(f"fps must be a positive number, got {fps!r}")
+            raise OptionError(f"fps must be a positive number, got {fps!r}")
         self.n_frames, self.seed, self.fps = int(n_frames), int(seed), float(fps)
         self.config = config or PhantomConfig()
         rng = np.random.default_rng([self.seed, 0])
@@ -543,5 +545,5 @@ class PhantomClip:
 def make_phantom_dataset(n: int, seed: int, config: PhantomConfig | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` independent frames; frame j uses a child of ``SeedSequence(seed)``."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        raise OptionError(f"n must be a non-negative integer, got {n!r}")
     return [make_phantom(np.random.default_rng(s), config) for s in np.random.SeedSequence(seed).spawn(int(n))]

@@ -6,14 +6,16 @@ lesion-free images) and the checkpoint a calibrated threshold. :class:`PresenceG
 below, so the outline neither flickers nor appears for a single frame. With no threshold (presence off: a
 checkpoint trained without negatives) every outline is shown, as before.
 
-This module must stay free of torch and of the model / engine packages (the stream gates frames with it;
-training calibrates its frame counts on validation recordings with it).
+This module must stay free of torch and of the engine packages (of ``model`` it imports only the torch-free
+errors module); the stream gates frames with it, training calibrates its frame counts on validation recordings.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ..model.errors import OptionError
 
 __all__ = ["PresenceGate", "PresenceDecision"]
 
@@ -36,9 +38,9 @@ class PresenceGate:
 
     def __init__(self, threshold: float | None, show_frames: int = 3, hide_frames: int = 5) -> None:
         if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
-            raise ValueError(f"presence threshold {threshold!r} is invalid: use a number in [0, 1] or None (off)")
+            raise OptionError(f"presence threshold {threshold!r} is invalid: use a number in [0, 1] or None (off)")
         if int(show_frames) < 1 or int(hide_frames) < 1:
-            raise ValueError(f"show_frames={show_frames}, hide_frames={hide_frames} are invalid: both must be >= 1")
+            raise OptionError(f"show_frames={show_frames}, hide_frames={hide_frames} are invalid: both must be >= 1")
         self.threshold = None if threshold is None else float(threshold)
         self.show_frames, self.hide_frames = int(show_frames), int(hide_frames)
         self.shown = False

@@ -24,10 +24,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ScreenLayout", "LayoutTracker", "EUS_DB_CROP"]
+from ..model.mask_metrics import mask_iou
 
-# the EUS pancreas database's frames are the 800x600 processor screen cropped to rows 57-513, cols 45-755 (1-based,
-# inclusive): (x, y, w, h) = frame[56:513, 44:755]
+__all__ = ["ScreenLayout", "LayoutTracker", "EUS_DB_CROP", "EUS_DB_SCREEN_SIZE"]
+
+# The one home of the EUS pancreas database's screen geometry (training crops, the eus800x600 ROI preset): its
+# frames are the 800x600 processor screen cropped to rows 57-513, cols 45-755 (1-based, inclusive), i.e.
+# (x, y, w, h) = frame[56:513, 44:755], 711x457 pixels.
+EUS_DB_SCREEN_SIZE = (800, 600)  # (width, height) of the raw screen grabs
 EUS_DB_CROP = (44, 56, 711, 457)
 
 
@@ -162,7 +166,7 @@ class LayoutTracker:
         if cur is None and est is None:
             return False
         if cur is not None and est is not None and est.frame_size == cur.frame_size \
-                and _iou(est.small, cur.small) >= self.agree_iou:
+                and mask_iou(est.small, cur.small) >= self.agree_iou:
             self._disagree = 0
             if est.doppler_box != cur.doppler_box:  # a Doppler box comes and goes within the same sector
                 self.layout = replace(cur, doppler_box=est.doppler_box)  # records in flight keep theirs
@@ -281,8 +285,3 @@ class LayoutTracker:
     def describe(self) -> dict[str, Any]:
         return {"current": self.layout.describe() if self.layout is not None else None, "changes": self.changes,
                 "history": list(self.history)}
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union

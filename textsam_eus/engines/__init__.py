@@ -6,6 +6,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from ..model.errors import OptionError, UnavailableError
+from ..model.imports import TENSORRT_HINT, is_tensorrt_available, require_onnxruntime
 from .base import Engine
 
 ENGINES = {  # name -> (module, class)
@@ -17,20 +19,18 @@ ENGINES = {  # name -> (module, class)
 
 def available_engines() -> dict[str, tuple[bool, str]]:
     """name -> (available, reason) on this machine."""
+    import torch
+
     out = {"torch": (True, "ok")}
     try:
-        import onnxruntime as ort
-
+        ort = require_onnxruntime()
         out["onnxruntime"] = (True, "providers: " + ", ".join(ort.get_available_providers()))
-    except ImportError:
-        out["onnxruntime"] = (False, "onnxruntime is not installed (pip install onnxruntime)")
-    try:
-        import tensorrt  # noqa: F401
-        import torch
-
+    except UnavailableError as exc:
+        out["onnxruntime"] = (False, str(exc))
+    if not is_tensorrt_available():
+        out["tensorrt"] = (False, TENSORRT_HINT)
+    else:
         out["tensorrt"] = (torch.cuda.is_available(), "ok" if torch.cuda.is_available() else "no CUDA GPU visible")
-    except ImportError:
-        out["tensorrt"] = (False, "tensorrt is not installed (pip install 'textsam-eus[trt]' on an NVIDIA machine)")
     return out
 
 
@@ -58,10 +58,10 @@ def create_engine(name: str, **kwargs: Any) -> Engine:
     avail = available_engines()
     listing = ", ".join(f"{k} ({'available' if ok else 'unavailable: ' + why})" for k, (ok, why) in avail.items())
     if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; engines: {listing}")
+        raise OptionError(f"unknown engine {name!r}; engines: {listing}")
     ok, why = avail[name]
     if not ok:
-        raise RuntimeError(f"engine {name!r} is not available here: {why}. Engines: {listing}")
+        raise UnavailableError(f"engine {name!r} is not available here: {why}. Engines: {listing}")
     module, cls = ENGINES[name]
     return getattr(importlib.import_module(module), cls)(**kwargs)
 

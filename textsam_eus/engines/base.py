@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..model.errors import OptionError
 from ..model.refine import Segmenter, SegmentResult
 
 
@@ -53,7 +54,7 @@ class Engine:
     @iterations.setter
     def iterations(self, value: int) -> None:
         if value < 0:
-            raise ValueError(f"iterations={value} is invalid: must be >= 0")
+            raise OptionError(f"iterations={value} is invalid: must be >= 0")
         self.segmenter.iterations = value
 
     def info(self) -> dict[str, Any]:

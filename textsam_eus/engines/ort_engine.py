@@ -9,6 +9,9 @@ import numpy as np
 import torch
 
 from ..model.bundle import REEXPORT, Bundle, BundleError, read_bundle
+from ..model.errors import OptionError, UnavailableError
+from ..model.imports import (ONNXRUNTIME_GPU_HINT, installed_onnxruntime_flavours, is_onnxruntime_gpu_available,
+                             require_onnxruntime)
 from .base import Engine
 
 # what ONNX Runtime raises for a file it cannot parse or load as a graph (not provider or device failures)
@@ -46,23 +49,23 @@ class OrtEngine(Engine):
     def __init__(self, bundle: str | Path | Bundle, *, device: str = "cpu", precision: str = "fp32",
                  threads: int | None = None, iterations: int | None = None, refine_prompts: str = "box+centroid"
                  ) -> None:
-        import onnxruntime as ort
-
+        ort = require_onnxruntime()
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         _check_versions(self.bundle, ort.__version__)
         available = ort.get_available_providers()
         if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in available:
-                raise RuntimeError(f"the CUDA execution provider is not available (providers here: {available}); "
-                                   "install onnxruntime-gpu (pip install 'textsam-eus[gpu]') or use --device cpu")
+            if not is_onnxruntime_gpu_available():
+                raise UnavailableError(f"the CUDA execution provider of ONNX Runtime is not available (providers "
+                                       f"here: {available}; installed: {', '.join(installed_onnxruntime_flavours())})"
+                                       f"; {ONNXRUNTIME_GPU_HINT}")
             providers = [("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}),
                          "CPUExecutionProvider"]
         elif device == "cpu":
             providers = ["CPUExecutionProvider"]
         else:
-            raise ValueError(f"device={device!r} is invalid for onnxruntime: use 'cpu' or 'cuda'")
+            raise OptionError(f"device={device!r} is invalid for onnxruntime: use 'cpu' or 'cuda'")
         if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision={precision!r} is invalid for onnxruntime: use fp32 or fp16")
+            raise OptionError(f"precision={precision!r} is invalid for onnxruntime: use fp32 or fp16")
         suffix = "_fp16" if precision == "fp16" else ""
         if suffix and "encoder_fp16" not in self.bundle.files:
             raise BundleError(f"bundle {self.bundle.folder} has no fp16 graphs; export it with --fp16")

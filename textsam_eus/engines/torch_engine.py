@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..model.errors import OptionError, UnavailableError
 from ..model.textsam import TextSam, to_dtype
 from .base import Engine
 
@@ -62,14 +63,14 @@ class TorchEngine(Engine):
         if attention not in ("auto", *ATTENTION_IMPLS):
             raise ValueError(f"attention={attention!r} is invalid: choose one of {('auto', *ATTENTION_IMPLS)}")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} is invalid: choose one of {sorted(PRECISIONS)}")
+            raise OptionError(f"precision={precision!r} is invalid: choose one of {sorted(PRECISIONS)}")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu")
+            raise UnavailableError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu")
         if precision == "fp16" and device.type == "cpu":
-            raise ValueError("precision fp16 needs a CUDA device; on the CPU use fp32 or bf16")
+            raise OptionError("precision fp16 needs a CUDA device; on the CPU use fp32 or bf16")
         if cuda_graphs and device.type != "cuda":
-            raise ValueError("cuda_graphs needs a CUDA device")
+            raise OptionError("cuda_graphs needs a CUDA device")
         base = _load(model)
         self.model = to_dtype(base.deployable().to(device), PRECISIONS[precision])
         self.attention = ("sdpa" if device.type == "cuda" else "reference") if attention == "auto" else attention

@@ -13,19 +13,8 @@ from typing import Any
 import torch
 
 from ..model.bundle import Bundle, BundleError, check_plan_tag, read_bundle
+from ..model.imports import TensorRTUnavailable, require_tensorrt
 from .base import Engine
-
-TRT_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU run `pip install 'textsam-eus[trt]'`, "
-            "or use --engine onnxruntime / torch")
-
-
-def _import_trt():
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise RuntimeError(TRT_HINT) from exc
-    return trt
-
 
 class _TrtModule:
     """One deserialized plan with named I/O on torch CUDA tensors."""
@@ -64,9 +53,9 @@ class TrtEngine(Engine):
 
     def __init__(self, bundle: str | Path | Bundle, *, iterations: int | None = None,
                  refine_prompts: str = "box+centroid") -> None:
-        trt = _import_trt()
+        trt = require_tensorrt()
         if not torch.cuda.is_available():
-            raise RuntimeError("the tensorrt engine needs a CUDA GPU; none is visible")
+            raise TensorRTUnavailable("the tensorrt engine needs a CUDA GPU; none is visible")
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         section = self.bundle.tensorrt
         if not section:

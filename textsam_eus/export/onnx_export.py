@@ -22,7 +22,10 @@ from torch import nn
 
 from ..model import transforms as T
 from ..model.bundle import Bundle, write_bundle
+from ..model.errors import UserError
+from ..model.imports import is_onnxruntime_available, require_onnxruntime
 from ..model.lora import has_lora
+from ..model.mask_metrics import mask_iou
 from ..model.textsam import TextSam, decode_single_mask, embed_points
 
 OPSET = 17
@@ -31,7 +34,7 @@ LOGIT_TOL = 1e-3
 IOU_MIN = 0.99
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An exported graph disagrees with the torch model, or the export could not be made."""
 
 
@@ -123,12 +126,8 @@ def _versions() -> dict[str, str]:
     import onnx
 
     v = {"torch": torch.__version__, "onnx": onnx.__version__, "opset": str(OPSET)}
-    try:
-        import onnxruntime
-
-        v["onnxruntime"] = onnxruntime.__version__
-    except ImportError:  # pragma: no cover - onnxruntime is a dependency
-        pass
+    if is_onnxruntime_available():
+        v["onnxruntime"] = require_onnxruntime().__version__
     return v
 
 
@@ -152,9 +151,7 @@ def _mask_iou(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
     """IoU of the binary masks ``a > threshold`` and ``b > threshold``; 0 when either holds NaN/Inf."""
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return 0.0
-    ma, mb = a > threshold, b > threshold
-    union = np.logical_or(ma, mb).sum()
-    return 1.0 if union == 0 else float(np.logical_and(ma, mb).sum() / union)
+    return mask_iou(a > threshold, b > threshold)
 
 
 def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -> dict[str, float]:
@@ -164,8 +161,7 @@ def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -
     IoU predictions, when the low-res mask logits differ by more than 1e-3 or the binary masks' IoU is below 0.99.
     Returns the worst numbers seen.
     """
-    import onnxruntime as ort
-
+    ort = require_onnxruntime(instead="or export with --no-verify (no parity check)")
     folder = Path(folder)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3

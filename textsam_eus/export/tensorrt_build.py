@@ -16,43 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from ..model.bundle import PlanMismatchError, check_plan_tag, read_bundle, write_bundle
+from ..model.imports import TensorRTUnavailable, require_tensorrt  # noqa: F401 (TensorRTUnavailable: re-exported)
 
-TRT_INSTALL_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU and driver run "
-                    "`pip install 'textsam-eus[trt]'` (the `tensorrt` package), or use another engine "
-                    "(torch, onnxruntime)")
 POINT_PROFILE = ((1, 1, 2), (1, 3, 2), (1, 8, 2))
-
-
-class TensorRTUnavailable(RuntimeError):
-    """The tensorrt package or a CUDA GPU is missing."""
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise TensorRTUnavailable(TRT_INSTALL_HINT) from exc
-    return trt
-
-
-def tensorrt_available() -> tuple[bool, str]:
-    """(available, reason) without raising."""
-    try:
-        import_tensorrt()
-    except TensorRTUnavailable as exc:
-        return False, str(exc)
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "TensorRT is installed but no CUDA GPU is visible"
-    return True, "ok"
 
 
 def current_tag(fp16: bool | None = None) -> dict[str, Any]:
     """The GPU and TensorRT version a plan built now would be tied to."""
     import torch
 
-    trt = import_tensorrt()
+    trt = require_tensorrt()
     if not torch.cuda.is_available():
         raise TensorRTUnavailable("TensorRT plans need a CUDA GPU; none is visible")
     major, minor = torch.cuda.get_device_capability()
@@ -76,7 +49,9 @@ def read_tag(plan: str | Path) -> dict[str, Any]:
 def build_plan(onnx_path: str | Path, plan_path: str | Path, *, fp16: bool, timing_cache: str | Path | None = None,
                workspace_gib: float = 4.0) -> dict[str, Any]:
     """Build one serialized engine from an ONNX file; returns its tag."""
-    trt = import_tensorrt()
+    from .onnx_export import ExportError
+
+    trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -87,7 +62,8 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, *, fp16: bool, timi
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}; re-export the bundle with this "
+                          "textsam-eus, or use --engine onnxruntime")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     cache = None
@@ -106,7 +82,8 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, *, fp16: bool, timi
         config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise RuntimeError(f"TensorRT failed to build {onnx_path} (see the TensorRT log above)")
+        raise ExportError(f"TensorRT failed to build {onnx_path} (see the TensorRT log above); free GPU memory and "
+                          "retry, or use --engine onnxruntime")
     Path(plan_path).write_bytes(bytes(plan))
     if cache is not None:
         Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))

@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 BUNDLE_FORMAT = "textsam-eus-bundle"
 BUNDLE_VERSION = 1
 REEXPORT = "re-export the bundle ('textsam-eus export --checkpoint CKPT --out DIR')"
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """A deployment bundle is missing, altered or made for something else."""
 
 

@@ -1,15 +1,11 @@
-"""Weights: the official SAM ``.pth``, a local BiomedCLIP folder, and our own safetensors checkpoints.
+"""Our checkpoint format: one ``.safetensors`` file with the config as JSON in its metadata.
 
-* Official SAM (``sam_vit_b_01ec64.pth``; MedSAM's ViT-B file has the same keys): a plain state dict of the
-  ``Sam`` module (``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``), loaded before LoRA is applied.
-* BiomedCLIP folder: ``open_clip_config.json``, ``open_clip_pytorch_model.bin`` (or ``open_clip_model.safetensors``)
-  with the CLIP state dict (we take its ``text.*`` part) and the tokenizer's ``vocab.txt``. Fully offline.
-* Ours: one ``.safetensors`` file holding the trainable tensors (``contents=trainable``), or every tensor when the
-  base weights were random and cannot be reloaded from files (``contents=full``, e.g. the tiny demo), with the
-  config as JSON in the file's metadata.
+It holds the trainable tensors (``contents=trainable``; the base weights are reloaded from the official files the
+config names, see :mod:`.pretrained`), or every tensor when the base weights were random and cannot be reloaded
+from files (``contents=full``, e.g. the tiny demo).
 
-Every ``torch.load`` uses ``weights_only=True``. Mismatches raise :class:`CheckpointError` listing the first few
-missing/unexpected keys or wrong shapes, the file and the preset expected.
+Mismatches raise :class:`~.weights.CheckpointError` listing the first few missing/unexpected keys or wrong shapes,
+the file and the preset expected. Imports run one way: checkpoint -> registry -> pretrained -> weights.
 """
 
 from __future__ import annotations
@@ -23,113 +19,13 @@ import torch
 from torch import nn
 
 from .config import TextSamConfig
+from .registry import build_textsam
+from .weights import CheckpointError, check_state_dict
 
 FORMAT = "textsam-eus"
 FORMAT_VERSION = "1"
-_IGNORED_TEXT_KEYS = ("transformer.pooler.", "transformer.embeddings.position_ids")
 
 
-class CheckpointError(ValueError):
-    """A weight file does not match the model it is loaded into."""
-
-
-def _first(items: list[str], n: int = 5) -> str:
-    head = ", ".join(items[:n])
-    return head + (f", ... ({len(items)} in all)" if len(items) > n else "")
-
-
-def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], *, file: str | Path,
-                     what: str) -> None:
-    """Raise CheckpointError unless ``found`` has exactly the keys and shapes of ``expected``."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(f"{k} {tuple(found[k].shape)} (expected {tuple(expected[k].shape)})"
-                   for k in set(expected) & set(found) if tuple(found[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_first(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_first(unexpected)}")
-        if wrong:
-            parts.append(f"wrong shapes: {_first(wrong)}")
-        raise CheckpointError(f"{file} does not match {what}: " + "; ".join(parts))
-
-
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, non-torch files
-        raise CheckpointError(f"cannot read {path} as a PyTorch weights file ({type(exc).__name__}: {exc}); "
-                              "expected a state dict saved with torch.save") from exc
-    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("model", "state_dict"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state dict (dict of tensors)")
-    return obj
-
-
-# ---------------------------------------------------------------------------------------------- SAM
-def load_sam_checkpoint(sam: nn.Module, path: str | Path, preset: str = "vit_b") -> None:
-    """Load an official SAM/MedSAM state dict into a plain (not yet LoRA-wrapped) ``Sam``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"SAM checkpoint not found: {path} (expected the official file, e.g. "
-                              "sam_vit_b_01ec64.pth, or MedSAM's medsam_vit_b.pth, on local disk)")
-    state = _torch_load(path)
-    check_state_dict(sam.state_dict(), state, file=path, what=f"SAM of preset {preset!r}")
-    sam.load_state_dict(state, strict=True)
-
-
-# ---------------------------------------------------------------------------------------------- BiomedCLIP
-def biomedclip_vocab(folder: str | Path) -> Path:
-    vocab = Path(folder) / "vocab.txt"
-    if not vocab.is_file():
-        raise CheckpointError(f"{folder} has no vocab.txt: a BiomedCLIP folder needs open_clip_config.json, "
-                              "open_clip_pytorch_model.bin (or open_clip_model.safetensors) and vocab.txt")
-    return vocab
-
-
-def load_biomedclip_text(tower: nn.Module, folder: str | Path, cfg: TextSamConfig) -> None:
-    """Load the text tower of a local BiomedCLIP folder into an open_clip ``HFTextEncoder``."""
-    folder = Path(folder)
-    config_file = folder / "open_clip_config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{folder} is not a BiomedCLIP folder: open_clip_config.json is missing")
-    try:
-        model_cfg = json.loads(config_file.read_text())["model_cfg"]
-        text_cfg = model_cfg["text_cfg"]
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"{config_file} is not an open_clip config (needs model_cfg.text_cfg)") from exc
-    checks = [("embed_dim", model_cfg.get("embed_dim"), cfg.text.embed_dim),
-              ("text_cfg.hf_proj_type", text_cfg.get("hf_proj_type", text_cfg.get("proj_type")), cfg.text.proj_type),
-              ("text_cfg.context_length", text_cfg.get("context_length"), cfg.text.context_length)]
-    for name, got, want in checks:
-        if got is not None and got != want:
-            raise CheckpointError(f"{config_file}: {name}={got!r} but preset {cfg.preset!r} expects {want!r}")
-    weights = folder / "open_clip_model.safetensors"
-    if weights.is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    else:
-        weights = folder / "open_clip_pytorch_model.bin"
-        if not weights.is_file():
-            raise CheckpointError(f"{folder} has neither open_clip_pytorch_model.bin nor open_clip_model.safetensors")
-        state = _torch_load(weights)
-    text_state = {k[len("text."):]: v for k, v in state.items() if k.startswith("text.")}
-    text_state = {k: v for k, v in text_state.items() if not k.startswith(_IGNORED_TEXT_KEYS)}
-    if not text_state:
-        raise CheckpointError(f"{weights} has no 'text.*' tensors: is it a BiomedCLIP (open_clip) checkpoint?")
-    check_state_dict(tower.state_dict(), text_state, file=weights,
-                     what=f"the BiomedCLIP text tower of preset {cfg.preset!r}")
-    tower.load_state_dict(text_state, strict=True)
-
-
-# ---------------------------------------------------------------------------------------------- ours
 def demo_checkpoint_path() -> Path:
     """The tiny demo model shipped inside the package."""
     return Path(str(resources.files("textsam_eus") / "weights" / "demo_tiny.safetensors"))
@@ -202,8 +98,6 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", **config_overrides: Any):
     """Build the model described by a checkpoint and load its tensors. Returns (model, extra)."""
     from safetensors.torch import load_file
-
-    from .registry import build_textsam
 
     meta = read_checkpoint_meta(path)
     cfg = TextSamConfig.from_dict(meta["config"])

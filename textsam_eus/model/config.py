@@ -11,10 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserError
+
 FINETUNE_MODES = ("lora", "full")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration field has an invalid value."""
 
 

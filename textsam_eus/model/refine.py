@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import transforms as T
+from .errors import OptionError
 
 REFINE_PROMPTS = ("none", "box", "point", "box+centroid", "box+5points")
 
@@ -42,7 +43,7 @@ def geometric_prompts(box: torch.Tensor, centroid: torch.Tensor, mode: str = "bo
                       mask: torch.Tensor | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(coords (1, N, 2), labels (1, N)) for a refinement pass, or None for mode 'none'."""
     if mode not in REFINE_PROMPTS:
-        raise ValueError(f"refine_prompts={mode!r} is invalid: choose one of {REFINE_PROMPTS}")
+        raise OptionError(f"refine_prompts={mode!r} is invalid: choose one of {REFINE_PROMPTS}")
     corners = box.view(2, 2)
     pts, labs = [], []
     if mode == "none":
@@ -72,9 +73,9 @@ class Segmenter:
                  refine_prompts: str = "box+centroid", threshold: float = 0.0,
                  sync: Callable[[], None] | None = None) -> None:
         if refine_prompts not in REFINE_PROMPTS:
-            raise ValueError(f"refine_prompts={refine_prompts!r} is invalid: choose one of {REFINE_PROMPTS}")
+            raise OptionError(f"refine_prompts={refine_prompts!r} is invalid: choose one of {REFINE_PROMPTS}")
         if iterations < 0:
-            raise ValueError(f"iterations={iterations} is invalid: must be >= 0")
+            raise OptionError(f"iterations={iterations} is invalid: must be >= 0")
         self.encode, self.decode = encode, decode
         self.image_size = image_size
         self.pixel_mean, self.pixel_std = tuple(pixel_mean), tuple(pixel_std)

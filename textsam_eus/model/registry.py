@@ -1,4 +1,4 @@
-"""Size presets as builder functions in a registry (in the manner of segment-anything's ``sam_model_registry``).
+"""Size presets: a config function per preset (``PRESETS``) and :func:`build_textsam`.
 
 ``vit_b``: the paper — SAM ViT-B at 1024, BiomedCLIP's text tower (PubMedBERT), LoRA r=16, 4 context tokens,
 prompt depth 12. ``tiny``: the same classes at small sizes (ViT 192-d, depth 4, input 256; a 4-layer 128-d BERT
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .config import ConfigError, TextSamConfig, TextTowerConfig
+from .pretrained import biomedclip_vocab, load_biomedclip_text, load_sam_checkpoint
 from .text_branch import TextPromptLearner, build_text_tower
 from .textsam import TextSam, build_sam
 from .tokenizer import WordPieceTokenizer, tiny_vocab_path
@@ -59,8 +60,6 @@ def build_tokenizer(cfg: TextSamConfig) -> WordPieceTokenizer:
     are valid for the 30522-entry embedding, and the weights are random anyway.
     """
     if cfg.biomedclip_dir is not None:
-        from .checkpoint import biomedclip_vocab
-
         tok = WordPieceTokenizer(biomedclip_vocab(cfg.biomedclip_dir), cfg.text.context_length)
     else:
         tok = WordPieceTokenizer(tiny_vocab_path(), cfg.text.context_length)
@@ -82,25 +81,11 @@ def build_textsam(config: TextSamConfig | str = "tiny", load_base_weights: bool 
         config.replace(**overrides) if overrides else config)
     sam = build_sam(cfg)
     if load_base_weights and cfg.sam_checkpoint is not None:
-        from .checkpoint import load_sam_checkpoint
-
         load_sam_checkpoint(sam, cfg.sam_checkpoint, cfg.preset)
     tower = build_text_tower(cfg.text)
     if load_base_weights and cfg.biomedclip_dir is not None:
-        from .checkpoint import load_biomedclip_text
-
         load_biomedclip_text(tower, cfg.biomedclip_dir, cfg)
     tokenizer = build_tokenizer(cfg)
     ids, length = tokenizer.encode(prompt_text(cfg))
     text = TextPromptLearner(cfg, tower, ids, length)
     return TextSam(cfg, sam, text)
-
-
-def _builder(preset: str) -> Callable[..., TextSam]:
-    def build(**overrides: Any) -> TextSam:
-        return build_textsam(preset, **overrides)
-    build.__name__ = f"build_textsam_{preset}"
-    return build
-
-
-textsam_model_registry: dict[str, Callable[..., TextSam]] = {name: _builder(name) for name in PRESETS}

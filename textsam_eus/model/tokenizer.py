@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .weights import CheckpointError
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -27,12 +29,13 @@ class WordPieceTokenizer:
 
         vocab_file = Path(vocab_file)
         if not vocab_file.is_file():
-            raise FileNotFoundError(f"tokenizer vocabulary not found: {vocab_file} (expected a BERT vocab.txt, "
-                                    "one token per line, e.g. the vocab.txt of the BiomedCLIP folder)")
+            raise CheckpointError(f"tokenizer vocabulary not found: {vocab_file} (expected a BERT vocab.txt, "
+                                  "one token per line, e.g. the vocab.txt of the BiomedCLIP folder)")
         vocab = [line.rstrip("\n") for line in vocab_file.read_text(encoding="utf-8").splitlines()]
         missing = [t for t in SPECIAL_TOKENS[:4] if t not in vocab]
         if missing:
-            raise ValueError(f"{vocab_file} is not a BERT vocabulary: missing special tokens {missing}")
+            raise CheckpointError(f"{vocab_file} is not a BERT vocabulary: missing special tokens {missing}; "
+                                  "use the vocab.txt of the BiomedCLIP folder")
         self.vocab_file = vocab_file
         self.vocab_size = len(vocab)
         self.context_length = context_length

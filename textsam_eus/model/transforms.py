@@ -15,11 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-COLOR_ORDERS = ("rgb", "bgr")
-
-
-class FrameError(ValueError):
-    """A frame is not an image the model can take."""
+from .pixels import COLOR_ORDERS, FrameError, to_rgb_uint8  # noqa: F401 (COLOR_ORDERS, FrameError: re-exported)
 
 
 def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -29,27 +25,24 @@ def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
 
 
 def to_rgb(frame: np.ndarray, color_order: str = "rgb") -> np.ndarray:
-    """Accept grayscale (H, W) / (H, W, 1), 3-channel RGB or BGR, or RGBA/BGRA uint8; return (H, W, 3) RGB."""
+    """Accept grayscale (H, W) / (H, W, 1), 3-channel RGB or BGR, or RGBA/BGRA uint8; return (H, W, 3) RGB.
+
+    Other pixel types are refused rather than guessed at: convert them first with :func:`.pixels.to_uint8`, the
+    rule every reader of this package uses.
+    """
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"expected a numpy uint8 image, got {type(frame).__name__}")
     if color_order not in COLOR_ORDERS:
         raise FrameError(f"color_order={color_order!r} is invalid: must be one of {COLOR_ORDERS}")
     if frame.dtype != np.uint8:
-        raise FrameError(f"expected a uint8 frame (0..255), got dtype {frame.dtype}; convert with "
-                         "np.clip(x, 0, 255).astype(np.uint8) or scale floats in [0, 1] by 255 first")
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.ndim == 2:
-        rgb = np.repeat(frame[:, :, None], 3, axis=2)
-    elif frame.ndim == 3 and frame.shape[2] in (3, 4):
-        rgb = frame[:, :, :3]
-        if color_order == "bgr":
-            rgb = rgb[:, :, ::-1]
-    else:
+        raise FrameError(f"expected a uint8 frame (0..255), got dtype {frame.dtype}; convert it with "
+                         "textsam_eus.model.pixels.to_uint8 (16-bit: 8-bit content kept, else / 257; float: [0, 1] "
+                         "x 255, else 0..255)")
+    if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))):
         raise FrameError(f"expected a frame of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {frame.shape}")
-    if rgb.shape[0] < 8 or rgb.shape[1] < 8:
-        raise FrameError(f"frame of {rgb.shape[1]}x{rgb.shape[0]} pixels is too small (at least 8x8)")
-    return np.ascontiguousarray(rgb)
+    if frame.shape[0] < 8 or frame.shape[1] < 8:
+        raise FrameError(f"frame of {frame.shape[1]}x{frame.shape[0]} pixels is too small (at least 8x8)")
+    return to_rgb_uint8(frame, color_order)
 
 
 def preprocess(frame_rgb: np.ndarray | torch.Tensor, image_size: int, pixel_mean, pixel_std,

@@ -6,7 +6,7 @@ stamps each frame with the kernel's capture time. The same class opens an FFmpeg
 so a real live-paced stream needs no hardware: ``lavfi:testsrc2=size=800x600:rate=60,realtime`` or
 ``lavfi:movie=clip.mp4,realtime``.
 
-This module must stay free of torch and of the model / engine packages.
+This module must stay free of torch and of the engine packages (of ``model`` it imports only torch-free modules).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..model.imports import require_pyav
 from .base import FrameSource, SourceError, list_video_devices, release_quietly
 from .record import FrameRecord
 
@@ -27,8 +28,7 @@ _KINDS = {"v4l2": "video4linux2,v4l2", "lavfi": "lavfi"}
 
 
 def _format_available(kind: str) -> bool:
-    import av
-
+    av = require_pyav()
     return _KINDS[kind] in av.formats_available or kind in av.formats_available
 
 

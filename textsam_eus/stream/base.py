@@ -1,4 +1,5 @@
-"""The frame-source base class, its error type and shared helpers (no torch, no model/engine imports)."""
+"""The frame-source base class, its error type and shared helpers (no torch; of ``model`` only its torch-free
+modules)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..model.errors import UserError
+from ..model.pixels import IMAGE_EXTENSIONS, to_rgb_uint8  # noqa: F401 (IMAGE_EXTENSIONS: re-exported)
 from .record import FrameRecord
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 ACCEPTED_SPECS = (
     "  - a video file readable by FFmpeg (e.g. clip.mp4, clip.avi, clip.mkv, clip.ts)\n"
     "  - a DICOM ultrasound file (multi-frame cine or one frame), or a folder of them\n"
-    "  - a folder of images (png/jpg/jpeg/bmp/tif/tiff)\n"
+    f"  - a folder of images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)})\n"
     "  - a capture device index (e.g. 0) or a V4L2 device path (e.g. /dev/video0)\n"
     "  - a GStreamer pipeline string containing '!' (e.g. 'v4l2src ! videoconvert ! appsink')\n"
     "  - 'v4l2:/dev/video0' for a V4L2 capture card through PyAV/FFmpeg (kernel timestamps)\n"
@@ -26,7 +27,7 @@ ACCEPTED_SPECS = (
 )
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A frame source cannot be opened or is misconfigured (message says which and why)."""
 
 
@@ -34,30 +35,9 @@ class SourceError(ValueError):
 
 
 def _to_rgb_u8(img: np.ndarray, bgr: bool = True) -> np.ndarray:
-    """Convert gray / BGR / BGRA, 8/16-bit or float images to C-contiguous uint8 RGB."""
-    import cv2
-
-    if img.dtype != np.uint8:
-        if img.dtype == np.uint16:
-            img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
-        elif np.issubdtype(img.dtype, np.floating):
-            f = np.nan_to_num(img.astype(np.float32))
-            if f.size and float(f.max()) <= 1.0:
-                f = f * 255.0
-            img = np.clip(f + 0.5, 0, 255).astype(np.uint8)
-        else:  # other integer types (int32 labels, int16, ...)
-            img = np.clip(img, 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        out = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    elif img.ndim == 3 and img.shape[2] == 1:
-        out = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
-    elif img.ndim == 3 and img.shape[2] == 3:
-        out = cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if bgr else img
-    elif img.ndim == 3 and img.shape[2] == 4:
-        out = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
-    else:
-        raise SourceError(f"unsupported image shape {img.shape} (expected gray, BGR or BGRA)")
-    return np.ascontiguousarray(out)
+    """Gray / BGR(A) / RGB(A), 8/16-bit or float images as C-contiguous uint8 RGB, by the one pixel rule of
+    :mod:`textsam_eus.model.pixels` (what training reads the same files with)."""
+    return to_rgb_uint8(img, "bgr" if bgr else "rgb")
 
 
 def release_quietly(resource, method: str = "close") -> None:

@@ -4,7 +4,7 @@ Both write files that survive an abrupt stop: the MP4 is fragmented (a self-cont
 the moov box first), the Matroska file is written in clusters of at most a second, and every packet is flushed to
 the file as it is muxed. After SIGKILL or a full disk everything up to the last complete fragment plays.
 
-This module must stay free of torch and of the model / engine packages.
+This module must stay free of torch and of the engine packages (of ``model`` it imports only torch-free modules).
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from ..model.errors import UserError
+from ..model.imports import require_pyav
+
 __all__ = ["SinkError", "VideoEncoder", "MaskVideoEncoder", "read_mask_video", "FRAGMENTED_MP4"]
 
 # fragment at every keyframe, moov first, fragments addressable on their own; written through at once
@@ -24,7 +27,7 @@ FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flu
 STREAMABLE_MKV = {"cluster_time_limit": "1000", "flush_packets": "1"}
 
 
-class SinkError(ValueError):
+class SinkError(UserError, ValueError):
     """A sink cannot be created or written (message says which and why)."""
 
 
@@ -62,8 +65,7 @@ class _AvVideoEncoder:
 
     def __init__(self, path, fps, codec, pix_fmt, time_base=None, options=None,
                  container_options=None, on_bad_pts="nudge"):
-        import av
-
+        av = require_pyav()
         self.path = Path(path)
         self.fps = float(fps) if fps is not None else None
         self._rate = _fps_fraction(fps)

@@ -10,7 +10,8 @@
 * A small reserve file keeps room to finalise the outputs on a full disk: :meth:`OutputFolder.release_reserve`
   frees it when a write fails with ENOSPC.
 
-This module must stay free of torch and of the model / engine packages.
+This module must stay free of torch and of the engine packages (of ``model`` it imports only the torch-free
+errors module).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import errno
 import os
 import shutil
 from pathlib import Path
+
+from ..model.errors import UserError
 
 __all__ = ["OutputError", "OutputFolder", "RUN_OUTPUTS", "check_out_dir", "is_disk_full"]
 
@@ -29,7 +32,7 @@ RUN_OUTPUTS = ("overlay.mp4", "masks", "masks.mkv", "overlays", "latency.json", 
                "summary.json", "outputs.csv", "masks.nii.gz", "masks_coco.json", "dicom", "report.html")
 
 
-class OutputError(ValueError):
+class OutputError(UserError, ValueError):
     """The output folder cannot be used (the message names the fix)."""
 
 

@@ -7,10 +7,12 @@ box, so it stays well under 5 ms for an 800x600 frame on one core.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from ..model.errors import OptionError
 
 __all__ = ["OverlayStyle", "parse_color", "draw_overlay", "NAMED_COLORS"]
 
@@ -35,7 +37,7 @@ NAMED_COLORS: dict[str, tuple[int, int, int]] = {
 
 def parse_color(value) -> tuple[int, int, int]:
     """Parse ``'#ff4040'``, ``'#f44'``, a colour name (``'red'``), ``'255,64,64'`` or a
-    3-sequence of ints into an RGB tuple. Raises ValueError otherwise."""
+    3-sequence of ints into an RGB tuple. Raises OptionError (a ValueError) otherwise."""
     forms = "expected '#rrggbb', '#rgb', a colour name (" + ", ".join(sorted(NAMED_COLORS)) + \
             ") or 'r,g,b' with values 0..255"
     if isinstance(value, str):
@@ -48,22 +50,22 @@ def parse_color(value) -> tuple[int, int, int]:
                 h = "".join(c * 2 for c in h)
             if re.fullmatch(r"[0-9a-f]{6}", h):
                 return (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16))
-            raise ValueError(f"invalid colour {value!r}: {forms}")
+            raise OptionError(f"invalid colour {value!r}: {forms}")
         parts = [p.strip() for p in s.strip("()[] ").split(",")]
         if len(parts) == 3 and all(re.fullmatch(r"\d+", p) for p in parts):
             rgb = tuple(int(p) for p in parts)
             if all(0 <= c <= 255 for c in rgb):
                 return rgb  # type: ignore[return-value]
-        raise ValueError(f"invalid colour {value!r}: {forms}")
+        raise OptionError(f"invalid colour {value!r}: {forms}")
     if isinstance(value, (tuple, list, np.ndarray)) and len(value) == 3:
         out = []
         for c in value:
             if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) \
                     or not 0 <= int(c) <= 255:
-                raise ValueError(f"invalid colour {value!r}: {forms}")
+                raise OptionError(f"invalid colour {value!r}: {forms}")
             out.append(int(c))
         return tuple(out)  # type: ignore[return-value]
-    raise ValueError(f"invalid colour {value!r}: {forms}")
+    raise OptionError(f"invalid colour {value!r}: {forms}")
 
 
 @dataclass
@@ -84,28 +86,24 @@ class OverlayStyle:
             try:
                 setattr(self, name, parse_color(value))
             except ValueError as e:
-                raise ValueError(f"OverlayStyle.{name}: {e}") from None
+                raise OptionError(f"OverlayStyle.{name}: {e}") from None
         a = self.fill_alpha
         if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)) \
                 or not 0.0 <= float(a) <= 1.0:
-            raise ValueError(f"OverlayStyle.fill_alpha must be a number in [0, 1], got {a!r}")
+            raise OptionError(f"OverlayStyle.fill_alpha must be a number in [0, 1], got {a!r}")
         self.fill_alpha = float(a)
         t = self.contour_thickness
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= int(t) <= 50:
-            raise ValueError(f"OverlayStyle.contour_thickness must be an int in [0, 50] "
-                             f"(0 = no contour), got {t!r}")
+            raise OptionError(f"OverlayStyle.contour_thickness must be an int in [0, 50] "
+                              f"(0 = no contour), got {t!r}")
         self.contour_thickness = int(t)
         if not isinstance(self.hud, (bool, np.bool_)):
-            raise ValueError(f"OverlayStyle.hud must be True or False, got {self.hud!r}")
+            raise OptionError(f"OverlayStyle.hud must be True or False, got {self.hud!r}")
         self.hud = bool(self.hud)
         sc = self.hud_scale
         if isinstance(sc, bool) or not isinstance(sc, (int, float)) or not 0.1 <= float(sc) <= 5:
-            raise ValueError(f"OverlayStyle.hud_scale must be in [0.1, 5], got {sc!r}")
+            raise OptionError(f"OverlayStyle.hud_scale must be in [0.1, 5], got {sc!r}")
         self.hud_scale = float(sc)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 _DEFAULT_STYLE: OverlayStyle | None = None

@@ -27,6 +27,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..common.screen import LayoutTracker
+from ..model.errors import OptionError, UserError
+from ..model.mask_metrics import mask_iou
 from .base import FrameSource
 from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay
@@ -58,7 +60,7 @@ def _drop_specks(mask: np.ndarray, keep: float = 0.2) -> np.ndarray:
     return mask
 
 
-class StreamError(RuntimeError):
+class StreamError(UserError, RuntimeError):
     """A run stopped for a reason the user can fix (full disk, ...); the outputs are finalised."""
 
 
@@ -94,15 +96,15 @@ class PipelineConfig:
         self.mask_formats = parse_mask_formats(self.masks)  # raises SinkError naming the formats
         if isinstance(self.roi, str):
             if self.roi != "auto":
-                raise ValueError(f"roi={self.roi!r} is invalid: use 'auto', an ROI or None")
+                raise OptionError(f"roi={self.roi!r} is invalid: use 'auto', an ROI or None")
         if self.queue_size < 1:
-            raise ValueError(f"queue_size={self.queue_size} is invalid: must be >= 1")
+            raise OptionError(f"queue_size={self.queue_size} is invalid: must be >= 1")
         if self.workers < 1:
-            raise ValueError(f"workers={self.workers} is invalid: must be >= 1")
+            raise OptionError(f"workers={self.workers} is invalid: must be >= 1")
         if self.workers > 1 and self.temporal:
-            raise ValueError("temporal seeding needs the previous frame's result: use workers=1 with --temporal")
+            raise OptionError("temporal seeding needs the previous frame's result: use workers=1 with --temporal")
         if self.max_frames is not None and self.max_frames <= 0:
-            raise ValueError(f"max_frames={self.max_frames} is invalid: must be >= 1 (or leave it out for all)")
+            raise OptionError(f"max_frames={self.max_frames} is invalid: must be >= 1 (or leave it out for all)")
 
 
 class StreamPipeline:
@@ -294,8 +296,7 @@ class StreamPipeline:
                 rec.info["size_changed"] = f"{self._size[0]}x{self._size[1]}->{rec.width}x{rec.height}"
             self._size, self._prev_mask = rec.size, None
         if self._prev_mask is not None:
-            union = np.count_nonzero(rec.mask | self._prev_mask)
-            self._stability[0] += 1.0 if union == 0 else np.count_nonzero(rec.mask & self._prev_mask) / union
+            self._stability[0] += mask_iou(rec.mask, self._prev_mask)
             self._stability[1] += 1
         self._prev_mask = rec.mask
 

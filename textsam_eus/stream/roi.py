@@ -8,15 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..common.screen import EUS_DB_CROP
+from ..model.errors import OptionError
 from .base import SourceError
 
 # --------------------------------------------------------------------------- ROI
 
-_PRESETS: dict[str, tuple[tuple[int, int, int, int], str]] = {
-    # EUS database crop of an 800x600 processor screen: rows 57-513, cols 45-755
-    # (1-based inclusive) -> frame[56:513, 44:755]
-    "eus800x600": (EUS_DB_CROP, "EUS image area of an 800x600 processor screen "
-                                       "(rows 57-513, cols 45-755, 1-based inclusive)"),
+_PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "eus800x600": EUS_DB_CROP,  # the EUS database's image area of an 800x600 processor screen (common/screen.py)
 }
 
 
@@ -33,12 +31,12 @@ class ROI:
         for f in ("x", "y", "w", "h"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ValueError(f"ROI.{f} must be an int, got {v!r}")
+                raise OptionError(f"ROI.{f} must be an int, got {v!r}")
             setattr(self, f, int(v))
         if self.x < 0 or self.y < 0:
-            raise ValueError(f"ROI x/y must be >= 0, got x={self.x}, y={self.y}")
+            raise OptionError(f"ROI x/y must be >= 0, got x={self.x}, y={self.y}")
         if self.w <= 0 or self.h <= 0:
-            raise ValueError(f"ROI w/h must be > 0, got w={self.w}, h={self.h}")
+            raise OptionError(f"ROI w/h must be > 0, got w={self.w}, h={self.h}")
 
     def __str__(self) -> str:
         return f"{self.x},{self.y},{self.w},{self.h}"
@@ -53,20 +51,20 @@ class ROI:
             return cls.preset(t)
         parts = [p.strip() for p in t.replace(";", ",").split(",")]
         if len(parts) != 4 or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
-            raise ValueError(f"invalid ROI {text!r}: expected 'x,y,w,h' (four integers, e.g. "
-                             f"'44,56,711,457') or a preset name ({', '.join(_PRESETS)})")
+            raise OptionError(f"invalid ROI {text!r}: expected 'x,y,w,h' (four integers, e.g. "
+                              f"'{','.join(map(str, EUS_DB_CROP))}') or a preset name ({', '.join(_PRESETS)})")
         x, y, w, h = (int(p) for p in parts)
         try:
             return cls(x, y, w, h)
         except ValueError as e:
-            raise ValueError(f"invalid ROI {text!r}: {e}") from None
+            raise OptionError(f"invalid ROI {text!r}: {e}") from None
 
     @classmethod
     def preset(cls, name: str) -> "ROI":
         key = str(name).strip().lower()
         if key not in _PRESETS:
-            raise ValueError(f"unknown ROI preset {name!r}; available: {', '.join(_PRESETS)}")
-        return cls(*_PRESETS[key][0])
+            raise OptionError(f"unknown ROI preset {name!r}; available: {', '.join(_PRESETS)}")
+        return cls(*_PRESETS[key])
 
     @classmethod
     def full(cls, width: int, height: int) -> "ROI":
@@ -118,9 +116,6 @@ class ROI:
 
 
 def list_presets() -> dict[str, ROI]:
-    """Available ROI presets: name -> ROI (descriptions in ``ROI_PRESET_INFO``)."""
-    return {k: ROI(*v[0]) for k, v in _PRESETS.items()}
-
-
-ROI_PRESET_INFO: dict[str, str] = {k: v[1] for k, v in _PRESETS.items()}
+    """Available ROI presets: name -> ROI."""
+    return {k: ROI(*v) for k, v in _PRESETS.items()}
 

@@ -14,7 +14,7 @@ and exposes ``fps``, ``size`` (width, height), ``is_live``, ``n_frames`` and a `
 * :class:`PhantomSource`     - the synthetic EUS phantom (ground truth available as ``last_mask``).
 * :func:`open_source`        - dispatch from a command-line string.
 
-This module must stay free of torch and of the model / engine packages.
+This module must stay free of torch and of the engine packages (of ``model`` it imports only torch-free modules).
 """
 
 
@@ -28,6 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..model.imports import require_pyav
 from .av_live import AvLiveSource
 from .base import ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8, release_quietly
 from .capture import CaptureSource
@@ -61,8 +62,7 @@ class VideoFileSource(FrameSource):
     def __init__(self, path: str | os.PathLike, *, fps: float | None = None,
                  max_consecutive_errors: int = 32) -> None:
         super().__init__()
-        import av
-
+        av = require_pyav()
         self.path = Path(path)
         self.name = str(self.path)
         self.is_live = False

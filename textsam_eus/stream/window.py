@@ -1,6 +1,7 @@
 """The optional on-screen window (needs a non-headless OpenCV build and a display).
 
-This module must stay free of torch and of the model / engine packages.
+This module must stay free of torch and of the engine packages (of ``model`` it imports only the torch-free
+errors module).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import sys
 
 import numpy as np
 
+from ..model.errors import UnavailableError
+
 __all__ = ["DisplayUnavailableError", "Window", "opencv_has_gui", "HEADLESS_HINT"]
 
 
-class DisplayUnavailableError(RuntimeError):
+class DisplayUnavailableError(UnavailableError):
     """No on-screen window can be opened (headless OpenCV build or no display)."""
 
 

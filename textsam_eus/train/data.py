@@ -7,7 +7,7 @@ which always returns
 
 * ``image``: ``uint8`` array ``H x W x 3`` in **RGB** order (grayscale
   frames are replicated to three channels; 16-bit and floating-point images,
-  e.g. TIFF exports, are scaled to ``uint8`` - see :func:`to_uint8`);
+  e.g. TIFF exports, are converted by the one rule of :mod:`textsam_eus.model.pixels`);
 * ``mask``: ``uint8`` array ``H x W`` with values ``0``/``1`` where any
   nonzero mask pixel counts as tumour.  Samples without a mask (healthy
   frames) give an all-zero mask.
@@ -39,6 +39,10 @@ from typing import Sequence, Union
 import cv2
 import numpy as np
 
+from ..common.screen import EUS_DB_CROP, EUS_DB_SCREEN_SIZE
+from ..model.errors import UserError
+from ..model.pixels import IMAGE_EXTENSIONS, FrameError, to_rgb_uint8, to_uint8  # noqa: F401 (to_uint8: re-exported)
+
 __all__ = [
     "DatasetError",
     "Sample",
@@ -61,16 +65,14 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset could not be read or split; the message says why and how to fix it."""
 
 
-#: Crop of the raw EUS screen grab to the ultrasound sector, as ``(x, y, w, h)``
-#: in 0-based pixels: rows 57-513 and columns 45-755 (1-based, inclusive) of an
-#: 800x600 frame, i.e. ``img[56:513, 44:755]``, giving 711x457 (W x H).
-EUS_SCREEN_CROP: tuple[int, int, int, int] = (44, 56, 711, 457)
-#: Size ``(width, height)`` of the raw screen grabs of the EUS database.
-EUS_SCREEN_SIZE: tuple[int, int] = (800, 600)
+#: Crop of the raw EUS screen grab to the ultrasound sector, ``(x, y, w, h)``, and the size ``(width, height)``
+#: of those screen grabs: the EUS database's geometry, whose one home is :mod:`textsam_eus.common.screen`.
+EUS_SCREEN_CROP: tuple[int, int, int, int] = EUS_DB_CROP
+EUS_SCREEN_SIZE: tuple[int, int] = EUS_DB_SCREEN_SIZE
 
 #: Class folders of the EUS database -> short class name stored in ``Sample.source``.
 EUS_CLASS_FOLDERS: dict[str, str] = {
@@ -79,7 +81,6 @@ EUS_CLASS_FOLDERS: dict[str, str] = {
     "PANCREATITIS": "pancreatitis",
 }
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 _SPLIT_ALIASES = {
     "train": "train",
@@ -160,49 +161,6 @@ def _apply_crop(arr: np.ndarray, crop: Crop, what: str) -> np.ndarray:
     return arr[y : y + h, x : x + w]
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Convert image pixel values to ``uint8``.
-
-    Rules (no per-image contrast stretch unless unavoidable):
-
-    * ``uint8``: unchanged; ``bool``: ``0``/``255``.
-    * other integer types (e.g. 16-bit TIFF): if every value already lies in
-      ``0..255`` (8-bit data in a wider container) the values are kept;
-      otherwise they are scaled by the full range of the dtype
-      (``65535 -> 255`` for ``uint16``), negative values clip to 0.
-    * floating point: values in ``[0, 1]`` are multiplied by 255; values in
-      ``[0, 255]`` are rounded; anything else is min-max scaled to ``0..255``.
-      NaN becomes 0.
-    """
-    a = np.asarray(arr)
-    if a.dtype == np.uint8:
-        return a
-    if a.dtype == np.bool_:
-        return a.astype(np.uint8) * 255
-    if np.issubdtype(a.dtype, np.integer):
-        if a.size == 0:
-            return a.astype(np.uint8)
-        lo, hi = int(a.min()), int(a.max())
-        if lo >= 0 and hi <= 255:
-            return a.astype(np.uint8)
-        top = float(np.iinfo(a.dtype).max)
-        out = np.clip(a.astype(np.float64), 0, None) * (255.0 / top)
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    if np.issubdtype(a.dtype, np.floating):
-        f = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        if f.size == 0:
-            return f.astype(np.uint8)
-        lo, hi = float(f.min()), float(f.max())
-        if lo >= 0.0 and hi <= 1.0:
-            f = f * 255.0
-        elif lo >= 0.0 and hi <= 255.0:
-            pass
-        else:
-            f = (f - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(f)
-        return np.clip(np.rint(f), 0, 255).astype(np.uint8)
-    raise DatasetError(f"unsupported pixel type {a.dtype}")
-
-
 def _imread_any(path: Path, what: str) -> np.ndarray:
     """Read pixels as stored (OpenCV first, Pillow as fallback), channels BGR(A)."""
     path = Path(path)
@@ -234,20 +192,12 @@ def _imread_any(path: Path, what: str) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``uint8`` ``H x W x 3`` RGB (see :func:`to_uint8`)."""
+    """Read an image file as ``uint8`` ``H x W x 3`` RGB (the pixel rule of :mod:`textsam_eus.model.pixels`)."""
     arr = _imread_any(Path(path), "image")
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    arr = to_uint8(arr)
-    if arr.ndim == 2:
-        return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
-    if arr.ndim == 3 and arr.shape[2] == 2:  # gray + alpha
-        return np.ascontiguousarray(np.repeat(arr[..., :1], 3, axis=2))
-    raise DatasetError(f"cannot read image {path}: unsupported pixel layout {arr.shape}")
+    try:
+        return to_rgb_uint8(arr, "bgr")
+    except FrameError as exc:
+        raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
 def read_mask(path: str | Path) -> np.ndarray:

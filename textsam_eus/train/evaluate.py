@@ -20,7 +20,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from ..model.errors import OptionError
 from . import metrics
+from .data import DatasetError
 
 MODES = ("auto", "auto+refine", "manual", "sam-box", "sam-point", "predictions")
 
@@ -54,13 +56,13 @@ def make_predict_fn(mode: str, predictor=None, iterations: int = 2, seed: int = 
                     predictions_dir: str | Path | None = None) -> Callable[[EvalItem], tuple[np.ndarray, float]]:
     """A function item -> (predicted mask (H, W) bool, predicted IoU or nan) for ``mode``."""
     if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is invalid: choose one of {MODES}")
+        raise OptionError(f"mode={mode!r} is invalid: choose one of {MODES}")
     if mode == "predictions":
         if predictions_dir is None:
-            raise ValueError("mode 'predictions' needs --predictions DIR")
+            raise OptionError("mode 'predictions' needs --predictions DIR")
         folder = Path(predictions_dir)
         if not folder.is_dir():
-            raise FileNotFoundError(f"predictions folder not found: {folder}")
+            raise DatasetError(f"predictions folder not found: {folder}")
         files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")}
 
         def from_folder(item: EvalItem):
@@ -68,11 +70,11 @@ def make_predict_fn(mode: str, predictor=None, iterations: int = 2, seed: int = 
 
             stem = Path(item.id).stem
             if stem not in files:
-                raise FileNotFoundError(f"no predicted mask for {item.id} in {folder} (expected {stem}.png)")
+                raise DatasetError(f"no predicted mask for {item.id} in {folder} (expected {stem}.png)")
             pred = read_mask(files[stem]).astype(bool)
             if pred.shape != item.mask.shape:
-                raise ValueError(f"{files[stem]} is {pred.shape[1]}x{pred.shape[0]} but the ground truth is "
-                                 f"{item.mask.shape[1]}x{item.mask.shape[0]}")
+                raise DatasetError(f"{files[stem]} is {pred.shape[1]}x{pred.shape[0]} but the ground truth is "
+                                   f"{item.mask.shape[1]}x{item.mask.shape[0]}")
             return pred, float("nan")
         return from_folder
     if predictor is None:
@@ -181,8 +183,8 @@ def compare(a: dict, b: dict) -> dict:
     rb = {r["id"]: r for r in b["per_image"]}
     common = sorted(set(ra) & set(rb))
     if len(common) < 2:
-        raise ValueError(f"the two evaluations share {len(common)} images; a paired test needs the same images "
-                         "(evaluate both methods on the same data and split)")
+        raise DatasetError(f"the two evaluations share {len(common)} images; a paired test needs the same images "
+                           "(evaluate both methods on the same data and split)")
     out = {"n": len(common), "only_in_a": len(set(ra) - set(rb)), "only_in_b": len(set(rb) - set(ra))}
     for key in ("dice", "nsd"):
         out[key] = metrics.paired_ttest([ra[i][key] for i in common], [rb[i][key] for i in common])

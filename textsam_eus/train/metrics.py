@@ -1,6 +1,7 @@
 """Segmentation metrics for TextSAM-EUS (numpy / scipy only).
 
-* :func:`dice` - Dice similarity coefficient of two binary 2-D masks.
+* :func:`dice` - Dice similarity coefficient of two binary 2-D masks (:mod:`textsam_eus.model.mask_metrics`, with
+  the masks checked to be 2-D; ``mask_iou`` / ``mask_dice`` are re-exported from there).
 * :func:`surface_dice` - standard 2-D normalized surface distance (NSD,
   "surface Dice", Nikolov et al. 2021, as in DeepMind's ``surface-distance``).
 * :func:`surface_dice_reference_convention` - the *non-standard* variant that
@@ -22,8 +23,13 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage, stats
 
+from ..model.errors import OptionError
+from ..model.mask_metrics import mask_dice, mask_iou  # noqa: F401 (re-exported)
+
 __all__ = [
     "dice",
+    "mask_dice",
+    "mask_iou",
     "boundary",
     "surface_dice",
     "surface_dice_reference_convention",
@@ -48,13 +54,7 @@ def dice(pred, gt) -> float:
 
     Both empty -> 1.0; exactly one empty -> 0.0.
     """
-    p, g = _as_binary_pair(pred, gt)
-    sp, sg = int(p.sum()), int(g.sum())
-    if sp == 0 and sg == 0:
-        return 1.0
-    if sp == 0 or sg == 0:
-        return 0.0
-    return 2.0 * int(np.logical_and(p, g).sum()) / (sp + sg)
+    return mask_dice(*_as_binary_pair(pred, gt))
 
 
 # 4-connected structuring element: a foreground pixel is a boundary pixel when
@@ -95,7 +95,7 @@ def _nsd_from_sets(bp: np.ndarray, bg: np.ndarray, tol: float, spacing) -> float
 def _check_tol_spacing(tolerance_px, spacing):
     tol = float(tolerance_px)
     if not tol >= 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance_px!r}")
+        raise OptionError(f"tolerance must be >= 0 (--tolerance, in pixels), got {tolerance_px!r}")
     sp = tuple(float(s) for s in spacing)
     if len(sp) != 2 or any(s <= 0 for s in sp):
         raise ValueError(f"spacing must be two positive numbers (row, col), got {spacing!r}")

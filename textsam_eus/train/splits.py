@@ -9,6 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..model.errors import OptionError
 from .data import _SPLIT_ALIASES, SPLITS, DatasetError, Sample, read_dataset
 
 # --------------------------------------------------------------------------- #
@@ -31,10 +32,10 @@ def _empty_split_error(split: str, n_cases: int, detail: str) -> DatasetError:
 
 def _counts_from_fractions(fractions: Sequence[float], n: int) -> list[int]:
     if len(fractions) != 3 or any(f < 0 for f in fractions):
-        raise ValueError(f"fractions must be three non-negative numbers (train, val, test), got {fractions!r}")
+        raise OptionError(f"fractions must be three non-negative numbers (train, val, test), got {fractions!r}")
     total = float(sum(fractions))
     if not math.isclose(total, 1.0, abs_tol=1e-6):
-        raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {total})")
+        raise OptionError(f"fractions must sum to 1, got {fractions!r} (sum {total})")
     counts = [0, 0, 0]
     # val and test: rounded share, at least one case when their fraction is positive
     for i in (1, 2):

@@ -22,8 +22,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..model.checkpoint import save_checkpoint
+from ..model.checkpoint import CheckpointError, save_checkpoint
+from ..model.config import ConfigError
 from ..model.textsam import TextSam
+from .data import DatasetError
 from .dataset import AugmentConfig, SegmentationTorchDataset, gt_prompts
 from .losses import dice_bce_loss, dice_bce_per_sample
 
@@ -60,7 +62,7 @@ class TrainConfig:
                   "weak_presence_target": 0 < self.weak_presence_target <= 1}
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid")
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid")
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -90,14 +92,14 @@ def _collate(batch):
 class Trainer:
     def __init__(self, model: TextSam, train_pairs: Sequence, val_pairs: Sequence, cfg: TrainConfig) -> None:
         if len(train_pairs) == 0:
-            raise ValueError("the training split is empty: give --data with training images or --phantom N")
+            raise DatasetError("the training split is empty: give --data with training images or --phantom N")
         if len(val_pairs) == 0:
-            raise ValueError("the validation split is empty: give more cases, a larger --val-fraction, or "
-                             "--phantom-val N")
+            raise DatasetError("the validation split is empty: give more cases, a larger --val-fraction, or "
+                               "--phantom-val N")
         n_weak = sum(1 for _, m in train_pairs if m is None)
         if n_weak and cfg.iou_loss_weight <= 0:
-            raise ValueError(f"{n_weak} training frames come from tumour-labelled videos, which train only the "
-                             "presence score: give --iou-loss-weight > 0 (e.g. 1)")
+            raise ConfigError(f"{n_weak} training frames come from tumour-labelled videos, which train only the "
+                              "presence score: give --iou-loss-weight > 0 (e.g. 1)")
         self.cfg = cfg
         self.world, self.rank, local_rank = _dist_info()
         self.device = _device(cfg.device, local_rank)
@@ -271,8 +273,8 @@ class Trainer:
 
         state_file, last = self.out / "train_state.pt", self.out / "last.safetensors"
         if not state_file.is_file() or not last.is_file():
-            raise FileNotFoundError(f"cannot resume: {state_file} or {last} is missing (train without --resume "
-                                    "first, with the same --out)")
+            raise CheckpointError(f"cannot resume: {state_file} or {last} is missing (train without --resume "
+                                  "first, with the same --out)")
         tensors = load_file(str(last))
         own = self.model.state_dict()
         self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)

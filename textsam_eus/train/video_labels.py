@@ -17,6 +17,7 @@ import numpy as np
 
 from ..common.phantom import PhantomConfig, make_phantom_dataset
 from ..common.screen import LayoutTracker
+from ..model.imports import require_pyav
 from .data import DatasetError
 
 __all__ = ["video_frames", "video_negatives", "video_positives", "phantom_negatives"]
@@ -25,8 +26,7 @@ __all__ = ["video_frames", "video_negatives", "video_positives", "phantom_negati
 def video_frames(path: str | Path, every: int = 1, max_frames: int | None = None, kind: str = "negative"
                  ) -> list[np.ndarray]:
     """Every ``every``-th frame of a recording (RGB uint8), cut to its imaging sector."""
-    import av
-
+    av = require_pyav()
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{kind} video {path} does not exist")

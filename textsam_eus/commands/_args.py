@@ -1,0 +1,63 @@
+"""Argument groups that more than one command takes (no command module imports another)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", default=[],
+                   help="dataset: EUS database folder, <root>/{train,val,test} folder, or manifest CSV (repeatable)")
+    p.add_argument("--split", choices=["auto", "paper", "existing"], default="auto",
+                   help="auto: the layout's splits if it has them, else case-wise; paper: 12/2/4 cancer patients")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of cases for validation (auto split)")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="share of cases held out for testing")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--phantom", type=int, default=0, help="add N synthetic phantom frames to training")
+    p.add_argument("--phantom-val", type=int, default=0, help="add N synthetic frames to validation")
+    p.add_argument("--phantom-size", type=int, default=320, help="side of synthetic frames")
+    p.add_argument("--phantom-seed", type=int, default=None, help="seed of the synthetic training frames")
+    p.add_argument("--negative-video", action="append", default=[],
+                   help="a lesion-free recording (e.g. a healthy pancreas): every frame, cut to its imaging sector, "
+                        "is a training negative (repeatable)")
+    p.add_argument("--val-negative-video", action="append", default=[],
+                   help="a lesion-free recording whose frames are validation negatives (repeatable)")
+    p.add_argument("--positive-video", action="append", default=[],
+                   help="a recording that shows a tumour in every frame (e.g. a pancreatic cancer), no masks: its "
+                        "frames, cut to the imaging sector, train the presence score only (repeatable; needs "
+                        "--iou-loss-weight > 0)")
+    p.add_argument("--val-positive-video", action="append", default=[],
+                   help="a tumour recording whose frames are validation positives for the presence calibration")
+    p.add_argument("--video-every", type=int, default=1, help="use every N-th frame of the labelled videos")
+    p.add_argument("--video-val-tail", type=float, default=0.0,
+                   help="move the last FRACTION of the frames of each --negative-video/--positive-video to "
+                        "validation (so the presence threshold is calibrated on those recordings too)")
+    p.add_argument("--phantom-negatives", type=int, default=0, help="add N lesion-free phantom frames to training")
+    p.add_argument("--phantom-val-negatives", type=int, default=0, help="add N lesion-free phantom frames to "
+                   "validation")
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="demo", help="TextSAM-EUS checkpoint or 'demo' (the shipped model)")
+    p.add_argument("--engine", default="auto", help="auto (fastest available), torch, onnxruntime, tensorrt")
+    p.add_argument("--bundle", default=None, help="deployment bundle folder (onnxruntime/tensorrt)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16 (GPU), bf16 (torch)")
+    p.add_argument("--cuda-graphs", action="store_true", help="torch engine on CUDA: capture CUDA graphs")
+    p.add_argument("--iterations", type=int, default=None, help="refinement iterations (default: 2)")
+    p.add_argument("--refine-prompts", default="box+centroid")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch/onnxruntime")
+
+
+def add_style_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fill-color", default="255,64,64", help="mask fill colour: R,G,B, #rrggbb or a name")
+    p.add_argument("--contour-color", default="255,255,0", help="contour colour")
+    p.add_argument("--alpha", type=float, default=0.35, help="fill opacity 0..1")
+    p.add_argument("--no-hud", action="store_true", help="no fps/latency text on the overlay")
+
+
+def style_from(args: argparse.Namespace):
+    from ..stream.overlay import OverlayStyle
+
+    return OverlayStyle(fill_color=args.fill_color, contour_color=args.contour_color, fill_alpha=args.alpha,
+                        hud=not args.no_hud)

@@ -1,0 +1,44 @@
+"""Running the stream pipeline from a command (``stream``, ``demo``): the progress bar and the printed summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run_one(engine, source, out: Path, cfg, progress: bool) -> dict:
+    from ..stream.pipeline import StreamPipeline
+
+    bar = None
+    if progress and not source.is_live:
+        from tqdm import tqdm
+
+        bar = tqdm(total=source.n_frames, desc=Path(str(getattr(source, "name", "") or "stream")).name,
+                   unit="frame", leave=False)
+    try:
+        return StreamPipeline(engine, source, out, cfg, progress=bar.update if bar else None).run()
+    finally:
+        if bar:
+            bar.close()
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    lat = summary["latency_ms"] or {}
+    st = summary["stages_ms"] or {}
+    eng = summary["engine"]
+    print(f"{out}: {summary['frames_out']} frames ({summary['frames_dropped']} dropped) at {summary['fps']:.1f} fps "
+          f"with {eng['engine']} on {eng['device']}")
+    if lat.get("count"):
+        print(f"  capture-to-overlay latency ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}"
+              f"  max {lat['max']:.1f}")
+    if st.get("engine_total", {}).get("count"):
+        e = st["engine_total"]
+        print(f"  model per frame ms: p50 {e['p50']:.1f}  p95 {e['p95']:.1f} (encoder p50 "
+              f"{st['encode']['p50']:.1f}, decoder pass p50 {st['decode_0']['p50']:.1f})")
+    src = summary.get("source_stats") or {}
+    bad = {k: v for k, v in src.items() if k != "decoded" and v}
+    if bad:
+        print(f"  source: {bad}")
+    for w in summary.get("warnings") or []:
+        print(f"  warning: {w}")
+    if not summary.get("complete"):
+        print(f"  incomplete: {summary.get('stop_reason')}; outputs written so far are finalised")

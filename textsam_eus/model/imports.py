@@ -1,0 +1,117 @@
+"""Optional dependencies: the one place that probes for them (in the manner of peft's ``import_utils``).
+
+``is_*_available()`` answer without importing the package where they can (``importlib.util.find_spec``) and are
+cached. ``require_*()`` import the package and return the module, or raise an error that names what to install
+(the ``textsam-eus`` extra) and what to use instead: :class:`TensorRTUnavailable` for TensorRT, an
+:class:`~.errors.UnavailableError` for the others.
+
+* ONNX Runtime comes as ``onnxruntime`` (CPU, extra ``cpu``) or ``onnxruntime-gpu`` (extra ``gpu``); both install
+  the module ``onnxruntime``, and with both installed only the CPU provider is seen (onnxruntime issue #26996).
+* TensorRT (extra ``trt``) exists only on NVIDIA machines.
+* PyAV (``av``) is a base dependency; a broken environment without it gets a one-line error, not a traceback.
+
+Needs nothing but the standard library at import time: every layer may import it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from functools import lru_cache
+from types import ModuleType
+
+from .errors import UnavailableError
+
+__all__ = ["TensorRTUnavailable", "ONNXRUNTIME_HINT", "ONNXRUNTIME_GPU_HINT", "TENSORRT_HINT", "PYAV_HINT",
+           "is_onnxruntime_available", "is_onnxruntime_gpu_available", "is_tensorrt_available", "is_pyav_available",
+           "installed_onnxruntime_flavours", "require_onnxruntime", "require_tensorrt", "require_pyav"]
+
+ONNXRUNTIME_FLAVOURS = ("onnxruntime", "onnxruntime-gpu")  # the distributions of the extras cpu and gpu
+
+ONNXRUNTIME_HINT = ("ONNX Runtime is not installed: pip install 'textsam-eus[cpu]' (or 'textsam-eus[gpu]' on a "
+                    "machine with an NVIDIA GPU)")
+ONNXRUNTIME_GPU_HINT = ("install onnxruntime-gpu alone (pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+                        "'textsam-eus[gpu]': with both flavours installed only the CPU provider is seen) or use "
+                        "--device cpu")
+TENSORRT_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU and driver run "
+                 "`pip install 'textsam-eus[trt]'` (the `tensorrt` package), or use another engine "
+                 "(torch, onnxruntime)")
+PYAV_HINT = "PyAV is not installed: pip install av (a dependency of textsam-eus; reinstall it)"
+
+
+class TensorRTUnavailable(UnavailableError):
+    """The tensorrt package or a CUDA GPU is missing."""
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent that fails to import, a module set to None in sys.modules
+        return False
+
+
+@lru_cache
+def is_onnxruntime_available() -> bool:
+    """The ``onnxruntime`` module (either flavour) is installed."""
+    return _has_module("onnxruntime")
+
+
+@lru_cache
+def is_onnxruntime_gpu_available() -> bool:
+    """ONNX Runtime is installed and offers its CUDA execution provider (``onnxruntime-gpu``, alone)."""
+    if not is_onnxruntime_available():
+        return False
+    try:
+        return "CUDAExecutionProvider" in require_onnxruntime().get_available_providers()
+    except UnavailableError:
+        return False
+
+
+@lru_cache
+def is_tensorrt_available() -> bool:
+    """The ``tensorrt`` package is installed (whether a GPU is visible is another question)."""
+    return _has_module("tensorrt")
+
+
+@lru_cache
+def is_pyav_available() -> bool:
+    """PyAV (``av``, FFmpeg's libraries) is installed."""
+    return _has_module("av")
+
+
+def installed_onnxruntime_flavours() -> list[str]:
+    """The ONNX Runtime distributions installed here (more than one is the clash the extras avoid)."""
+    from importlib import metadata
+
+    found = []
+    for dist in ONNXRUNTIME_FLAVOURS:
+        try:
+            metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(dist)
+    return found
+
+
+def _require(name: str, available: bool, error: type[UnavailableError], hint: str) -> ModuleType:
+    if not available:
+        raise error(hint)
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:  # installed but broken (missing shared libraries, mixed versions)
+        raise error(f"{hint} ({name} is installed but cannot be imported: {exc})") from exc
+
+
+def require_onnxruntime(instead: str = "or use --engine torch") -> ModuleType:
+    """The ``onnxruntime`` module, or an UnavailableError naming the extra to install (and ``instead``)."""
+    return _require("onnxruntime", is_onnxruntime_available(), UnavailableError, f"{ONNXRUNTIME_HINT}, {instead}")
+
+
+def require_tensorrt() -> ModuleType:
+    """The ``tensorrt`` module, or :class:`TensorRTUnavailable` naming the extra to install."""
+    return _require("tensorrt", is_tensorrt_available(), TensorRTUnavailable, TENSORRT_HINT)
+
+
+def require_pyav() -> ModuleType:
+    """The ``av`` module, or an UnavailableError naming the fix."""
+    return _require("av", is_pyav_available(), UnavailableError, PYAV_HINT)
