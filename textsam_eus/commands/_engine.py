@@ -38,7 +38,18 @@ def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path
 
 def make_engine(engine: str = "auto", checkpoint: str = "demo", bundle: str | None = None, device: str | None = None,
                 precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
-                refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None):
+                refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None,
+                resize: str | None = None):
+    """An engine; ``resize`` ("area"/"bilinear") overrides how the weights' frames are resized into the input."""
+    engine_obj = _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, iterations, refine_prompts,
+                              quiet, threads)
+    if resize is not None:
+        engine_obj.resize = resize
+    return engine_obj
+
+
+def _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, iterations, refine_prompts, quiet,
+                 threads):
     from ..engines import create_engine, fastest_engine
 
     if engine == "auto":

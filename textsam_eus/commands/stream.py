@@ -20,6 +20,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=None, help="refinement iterations (default: 2)")
     p.add_argument("--refine-prompts", default="box+centroid")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch/onnxruntime")
+    p.add_argument("--resize", choices=["area", "bilinear"], default=None,
+                   help="how frames are resized into the model (default: the weights'; bilinear = PIL's, for "
+                        "weights trained with the authors' code)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -203,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
                          presence=not args.no_presence, presence_threshold=args.presence_threshold,
                          show_frames=args.show_after, hide_frames=args.hide_after)
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
-                         args.iterations, args.refine_prompts, threads=threads)
+                         args.iterations, args.refine_prompts, threads=threads, resize=args.resize)
     if not args.no_presence and args.presence_threshold is None and engine.presence.get("threshold") is None:
         print("notice: this checkpoint has no calibrated presence threshold (it was trained without lesion-free "
               "images), so every outline is shown; train with negatives to calibrate one", file=sys.stderr)
