@@ -47,6 +47,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=None, help="refinement iterations (default: 2)")
     p.add_argument("--refine-prompts", default="box+centroid")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch/onnxruntime")
+    p.add_argument("--resize", choices=["area", "bilinear"], default=None,
+                   help="how frames are resized into the model (default: the weights'; bilinear = PIL's, for "
+                        "weights trained with the authors' code)")
 
 
 def add_style_arguments(p: argparse.ArgumentParser) -> None:

@@ -42,10 +42,21 @@ def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path
 
 def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | None = None, device: str | None = None,
                 precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
-                refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None):
+                refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None,
+                resize: str | None = None):
     """The engine ``stream``, ``demo`` and the benchmarks run. ``checkpoint``: 'demo', a path, or (torch engine)
     a TextSam model already in memory; onnxruntime/tensorrt run ``bundle`` (onnxruntime: the checkpoint's cached
-    export when no bundle is given)."""
+    export when no bundle is given). ``resize`` ("area"/"bilinear") overrides how the weights' frames are resized
+    into the input."""
+    engine_obj = _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, iterations, refine_prompts,
+                              quiet, threads)
+    if resize is not None:
+        engine_obj.resize = resize
+    return engine_obj
+
+
+def _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, iterations, refine_prompts, quiet,
+                 threads):
     from ..engines import create_engine, fastest_engine
 
     if engine == "auto":

@@ -10,13 +10,18 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="evaluation JSON of method A (from 'textsam-eus eval --json')")
     p.add_argument("b", help="evaluation JSON of method B")
-    p.add_argument("--json", default=None, help="write the test results here")
+    p.add_argument("--json", default=None, help="write the test results to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from ..train.data import DatasetError
     from ..train.evaluate import compare
+    from ..train.outputs import atomic_write_text, check_output_file
 
+    if args.json:
+        check_output_file(args.json, "--json", args.overwrite, "comparison.json")
     docs = []
     for path in (args.a, args.b):
         try:
@@ -26,12 +31,12 @@ def run(args: argparse.Namespace) -> int:
         if "per_image" not in docs[-1]:
             raise DatasetError(f"{path} has no per_image results: write it with 'textsam-eus eval --json'")
     res = compare(*docs)
+    for w in res["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     for key in ("dice", "nsd"):
         r = res[key]
         print(f"{key:5s} mean difference (A - B) {100 * r['mean_diff']:+.2f} points, t = {r['t']:.3f}, "
               f"p = {r['p']:.4g} (paired two-sided, n = {r['n']})")
-    if res["only_in_a"] or res["only_in_b"]:
-        print(f"note: {res['only_in_a']} images only in A and {res['only_in_b']} only in B were left out")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        atomic_write_text(args.json, json.dumps(res, indent=2))
     return 0

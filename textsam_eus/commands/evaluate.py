@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..model.errors import OptionError
 from ._args import add_data_arguments
@@ -28,8 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the manual-prompt perturbation")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    p.add_argument("--json", default=None, help="write the summary + per-image results here")
-    p.add_argument("--csv", default=None, help="write per-image results here")
+    p.add_argument("--resize", choices=["area", "bilinear"], default=None,
+                   help="how frames are resized into the model (default: the checkpoint's; bilinear = PIL's, for "
+                        "weights trained with the authors' code)")
+    p.add_argument("--json", default=None, help="write the summary + per-image results to this file")
+    p.add_argument("--csv", default=None, help="write per-image results to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -65,7 +70,20 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     from ..train import evaluate as E
+    from ..train.outputs import check_distinct, check_output_file
     from ..train.splits import split_samples
+
+    # every output is checked before minutes of evaluation
+    if args.json:
+        check_output_file(args.json, "--json", args.overwrite, "results.json")
+    if args.csv:
+        check_output_file(args.csv, "--csv", args.overwrite, "results.csv")
+    check_distinct({"--json": args.json, "--csv": args.csv})
+    resize = {} if args.resize is None else {"resize": args.resize}
+    if args.checkpoint and args.mode not in ("sam-box", "sam-point", "predictions"):
+        from ..model.checkpoint import read_checkpoint_meta
+
+        read_checkpoint_meta(args.checkpoint)  # a missing or damaged checkpoint fails before the data are read
 
     splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed)
     items, subset = _items(args, splits)
@@ -79,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         from ..model.registry import get_config
         from ..model.textsam import build_sam
 
-        cfg = get_config(args.preset)
+        cfg = get_config(args.preset, **resize)
         sam = build_sam(cfg)
         load_sam_checkpoint(sam, args.sam_checkpoint, args.preset)
         predictor = SamBaselinePredictor(sam, cfg, args.device)
@@ -90,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
         from ..model.checkpoint import load_checkpoint
         from ..model.predictor import TextSamPredictor
 
-        model, _ = load_checkpoint(args.checkpoint, map_location=args.device)
+        model, _ = load_checkpoint(args.checkpoint, map_location=args.device, **resize)
         predictor = TextSamPredictor(model, refine_prompts=args.refine_prompts, device=args.device)
-        meta.update(checkpoint=str(args.checkpoint), iterations=args.iterations, refine_prompts=args.refine_prompts)
+        meta.update(checkpoint=str(args.checkpoint), iterations=args.iterations, refine_prompts=args.refine_prompts,
+                    resize=model.cfg.resize)
     else:
         meta["predictions"] = args.predictions
     predict = E.make_predict_fn(args.mode, predictor, args.iterations, args.seed, args.predictions)
@@ -101,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     result = E.summarize(records, presence_threshold=threshold, **meta)
     E.write_results(result, args.json, args.csv)
     print(E.format_summary(result))
+    if result["n_positive"] == 0:
+        print("warning: no evaluated image has a lesion: Dice/NSD only count empty predictions (1 when empty), which "
+              "is no segmentation score; evaluate images with lesions", file=sys.stderr)
     for row in result["per_case"][:20]:
         print(f"  {row['case']:>24s}  n={row['n_images']:<4d} Dice {100 * row['dice']:.2f}  NSD {100 * row['nsd']:.2f}")
     if len(result["per_case"]) > 20:

@@ -13,7 +13,7 @@ from ._args import add_data_arguments
 MODEL_FLAGS = {  # CLI flag -> config field (ablations from config)
     "lora_rank": int, "lora_alpha": float, "n_ctx": int, "prompt_depth": int, "image_size": int,
     "patch_size": int, "finetune": str, "class_name": str, "sam_checkpoint": str, "biomedclip_dir": str,
-    "refine_iterations": int,
+    "refine_iterations": int, "resize": str,
 }
 
 
@@ -102,7 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors + train_state.pt")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT (last.safetensors + train_state.pt)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT holds an earlier run: start over (its files are removed, other files are kept)")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; a new schedule)")
     p.add_argument("--half-frozen", action="store_true", help="store frozen tensors in fp16 (smaller files)")
     p.add_argument("--presence-specificity", type=float, default=0.9,
@@ -116,9 +118,17 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
     from ..model.registry import build_textsam
-    from ..train.trainer import TrainConfig, Trainer
+    from ..train.outputs import check_run_dir
+    from ..train.trainer import TrainConfig, Trainer, read_resume_files
 
-    if not args.init:
+    check_run_dir(args.out, args.resume, args.overwrite)  # an earlier run is never replaced silently
+    if args.resume:
+        read_resume_files(args.out)  # a damaged run fails before data is read
+    if args.init:
+        from ..model.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(args.init)  # a missing --init fails before data is read
+    else:
         from ..model.registry import get_config
 
         get_config(args.preset, **model_overrides(args))  # a bad preset or field fails before data is read
@@ -137,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
                       weak_presence_target=args.weak_presence_target,
                       amp=not args.no_amp, device=args.device,
                       num_workers=args.workers, max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume,
+                      overwrite=args.overwrite,
                       progress=not args.no_progress, half_frozen=args.half_frozen,
                       extra={"data": args.data, "phantom": args.phantom, "split": args.split,
                              "init": args.init, "negative_video": [Path(v).name for v in args.negative_video],

@@ -20,7 +20,7 @@ class Engine:
 
     def __init__(self, *, image_size: int, pixel_mean, pixel_std, prompt_tokens, device: torch.device | str = "cpu",
                  iterations: int = 2, refine_prompts: str = "box+centroid", threshold: float = 0.0,
-                 sync=None, presence: Any = None) -> None:
+                 sync=None, presence: Any = None, resize: str = "area") -> None:
         self.device = torch.device(device)
         # tumour presence: threshold (None = off), show/hide frames, from the checkpoint config or bundle.json
         self.presence = {"threshold": getattr(presence, "presence_threshold", None),
@@ -31,7 +31,7 @@ class Engine:
         self.segmenter = Segmenter(self.encode, self._decode, image_size=image_size, pixel_mean=pixel_mean,
                                    pixel_std=pixel_std, device=self.device, dtype=torch.float32,
                                    iterations=iterations, refine_prompts=refine_prompts, threshold=threshold,
-                                   sync=sync)
+                                   sync=sync, resize=resize)
 
     # ------------------------------------------------------------------ the interface
     def set_prompt(self, tokens) -> None:
@@ -57,9 +57,22 @@ class Engine:
             raise OptionError(f"iterations={value} is invalid: must be >= 0")
         self.segmenter.iterations = value
 
+    @property
+    def resize(self) -> str:
+        """How frames are resized into the model input: "area" or "bilinear" (the weights' own, or overridden)."""
+        return self.segmenter.resize
+
+    @resize.setter
+    def resize(self, value: str) -> None:
+        from ..model.transforms import RESIZE_METHODS
+
+        if value not in RESIZE_METHODS:
+            raise ValueError(f"resize={value!r} is invalid: choose one of {RESIZE_METHODS}")
+        self.segmenter.resize = value
+
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "device": str(self.device), "image_size": self.image_size,
-                "presence_threshold": self.presence["threshold"]}
+                "presence_threshold": self.presence["threshold"], "resize": self.resize}
 
     # ------------------------------------------------------------------ backend hooks
     def encode(self, x: torch.Tensor) -> torch.Tensor:

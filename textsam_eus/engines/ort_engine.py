@@ -88,7 +88,7 @@ class OrtEngine(Engine):
                          prompt_tokens=b.prompt_tokens, device=device if self.use_cuda else "cpu",
                          iterations=b.refine_iterations if iterations is None else iterations,
                          refine_prompts=refine_prompts, threshold=b.mask_threshold, presence=b,
-                         sync=torch.cuda.synchronize if self.use_cuda else None)
+                         sync=torch.cuda.synchronize if self.use_cuda else None, resize=b.resize)
 
     # ------------------------------------------------------------------ CPU: numpy in, numpy out
     def _run(self, role: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:

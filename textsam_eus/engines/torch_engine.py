@@ -81,7 +81,7 @@ class TorchEngine(Engine):
         super().__init__(image_size=cfg.image_size, pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std,
                          prompt_tokens=self.model.cached_prompt.float().cpu().numpy(), device=device,
                          iterations=cfg.refine_iterations if iterations is None else iterations,
-                         refine_prompts=refine_prompts, threshold=cfg.mask_threshold, presence=cfg,
+                         refine_prompts=refine_prompts, threshold=cfg.mask_threshold, presence=cfg, resize=cfg.resize,
                          sync=torch.cuda.synchronize if device.type == "cuda" else None)
         self.graphs: dict[str, _Graph] = {}
         if cuda_graphs:

@@ -79,7 +79,7 @@ class TrtEngine(Engine):
                          prompt_tokens=b.prompt_tokens, device="cuda",
                          iterations=b.refine_iterations if iterations is None else iterations,
                          refine_prompts=refine_prompts, threshold=b.mask_threshold, presence=b,
-                         sync=torch.cuda.synchronize)
+                         sync=torch.cuda.synchronize, resize=b.resize)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.modules["encoder"](image=x)[0]

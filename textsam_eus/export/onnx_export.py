@@ -173,7 +173,7 @@ def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -
     _check_finite("the prompt token", tok, "(text branch)")
     worst = {"max_abs_logit_diff": 0.0, "min_mask_iou": 1.0}
     for frame in frames:
-        x, resized = T.preprocess(T.to_rgb(frame), cfg.image_size, cfg.pixel_mean, cfg.pixel_std)
+        x, resized = T.preprocess(T.to_rgb(frame), cfg.image_size, cfg.pixel_mean, cfg.pixel_std, resize=cfg.resize)
         with torch.no_grad():
             emb_t = dep.encode_image(x)
         emb_o = sess["encoder"].run(None, {"image": x.numpy()})[0]
@@ -239,7 +239,7 @@ def export_bundle(model: TextSam, out: str | Path, *, verify: bool = True, frame
                     lowres_size=cfg.lowres_mask_size, pixel_mean=list(cfg.pixel_mean), pixel_std=list(cfg.pixel_std),
                     mask_threshold=cfg.mask_threshold, refine_iterations=cfg.refine_iterations,
                     presence_threshold=cfg.presence_threshold, presence_show_frames=cfg.presence_show_frames,
-                    presence_hide_frames=cfg.presence_hide_frames,
+                    presence_hide_frames=cfg.presence_hide_frames, resize=cfg.resize,
                     prompt_tokens=token.tolist(), files=files, versions=_versions(),
                     source={**(source or {}), "config": cfg.to_dict()})
     if verify:

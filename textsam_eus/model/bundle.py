@@ -69,6 +69,7 @@ class Bundle:
     presence_threshold: float | None = None
     presence_show_frames: int = 3
     presence_hide_frames: int = 5
+    resize: str = "area"  # how frames are resized into the input (TextSamConfig.resize); "area" in older bundles
     folder: str = ""
 
     def path(self, role: str) -> Path:
@@ -189,6 +190,7 @@ _VALUE_CHECKS = [  # field, check, what it must be
     ("presence_threshold", lambda v: v is None or (_is_finite(v) and 0 <= v <= 1), "null or a number in [0, 1]"),
     ("presence_show_frames", lambda v: _is_int(v) and v >= 1, "an int >= 1"),
     ("presence_hide_frames", lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    ("resize", lambda v: v in ("area", "bilinear"), "'area' or 'bilinear'"),
 ]
 
 

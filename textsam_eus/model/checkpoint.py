@@ -11,6 +11,7 @@ the file and the preset expected. Imports run one way: checkpoint -> registry ->
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import TextSamConfig
+from .config import ConfigError, TextSamConfig
 from .registry import build_textsam
-from .weights import CheckpointError, check_state_dict
+from .weights import CheckpointError, check_state_dict, torch_load_problem  # noqa: F401 (re-exported)
 
 FORMAT = "textsam-eus"
 FORMAT_VERSION = "1"
@@ -74,8 +75,23 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, full: bool | None = N
             "config": json.dumps(model.cfg.to_dict()), "extra": json.dumps(extra or {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(path), metadata=meta)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # written whole, then renamed: never a torn file
+    try:
+        save_file(out, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+def _damaged(path: Path, what: str, exc: BaseException | None = None) -> CheckpointError:
+    why = f"{what} ({_one_line(exc)})" if exc is not None else what
+    return CheckpointError(f"{path} is damaged or not a TextSAM-EUS checkpoint: {why}; restore it, or write it "
+                           "again with 'textsam-eus train'")
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
@@ -86,26 +102,57 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as exc:
-        raise CheckpointError(f"cannot read {path} as a safetensors checkpoint ({exc}); "
-                              "expected a file written by 'textsam-eus train'") from exc
+        raise CheckpointError(f"cannot read {path} as a safetensors checkpoint ({_one_line(exc)}): expected a file "
+                              "written by 'textsam-eus train'; if it is one, it is truncated or damaged: restore "
+                              "it or train again") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a TextSAM-EUS checkpoint (metadata format={meta.get('format')!r}); "
                               "official SAM .pth files go to --sam-checkpoint, not --checkpoint")
-    return {"contents": meta.get("contents", "trainable"), "config": json.loads(meta["config"]),
-            "extra": json.loads(meta.get("extra", "{}")), "path": path}
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not str(version).isdigit():
+        raise _damaged(path, f"its format_version {version!r} is not a number")
+    if int(version) > int(FORMAT_VERSION):
+        raise CheckpointError(f"{path} has checkpoint format version {version}, newer than this textsam-eus reads "
+                              f"(version {FORMAT_VERSION}): upgrade textsam-eus (pip install -U textsam-eus)")
+    parsed = {}
+    for key, default in (("config", None), ("extra", "{}")):
+        text = meta.get(key, default)
+        if text is None:
+            raise _damaged(path, f"its metadata has no {key!r}")
+        try:
+            parsed[key] = json.loads(text)
+        except ValueError as exc:
+            raise _damaged(path, f"its metadata {key!r} is not valid JSON", exc) from None
+        if not isinstance(parsed[key], dict):
+            raise _damaged(path, f"its metadata {key!r} is not a JSON object")
+    return {"contents": meta.get("contents", "trainable"), "config": parsed["config"], "extra": parsed["extra"],
+            "path": path}
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a truncated or corrupt file is a one-line CheckpointError naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors' errors for truncated headers/data, OS errors
+        raise _damaged(Path(path), "its tensors cannot be read", exc) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", **config_overrides: Any):
     """Build the model described by a checkpoint and load its tensors. Returns (model, extra)."""
-    from safetensors.torch import load_file
 
     meta = read_checkpoint_meta(path)
-    cfg = TextSamConfig.from_dict(meta["config"])
+    try:
+        cfg = TextSamConfig.from_dict(meta["config"])
+    except (ConfigError, TypeError) as exc:  # a field this version does not know, or a hand-edited value
+        raise CheckpointError(f"{meta['path']}: its model config cannot be used ({_one_line(exc)}); write it "
+                              "again with this textsam-eus, or upgrade textsam-eus if a newer one wrote it") from None
     if config_overrides:
         cfg = cfg.replace(**config_overrides)
     full = meta["contents"] == "full"
     model = build_textsam(cfg, load_base_weights=not full)
-    tensors = load_file(str(meta["path"]))
+    tensors = load_tensors(meta["path"])
     expected = dict(model.state_dict()) if full else model.trainable_state_dict()
     check_state_dict(expected, tensors, file=meta["path"], what=f"a TextSAM-EUS model of preset {cfg.preset!r} "
                      f"(lora_rank={cfg.lora_rank}, n_ctx={cfg.n_ctx}, prompt_depth={cfg.prompt_depth})")

@@ -14,6 +14,7 @@ from typing import Any
 from .errors import UserError
 
 FINETUNE_MODES = ("lora", "full")
+RESIZE_METHODS = ("area", "bilinear")  # "area": OpenCV INTER_AREA (ours); "bilinear": PIL's BILINEAR (the authors')
 
 
 class ConfigError(UserError, ValueError):
@@ -114,6 +115,8 @@ class TextSamConfig:
     presence_hide_frames: int = 5  # stream: frames in a row below it before the outline hides
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    # how a frame is resized into the input: "area" (ours) or "bilinear" (PIL's, for weights of the authors' code)
+    resize: str = "area"
     # base weights (local files; None = random initialisation)
     sam_checkpoint: str | None = None
     biomedclip_dir: str | None = None
@@ -165,6 +168,8 @@ class TextSamConfig:
         _check_int("presence_hide_frames", self.presence_hide_frames, 1, 1000)
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
             _fail("pixel_std", self.pixel_std, "pixel_mean and pixel_std must be 3 values, std > 0")
+        if self.resize not in RESIZE_METHODS:
+            _fail("resize", self.resize, f"must be one of {RESIZE_METHODS}")
 
     # ------------------------------------------------------------------ derived
     @property

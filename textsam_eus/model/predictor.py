@@ -28,7 +28,7 @@ class TextSamPredictor:
             self.encode, self.decode, image_size=cfg.image_size, pixel_mean=cfg.pixel_mean,
             pixel_std=cfg.pixel_std, device=self.device, dtype=dtype,
             iterations=cfg.refine_iterations if iterations is None else iterations,
-            refine_prompts=refine_prompts, threshold=cfg.mask_threshold, sync=sync)
+            refine_prompts=refine_prompts, threshold=cfg.mask_threshold, sync=sync, resize=cfg.resize)
         self._embeddings: torch.Tensor | None = None
         self._frame: np.ndarray | None = None
 
@@ -80,7 +80,7 @@ class SamBaselinePredictor:
 
         self.segmenter = Segmenter(self.sam.image_encoder, decode, image_size=cfg.image_size,
                                    pixel_mean=cfg.pixel_mean, pixel_std=cfg.pixel_std, device=self.device,
-                                   iterations=0, threshold=cfg.mask_threshold)
+                                   iterations=0, threshold=cfg.mask_threshold, resize=cfg.resize)
 
     def segment(self, frame: np.ndarray, **kwargs) -> SegmentResult:
         return self.segmenter.segment(frame, **kwargs)

@@ -71,7 +71,7 @@ class Segmenter:
     def __init__(self, encode: Callable, decode: Callable, *, image_size: int, pixel_mean, pixel_std,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, iterations: int = 2,
                  refine_prompts: str = "box+centroid", threshold: float = 0.0,
-                 sync: Callable[[], None] | None = None) -> None:
+                 sync: Callable[[], None] | None = None, resize: str = "area") -> None:
         if refine_prompts not in REFINE_PROMPTS:
             raise OptionError(f"refine_prompts={refine_prompts!r} is invalid: choose one of {REFINE_PROMPTS}")
         if iterations < 0:
@@ -84,6 +84,7 @@ class Segmenter:
         self.refine_prompts = refine_prompts
         self.threshold = threshold
         self.sync = sync or (lambda: None)
+        self.resize = resize  # how frames are resized into the input (TextSamConfig.resize)
 
     def _tick(self, timings: dict[str, float], key: str, start: float) -> float:
         self.sync()
@@ -108,7 +109,8 @@ class Segmenter:
         t0 = t = time.perf_counter()
         rgb = T.to_rgb(frame, color_order)
         hw = rgb.shape[:2]
-        x, resized = T.preprocess(rgb, self.image_size, self.pixel_mean, self.pixel_std, self.device, self.dtype)
+        x, resized = T.preprocess(rgb, self.image_size, self.pixel_mean, self.pixel_std, self.device, self.dtype,
+                                  resize=self.resize)
         t = self._tick(timings, "preprocess", t)
         emb = (encode or self.encode)(x)
         t = self._tick(timings, "encode", t)

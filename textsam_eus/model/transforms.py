@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .pixels import COLOR_ORDERS, FrameError, to_rgb_uint8  # noqa: F401 (COLOR_ORDERS, FrameError: re-exported)
+from .config import RESIZE_METHODS  # noqa: F401 (TextSamConfig.resize)
 
 
 def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -45,22 +46,45 @@ def to_rgb(frame: np.ndarray, color_order: str = "rgb") -> np.ndarray:
     return to_rgb_uint8(frame, color_order)
 
 
+def resize_image(rgb: np.ndarray, size_hw: tuple[int, int], method: str = "area") -> np.ndarray:
+    """Resize an (H, W, 3) uint8 image to ``size_hw`` = (h, w), uint8.
+
+    ``"area"``: OpenCV's INTER_AREA (what this package trains with); ``"bilinear"``: PIL's ``Image.BILINEAR``
+    (antialiased when shrinking), as the authors' code resizes, for weights trained with it.
+    """
+    h, w = size_hw
+    if (h, w) == tuple(rgb.shape[:2]):
+        return rgb
+    if method == "area":
+        return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    if method == "bilinear":
+        from PIL import Image
+
+        return np.array(Image.fromarray(np.ascontiguousarray(rgb)).resize((w, h), Image.BILINEAR))
+    raise FrameError(f"resize={method!r} is invalid: must be one of {RESIZE_METHODS}")
+
+
 def preprocess(frame_rgb: np.ndarray | torch.Tensor, image_size: int, pixel_mean, pixel_std,
-               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, resize: str = "area"
                ) -> tuple[torch.Tensor, tuple[int, int]]:
     """(H, W, 3) uint8 RGB -> normalised, padded (1, 3, S, S) tensor and the resized (h, w) inside it.
 
-    A numpy frame is resized on the host with OpenCV's area interpolation (what training uses; far faster than
-    torch on a CPU); a torch tensor (e.g. already on the GPU) with antialiased bilinear interpolation.
+    ``resize="area"`` (the default): a numpy frame is resized on the host with OpenCV's area interpolation (what
+    training uses; far faster than torch on a CPU); a torch tensor (e.g. already on the GPU) with antialiased
+    bilinear interpolation. ``resize="bilinear"``: PIL's bilinear resize (:func:`resize_image`) for a numpy
+    frame; a tensor is resized with torch's antialiased bilinear (PIL's filter) and rounded to whole grey levels
+    as PIL's uint8 result is.
     """
+    if resize not in RESIZE_METHODS:
+        raise FrameError(f"resize={resize!r} is invalid: must be one of {RESIZE_METHODS}")
     h, w = resized_shape(frame_rgb.shape[0], frame_rgb.shape[1], image_size)
     if isinstance(frame_rgb, np.ndarray):
-        if (h, w) != frame_rgb.shape[:2]:
-            frame_rgb = cv2.resize(frame_rgb, (w, h), interpolation=cv2.INTER_AREA)
-        frame_rgb = torch.from_numpy(np.ascontiguousarray(frame_rgb))
+        frame_rgb = torch.from_numpy(np.ascontiguousarray(resize_image(frame_rgb, (h, w), resize)))
     x = frame_rgb.to(device=device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
     if (h, w) != tuple(x.shape[-2:]):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        if resize == "bilinear":
+            x = x.round().clamp(0, 255)
     mean = torch.tensor(pixel_mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(pixel_std, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std

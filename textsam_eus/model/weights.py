@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import torch
 
 from .errors import UserError
 
-__all__ = ["CheckpointError", "check_state_dict", "torch_load_state_dict"]
+__all__ = ["CheckpointError", "check_state_dict", "torch_load_problem", "torch_load_state_dict"]
 
 
 class CheckpointError(UserError, ValueError):
@@ -43,14 +45,26 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
         raise CheckpointError(f"{file} does not match {what}: " + "; ".join(parts))
 
 
+def torch_load_problem(exc: BaseException) -> str:
+    """A short, one-line reason why ``torch.load(..., weights_only=True)`` failed, without PyTorch's advice to
+    retry with ``weights_only=False`` (which would run whatever code the file holds)."""
+    text = " ".join(str(exc).split())
+    if "weights_only" in text or "Weights only load failed" in text:
+        detail = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+        why = detail.group(1).strip()[:100] if detail else ""
+        return ("not a PyTorch file of plain tensors and values: truncated, damaged, another kind of file, or "
+                "holding Python objects, which are not loaded for safety" + (f"; {why}" if why else ""))
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
 def torch_load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict in a ``torch.save`` file (``weights_only=True``; a ``model``/``state_dict`` wrapper is
     unwrapped)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, non-torch files
-        raise CheckpointError(f"cannot read {path} as a PyTorch weights file ({type(exc).__name__}: {exc}); "
-                              "expected a state dict saved with torch.save") from exc
+        raise CheckpointError(f"cannot read {path} as a PyTorch weights file ({torch_load_problem(exc)}); "
+                              "expected a state dict saved with torch.save") from None
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):

@@ -69,8 +69,9 @@ def gt_prompts(mask: torch.Tensor, rng: np.random.Generator, jitter: float = 0.1
 
 class SegmentationTorchDataset(Dataset):
     def __init__(self, pairs: Sequence, image_size: int, pixel_mean, pixel_std,
-                 augment_cfg: AugmentConfig | None = None, seed: int = 0) -> None:
+                 augment_cfg: AugmentConfig | None = None, seed: int = 0, resize: str = "area") -> None:
         self.image_size = image_size
+        self.resize = resize
         self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
         self.augment_cfg = augment_cfg
         self.seed = seed
@@ -84,7 +85,8 @@ class SegmentationTorchDataset(Dataset):
             if mask is None:
                 mask = np.zeros(rgb.shape[:2], np.uint8)
             h, w = T.resized_shape(rgb.shape[0], rgb.shape[1], image_size)
-            self.items.append((cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA),
+            small = T.resize_image(rgb, (h, w), resize)
+            self.items.append((small.copy() if small is rgb else small,  # never a view of the caller's frame
                                cv2.resize((mask > 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)))
 
     def __len__(self) -> int:

@@ -12,6 +12,7 @@ Modes
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import zlib
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import numpy as np
 from ..model.errors import OptionError
 from . import metrics
 from .data import DatasetError
+from .outputs import atomic_write, atomic_write_text
 
 MODES = ("auto", "auto+refine", "manual", "sam-box", "sam-point", "predictions")
 
@@ -100,6 +102,23 @@ def make_predict_fn(mode: str, predictor=None, iterations: int = 2, seed: int = 
     return predict
 
 
+def mask_digest(mask: np.ndarray) -> str:
+    """A short hash of a binary ground-truth mask (its size and its lesion pixels): which GT an image was scored
+    against, so ``compare`` can refuse to pair evaluations of different ground truth."""
+    m = np.ascontiguousarray(np.asarray(mask) > 0)
+    h = hashlib.sha256(f"{m.shape[0]}x{m.shape[1]}:".encode())
+    h.update(np.packbits(m).tobytes())
+    return h.hexdigest()[:16]
+
+
+def ground_truth_digest(records: list[dict]) -> str:
+    """One hash of every (image id, GT mask hash) pair of an evaluation, in id order."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r["id"]):
+        h.update(f"{r['id']}\t{r.get('gt_sha256')}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def evaluate(items: Iterable[EvalItem], predict_fn, tolerance_px: float = 3.0, progress: bool = False) -> list[dict]:
     records = []
     items = list(items) if progress else items
@@ -117,7 +136,7 @@ def evaluate(items: Iterable[EvalItem], predict_fn, tolerance_px: float = 3.0, p
                         "nsd": metrics.surface_dice(pred, gt, tolerance_px),
                         "nsd_reference_convention": metrics.surface_dice_reference_convention(pred, gt, tolerance_px),
                         "iou_pred": iou, "presence": float("nan") if presence is None else float(presence),
-                        "gt_empty": not gt.any(), "pred_empty": not pred.any()})
+                        "gt_empty": not gt.any(), "pred_empty": not pred.any(), "gt_sha256": mask_digest(gt)})
     return records
 
 
@@ -127,6 +146,8 @@ def summarize(records: list[dict], presence_threshold: float | None = None, **me
     (``dice_positive_gated``: Dice on lesion images with the outline removed where presence is below it)."""
     out = dict(meta)
     out["n"] = len(records)
+    out["ground_truth"] = {"n_images": len(records), "n_cases": len({r["case"] for r in records}),
+                           "sha256": ground_truth_digest(records)}
     for key in ("dice", "nsd", "nsd_reference_convention"):
         out[key] = metrics.summarize([r[key] for r in records])
     pos = [r for r in records if not r["gt_empty"]]
@@ -148,13 +169,12 @@ def summarize(records: list[dict], presence_threshold: float | None = None, **me
 
 
 def write_results(result: dict, json_path: str | Path | None, csv_path: str | Path | None = None) -> None:
+    """Write the JSON and/or per-image CSV, each whole (a temporary file renamed into place)."""
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2, default=float))
+        atomic_write_text(json_path, json.dumps(result, indent=2, default=float))
     if csv_path:
-        Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
         rows = result["per_image"]
-        with open(csv_path, "w", newline="") as f:
+        with atomic_write(csv_path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
             w.writeheader()
             w.writerows(rows)
@@ -178,14 +198,40 @@ def format_summary(result: dict) -> str:
 
 
 def compare(a: dict, b: dict) -> dict:
-    """Paired two-sided t-test on per-image Dice and NSD of two evaluations of the same images."""
+    """Paired two-sided t-test on per-image Dice and NSD of two evaluations of the same images.
+
+    Images are paired by id. Raises DatasetError when paired images were scored against different ground truth
+    (their GT mask hashes differ); ``warnings`` lists what makes the comparison weaker (images in one evaluation
+    only, evaluations without GT hashes, different NSD tolerances).
+    """
     ra = {r["id"]: r for r in a["per_image"]}
     rb = {r["id"]: r for r in b["per_image"]}
     common = sorted(set(ra) & set(rb))
     if len(common) < 2:
         raise DatasetError(f"the two evaluations share {len(common)} images; a paired test needs the same images "
                            "(evaluate both methods on the same data and split)")
+    differ = [i for i in common if ra[i].get("gt_sha256") and rb[i].get("gt_sha256")
+              and ra[i]["gt_sha256"] != rb[i]["gt_sha256"]]
+    if differ:
+        raise DatasetError(f"the two evaluations scored {len(differ)} of their {len(common)} shared images against "
+                           f"different ground-truth masks (e.g. {differ[0]}): evaluate both on the same data (the "
+                           "same --data, --split, --phantom and --seed)")
     out = {"n": len(common), "only_in_a": len(set(ra) - set(rb)), "only_in_b": len(set(rb) - set(ra))}
+    unchecked = sum(1 for i in common if not (ra[i].get("gt_sha256") and rb[i].get("gt_sha256")))
+    out["ground_truth_checked"] = unchecked == 0
+    warnings = []
+    if out["only_in_a"] or out["only_in_b"]:
+        warnings.append(f"the evaluations cover different images ({out['only_in_a']} only in A, {out['only_in_b']} "
+                        f"only in B): the paired test uses the {len(common)} shared ones; evaluate both on the same "
+                        "data and --subset to compare them all")
+    if unchecked:
+        warnings.append(f"{unchecked} of the {len(common)} paired images have no ground-truth hash in one of the "
+                        "files (written by an older textsam-eus), so that both were scored against the same masks "
+                        "is not checked; evaluate again to check it")
+    if a.get("tolerance_px") != b.get("tolerance_px"):
+        warnings.append(f"the NSD tolerances differ (A {a.get('tolerance_px')} px, B {b.get('tolerance_px')} px): "
+                        "the NSD difference mixes method and tolerance")
+    out["warnings"] = warnings
     for key in ("dice", "nsd"):
         out[key] = metrics.paired_ttest([ra[i][key] for i in common], [rb[i][key] for i in common])
     return out

@@ -2,7 +2,13 @@
 
 Works on CPU and CUDA (AMP on CUDA), single process or under ``torchrun`` (DistributedDataParallel; gloo on CPU).
 Writes to ``out``: ``best.safetensors`` (lowest validation loss), ``last.safetensors``, ``train_state.pt``
-(optimizer/scheduler/epoch for ``resume``), ``log.csv`` and ``log.json`` (per-epoch train/val loss).
+(optimizer/scheduler/epoch and every random generator's state for ``resume``), ``log.csv`` and ``log.json``
+(per-epoch train/val loss), each written whole and renamed into place. A folder that already holds a run is
+refused unless ``resume`` (continue it: a resumed CPU run equals an uninterrupted one) or ``overwrite`` (start
+over: the earlier run's files are removed when the first new one is written).
+
+``val_dice`` is the mean Dice over the validation images with a lesion (NaN when there are none): a lesion-free
+image predicted empty scores 1 by the Dice convention, which says nothing about outlining.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import csv
 import json
 import math
 import os
+import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,12 +30,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..model.checkpoint import CheckpointError, save_checkpoint
+from ..model.checkpoint import CheckpointError, check_state_dict, save_checkpoint, torch_load_problem
 from ..model.config import ConfigError
 from ..model.textsam import TextSam
 from .data import DatasetError
 from .dataset import AugmentConfig, SegmentationTorchDataset, gt_prompts
 from .losses import dice_bce_loss, dice_bce_per_sample
+from .outputs import atomic_write, atomic_write_text, check_run_dir, clear_run
+
+STATE_VERSION = 2  # train_state.pt: 2 adds "rng" (every generator) and "scaler"
+# config fields that may differ between a run and its resumption (inference settings, base-weight paths)
+_RESUME_FREE_FIELDS = ("presence_threshold", "presence_show_frames", "presence_hide_frames", "refine_iterations",
+                       "mask_threshold", "sam_checkpoint", "biomedclip_dir")
 
 
 @dataclass
@@ -50,6 +64,7 @@ class TrainConfig:
     num_workers: int = 0
     max_steps_per_epoch: int | None = None
     resume: bool = False
+    overwrite: bool = False  # out holds an earlier run: start over (its files are removed, no other files)
     progress: bool = True
     half_frozen: bool = False  # store frozen tensors as fp16 (shipped demo)
     extra: dict = field(default_factory=dict)
@@ -89,6 +104,27 @@ def _collate(batch):
     return {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+def _damaged(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path} is damaged ({why}): start over with --overwrite, or restore it (e.g. from a "
+                           "backup) and resume again")
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _format_dice(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
 class Trainer:
     def __init__(self, model: TextSam, train_pairs: Sequence, val_pairs: Sequence, cfg: TrainConfig) -> None:
         if len(train_pairs) == 0:
@@ -101,6 +137,7 @@ class Trainer:
             raise ConfigError(f"{n_weak} training frames come from tumour-labelled videos, which train only the "
                               "presence score: give --iou-loss-weight > 0 (e.g. 1)")
         self.cfg = cfg
+        self.out = check_run_dir(cfg.out, cfg.resume, cfg.overwrite)  # before any work
         self.world, self.rank, local_rank = _dist_info()
         self.device = _device(cfg.device, local_rank)
         if self.world > 1 and not dist.is_initialized():
@@ -110,14 +147,17 @@ class Trainer:
         mcfg = model.cfg
         aug = AugmentConfig() if cfg.augment else None
         self.train_ds = SegmentationTorchDataset(train_pairs, mcfg.image_size, mcfg.pixel_mean, mcfg.pixel_std,
-                                                 aug, cfg.seed)
-        self.val_ds = SegmentationTorchDataset(val_pairs, mcfg.image_size, mcfg.pixel_mean, mcfg.pixel_std)
+                                                 aug, cfg.seed, resize=mcfg.resize)
+        self.val_ds = SegmentationTorchDataset(val_pairs, mcfg.image_size, mcfg.pixel_mean, mcfg.pixel_std,
+                                               resize=mcfg.resize)
+        if self.rank == 0:
+            self._check_lesions()
         self.sampler = (DistributedSampler(self.train_ds, self.world, self.rank, shuffle=True, seed=cfg.seed)
                         if self.world > 1 else None)
-        gen = torch.Generator().manual_seed(cfg.seed)
+        self.loader_generator = torch.Generator().manual_seed(cfg.seed)  # the shuffle order (saved for resume)
         self.loader = DataLoader(self.train_ds, batch_size=cfg.batch_size, shuffle=self.sampler is None,
                                  sampler=self.sampler, num_workers=cfg.num_workers, collate_fn=_collate,
-                                 drop_last=False, generator=gen)
+                                 drop_last=False, generator=self.loader_generator)
         steps = len(self.loader) if cfg.max_steps_per_epoch is None else min(len(self.loader),
                                                                                 cfg.max_steps_per_epoch)
         self.steps_per_epoch = steps
@@ -132,13 +172,29 @@ class Trainer:
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
-        self.out = Path(cfg.out)
         self.history: list[dict] = []
+        self._cleared = not cfg.overwrite  # with overwrite, the earlier run's files go when the first new one comes
         self.start_epoch = 0
         self.best = float("inf")
         self.rng = np.random.default_rng((cfg.seed, self.rank))
         if cfg.resume:
             self._resume()
+
+    def _check_lesions(self) -> None:
+        """Warn when the data hold no lesion at all (e.g. masks saved 0/1 read as empty, or the wrong folder)."""
+        def count(ds):
+            return sum(1 for (_, m), weak in zip(ds.items, ds.weak) if not weak and m.any())
+        n_train, n_val = count(self.train_ds), count(self.val_ds)
+        if n_train == 0:
+            n_weak = sum(self.train_ds.weak)
+            _warn(f"no training mask holds a lesion pixel ({len(self.train_ds) - n_weak} lesion-free"
+                  + (f", {n_weak} tumour-video frames without an outline" if n_weak else "")
+                  + "): nothing teaches an outline; check the mask files (lesion pixels must be nonzero) or add "
+                  "images with a lesion")
+        if n_val == 0:
+            _warn(f"no validation image has a lesion ({len(self.val_ds)} images): val_dice is n/a and the best "
+                  "epoch is chosen on lesion-free images only; add validation images with a lesion (e.g. more "
+                  "cases, --phantom-val N)")
 
     # ------------------------------------------------------------------ steps
     def _loss(self, batch, prompts=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,16 +269,17 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
-        """Mean validation loss and Dice (text-only pass; images with an outline) over the validation set."""
+        """Mean validation loss over the validation set, and mean Dice (text-only pass) over its images with a
+        lesion outline (NaN without any): lesion-free images and tumour-video frames have no outline to score."""
         self.model.eval()
         losses, dices = [], []
         for i in range(len(self.val_ds)):
             batch = {k: v.unsqueeze(0).to(self.device) for k, v in self.val_ds[i].items()}
             loss, dice = self._loss(batch)
             losses.append(float(loss))
-            dices.append(float(dice.mean()))
-        scored = [d for d in dices if not math.isnan(d)]  # weak positives have no Dice
-        return float(np.mean(losses)), float(np.mean(scored)) if scored else float("nan")
+            if float(batch["mask"].sum()) > 0:
+                dices.append(float(dice.mean()))
+        return float(np.mean(losses)), float(np.mean(dices)) if dices else float("nan")
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> list[dict]:
@@ -234,6 +291,9 @@ class Trainer:
                    "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0}
             self.history.append(row)
             if self.rank == 0:
+                if not self._cleared:  # --overwrite: the earlier run goes now that the new one has a result
+                    clear_run(self.out)
+                    self._cleared = True
                 improved = val_loss < self.best
                 if improved:
                     self.best = val_loss
@@ -242,7 +302,7 @@ class Trainer:
                 self._save_state(epoch)
                 self._write_logs()
                 print(f"epoch {epoch + 1}/{self.cfg.epochs}: train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                      f"val_dice {val_dice:.4f} ({row['seconds']:.0f} s){' *best*' if improved else ''}",
+                      f"val_dice {_format_dice(val_dice)} ({row['seconds']:.0f} s){' *best*' if improved else ''}",
                       flush=True)
         if self.world > 1:
             dist.barrier()
@@ -254,33 +314,132 @@ class Trainer:
                  "train": {k: v for k, v in asdict(self.cfg).items() if k != "extra"}, **self.cfg.extra}
         save_checkpoint(self.model, self.out / name, extra=extra, half_frozen=self.cfg.half_frozen)
 
+    def _rng_state(self) -> dict:
+        """Every random generator the run draws from, as weights_only-loadable values (tensors, ints, strings)."""
+        np_global = np.random.get_state()
+        py = random.getstate()
+        state = {"torch": torch.get_rng_state(), "loader": self.loader_generator.get_state(),
+                 "numpy": json.dumps(self.rng.bit_generator.state),
+                 "numpy_global": json.dumps([np_global[0], np_global[1].tolist(), *map(_plain, np_global[2:])]),
+                 "python": json.dumps([py[0], list(py[1]), py[2]]),
+                 "dataset_epoch": int(self.train_ds.epoch), "rank": self.rank, "world": self.world}
+        if self.device.type == "cuda" and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        self.loader_generator.set_state(state["loader"])
+        if self.rank == int(state.get("rank", 0)):
+            self.rng.bit_generator.state = json.loads(state["numpy"])
+        else:  # DistributedDataParallel: only rank 0's generator was saved; the others restart theirs per epoch
+            self.rng = np.random.default_rng((self.cfg.seed, self.rank, self.start_epoch))
+        name, keys, *rest = json.loads(state["numpy_global"])
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = json.loads(state["python"])
+        random.setstate((version, tuple(internal), gauss))
+        self.train_ds.set_epoch(int(state["dataset_epoch"]))
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
     def _save_state(self, epoch: int) -> None:
-        torch.save({"epoch": epoch, "best": self.best, "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "history": json.dumps(self.history)},
-                   self.out / "train_state.pt")
+        state = {"version": STATE_VERSION, "epoch": epoch, "best": self.best,
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "history": json.dumps(self.history), "rng": self._rng_state()}
+        with atomic_write(self.out / "train_state.pt", "wb") as f:
+            torch.save(state, f)
 
     def _write_logs(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "log.json").write_text(json.dumps({"history": self.history, "config": asdict(self.cfg),
-                                                       "model": self.model.cfg.to_dict()}, indent=2))
-        with open(self.out / "log.csv", "w", newline="") as f:
+        atomic_write_text(self.out / "log.json", json.dumps({"history": self.history, "config": asdict(self.cfg),
+                                                             "model": self.model.cfg.to_dict()}, indent=2))
+        with atomic_write(self.out / "log.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(self.history[0]))
             w.writeheader()
             w.writerows(self.history)
 
     def _resume(self) -> None:
-        from safetensors.torch import load_file
-
-        state_file, last = self.out / "train_state.pt", self.out / "last.safetensors"
-        if not state_file.is_file() or not last.is_file():
-            raise CheckpointError(f"cannot resume: {state_file} or {last} is missing (train without --resume "
-                                  "first, with the same --out)")
-        tensors = load_file(str(last))
+        """Continue the run in ``out``: weights from last.safetensors, the rest from train_state.pt."""
+        run = read_resume_files(self.out)
+        state, tensors, last, state_file = run["state"], run["tensors"], run["last"], run["state_file"]
+        saved_cfg, own_cfg = run["config"].to_dict(), self.model.cfg.to_dict()
+        changed = [f"{k}={saved_cfg.get(k)!r} (now {v!r})" for k, v in own_cfg.items()
+                   if k not in _RESUME_FREE_FIELDS and saved_cfg.get(k) != v]
+        if changed:
+            raise CheckpointError(f"cannot resume the run in {self.out} with another model: it was trained with "
+                                  f"{', '.join(changed[:3])}; resume with the run's model flags, or start over "
+                                  "with --overwrite")
         own = self.model.state_dict()
+        expected = own if run["contents"] == "full" else self.model.trainable_state_dict()
+        check_state_dict(expected, tensors, file=last, what="the model being resumed")
+        saved_epochs = run["extra"].get("train", {}).get("epochs")
+        if saved_epochs is not None and saved_epochs != self.cfg.epochs and self.rank == 0:
+            print(f"notice: the run was planned for {saved_epochs} epochs, now {self.cfg.epochs}: its learning-rate "
+                  f"schedule is stretched to {self.cfg.epochs} epochs from here on", file=sys.stderr, flush=True)
         self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
-        state = torch.load(state_file, map_location=self.device, weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.start_epoch = int(state["epoch"]) + 1
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            # the step's learning rate from this run's schedule (equal to the saved one unless --epochs changed)
+            lrs = [base * f(self.scheduler.last_epoch) for f, base in zip(self.scheduler.lr_lambdas,
+                                                                            self.scheduler.base_lrs)]
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            self.scheduler._last_lr = lrs
+            if state.get("scaler") and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{state_file} does not match this training setup ({_one_line(exc)}): resume "
+                                  "with the run's flags, or start over with --overwrite") from None
+        self.start_epoch = run["epoch"] + 1
         self.best = float(state["best"])
-        self.history = json.loads(state["history"])
+        self.history = run["history"]
+        if "rng" in state:
+            try:
+                self._set_rng_state(state["rng"])
+            except Exception as exc:
+                raise _damaged(state_file, f"its random-generator state: {_one_line(exc)}") from None
+        elif self.rank == 0:
+            _warn(f"{state_file} was written by an older textsam-eus without the random generators' state: the run "
+                  "continues, but not exactly as an uninterrupted one would")
+        if self.start_epoch >= self.cfg.epochs and self.rank == 0:
+            _warn(f"the run in {self.out} already trained {self.start_epoch} epochs (--epochs {self.cfg.epochs}): "
+                  "nothing to continue; give a larger --epochs")
+
+
+def read_resume_files(out: str | Path) -> dict:
+    """Read and check the run in ``out`` for resuming (``train --resume`` calls it before reading any data):
+    last.safetensors (config, tensors) and train_state.pt, from the same epoch. Damage is a one-line
+    CheckpointError naming the file and the fix."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ..model.config import TextSamConfig
+
+    out = Path(out)
+    state_file, last = out / "train_state.pt", out / "last.safetensors"
+    try:
+        with safe_open(str(last), framework="pt") as f:
+            meta = f.metadata() or {}
+        config = TextSamConfig.from_dict(json.loads(meta["config"]))
+        extra = json.loads(meta.get("extra", "{}"))
+        tensors = load_file(str(last))
+    except Exception as exc:  # truncated/corrupt safetensors, metadata that is not ours
+        raise _damaged(last, _one_line(exc)) from None
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"it holds a {type(state).__name__}, not a training state")
+        missing = [k for k in ("epoch", "best", "optimizer", "scheduler", "history") if k not in state]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+        epoch, history = int(state["epoch"]), json.loads(state["history"])
+        float(state["best"])
+    except Exception as exc:  # unpickling errors, truncated zip archives, foreign files
+        raise _damaged(state_file, torch_load_problem(exc)) from None
+    if extra.get("epoch") != epoch + 1:
+        raise CheckpointError(f"{last} (epoch {extra.get('epoch')}) and {state_file} (epoch {epoch + 1}) are from "
+                              "different epochs (the run stopped while saving): start over with --overwrite")
+    return {"state": state, "tensors": tensors, "config": config, "extra": extra,
+            "contents": meta.get("contents", "trainable"), "epoch": epoch, "history": history, "last": last,
+            "state_file": state_file}
