@@ -739,7 +739,7 @@ def test_stream_io_modules_do_not_import_heavy_packages():
     banned = ("torch", "textsam_eus.train", "textsam_eus.engines", "textsam_eus.model")
     names = sorted(p.name for p in STREAM_DIR.glob("*.py"))
     assert {"pipeline.py", "sources.py", "sinks.py", "record.py", "replay.py", "av_live.py", "base.py",
-            "capture.py", "encoders.py", "outdir.py", "overlay.py", "presence.py", "report.py", "roi.py",
+            "capture.py", "encoders.py", "outdir.py", "overlay.py", "report.py", "roi.py",
             "stages.py", "window.py"} <= set(names)
     bad, seen = [], set()
     for name in names:
