@@ -1,4 +1,8 @@
-"""The ONNX Runtime backend: CPU, or the CUDA execution provider with I/O binding (onnxruntime-gpu)."""
+"""The ONNX Runtime backend: CPU, or the CUDA execution provider with I/O binding (onnxruntime-gpu).
+
+On the CPU the frame's pre-/post-processing runs in OpenCV/NumPy (:mod:`.cpu_prepost`; ``prepost='torch'`` forces
+the torch one) and the sessions take and return NumPy arrays: no torch op per frame.
+"""
 
 from __future__ import annotations
 
@@ -42,10 +46,11 @@ def _session(ort, path: Path, opts, providers) -> Any:
 
 class OrtEngine(Engine):
     name = "onnxruntime"
+    host_arrays = True
 
     def __init__(self, bundle: str | Path | Bundle, *, device: str = "cpu", precision: str = "fp32",
-                 threads: int | None = None, iterations: int | None = None, refine_prompts: str = "box+centroid"
-                 ) -> None:
+                 threads: int | None = None, iterations: int | None = None, refine_prompts: str = "box+centroid",
+                 prepost: str = "auto") -> None:
         import onnxruntime as ort
 
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
@@ -85,14 +90,17 @@ class OrtEngine(Engine):
                          prompt_tokens=b.prompt_tokens, device=device if self.use_cuda else "cpu",
                          iterations=b.refine_iterations if iterations is None else iterations,
                          refine_prompts=refine_prompts, threshold=b.mask_threshold, presence=b,
-                         sync=torch.cuda.synchronize if self.use_cuda else None)
+                         sync=torch.cuda.synchronize if self.use_cuda else None, prepost=prepost)
 
     # ------------------------------------------------------------------ CPU: numpy in, numpy out
-    def _run(self, role: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def _run(self, role: str, feeds: dict) -> list:
+        """NumPy in -> NumPy out (the NumPy pre-/post-processing); torch tensors in -> torch tensors out."""
         sess = self.sessions[role]
         if not self.use_cuda:
-            outs = sess.run(None, {k: v.detach().cpu().numpy() for k, v in feeds.items()})
-            return [torch.from_numpy(o) for o in outs]
+            host = [isinstance(v, np.ndarray) for v in feeds.values()]
+            outs = sess.run(None, {k: v if isinstance(v, np.ndarray) else v.detach().cpu().numpy()
+                                   for k, v in feeds.items()})
+            return outs if all(host) else [torch.from_numpy(o) for o in outs]
         # CUDA: bind torch device buffers directly (no host round trip)
         binding = sess.io_binding()
         for name, t in feeds.items():
@@ -122,7 +130,11 @@ class OrtEngine(Engine):
         if coords is None:
             low, iou = self._run("decoder_text", feeds)
         else:
-            feeds.update(point_coords=coords.float(), point_labels=labels.float())
+            if isinstance(coords, np.ndarray):
+                feeds.update(point_coords=coords.astype(np.float32, copy=False),
+                             point_labels=labels.astype(np.float32, copy=False))
+            else:
+                feeds.update(point_coords=coords.float(), point_labels=labels.float())
             low, iou = self._run("decoder_refine", feeds)
         return low, iou
 
