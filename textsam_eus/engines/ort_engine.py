@@ -55,6 +55,8 @@ class OrtEngine(Engine):
 
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         _check_versions(self.bundle, ort.__version__)
+        if precision == "int8" and device != "cpu":
+            raise ValueError("precision int8 is for the CPU execution provider (--device cpu); on CUDA use fp16")
         available = ort.get_available_providers()
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
@@ -66,11 +68,14 @@ class OrtEngine(Engine):
             providers = ["CPUExecutionProvider"]
         else:
             raise ValueError(f"device={device!r} is invalid for onnxruntime: use 'cpu' or 'cuda'")
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision={precision!r} is invalid for onnxruntime: use fp32 or fp16")
-        suffix = "_fp16" if precision == "fp16" else ""
-        if suffix and "encoder_fp16" not in self.bundle.files:
+        if precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"precision={precision!r} is invalid for onnxruntime: use fp32, fp16 or int8 (CPU)")
+        suffix = {"fp32": "", "fp16": "_fp16", "int8": "_int8"}[precision]
+        if precision == "fp16" and "encoder_fp16" not in self.bundle.files:
             raise BundleError(f"bundle {self.bundle.folder} has no fp16 graphs; export it with --fp16")
+        if precision == "int8" and "encoder_int8" not in self.bundle.files:
+            raise BundleError(f"bundle {self.bundle.folder} has no int8 graphs; add them with "
+                              f"'textsam-eus export --bundle {self.bundle.folder} --int8'")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -80,7 +85,10 @@ class OrtEngine(Engine):
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
-        self.sessions = {role: _session(ort, self.bundle.path(role + suffix), opts, providers)
+        # int8 bundles quantize some roles only (bundle.int8["roles"]); the others run their fp32 graph
+        self.sessions = {role: _session(ort, self.bundle.path(role + suffix if precision != "int8" or
+                                                              role + suffix in self.bundle.files else role),
+                                        opts, providers)
                          for role in ("encoder", "decoder_text", "decoder_refine")}
         self.providers = self.sessions["encoder"].get_providers()
         self.precision = precision
@@ -139,5 +147,8 @@ class OrtEngine(Engine):
         return low, iou
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "precision": self.precision, "providers": self.providers,
+        info = {**super().info(), "precision": self.precision, "providers": self.providers,
                 "preset": self.bundle.preset}
+        if self.precision == "int8":
+            info["int8_parity"] = self.bundle.int8.get("parity")
+        return info
