@@ -39,7 +39,8 @@ def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path
 
 def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | None = None, device: str | None = None,
                 precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
-                refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None):
+                refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None,
+                attention: str = "auto"):
     """The engine ``stream``, ``demo`` and the benchmarks run. ``checkpoint``: 'demo', a path, or (torch engine)
     a TextSam model already in memory; onnxruntime/tensorrt run ``bundle`` (onnxruntime: the checkpoint's cached
     export when no bundle is given)."""
@@ -53,7 +54,7 @@ def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | No
             raise ValueError("the torch engine runs a checkpoint: pass --checkpoint (bundles are for onnxruntime "
                              "and tensorrt)")
         return create_engine("torch", model=checkpoint, device=device, precision=precision,
-                             cuda_graphs=cuda_graphs, **common)
+                             cuda_graphs=cuda_graphs, attention=attention, **common)
     if engine == "onnxruntime":
         folder = bundle or bundle_for(checkpoint, fp16=precision == "fp16", quiet=quiet)
         return create_engine("onnxruntime", bundle=folder, device=device or "cpu", precision=precision,
