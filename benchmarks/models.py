@@ -73,6 +73,21 @@ class Bundles:
         self._folders[key + ("onnx",)] = folder
         return folder
 
+    def onnx_int8(self, key: tuple[str, int], model) -> Path:
+        """A copy of the fp32 ONNX bundle with int8 graphs (``textsam-eus export --int8``'s ``add_int8``; its
+        parity on the synthetic frames is in the copy's bundle.json)."""
+        from textsam_eus.export.quantize import add_int8
+
+        k = key + ("int8",)
+        if k in self._folders:
+            return self._folders[k]
+        src = self.onnx(key, model, False)
+        folder = self.tmp / f"{key[0]}-{key[1]}-onnx-int8"
+        shutil.copytree(src, folder)
+        self.timed(f"int8 quantization + parity {key[0]}@{key[1]}", lambda: add_int8(folder))
+        self._folders[k] = folder
+        return folder
+
     def tensorrt(self, key: tuple[str, int], model, fp16: bool) -> Path:
         """A copy of the ONNX bundle with TensorRT plans (fp16 or fp32)."""
         from textsam_eus.export.tensorrt_build import build_bundle_plans
@@ -89,17 +104,46 @@ class Bundles:
         return folder
 
     def engine(self, engine: str, key: tuple[str, int], model, device: str, precision: str, graphs: bool,
-               threads: int):
-        """``make_engine`` (the CLI's) on ``model`` (torch) or on its bundle (onnxruntime, tensorrt)."""
+               threads: int, attention: str | None = None, compile_encoder: bool = False):
+        """``make_engine`` (the CLI's) on ``model`` (torch) or on its bundle (onnxruntime, tensorrt).
+
+        ``compile_encoder`` (torch): the engine's image encoder goes through ``torch.compile`` and is compiled here,
+        on one frame, so the compilation is a setup time; a failure is :class:`CompileUnavailable`.
+        """
         from textsam_eus.commands._engine import make_engine
 
         bundle = None
         if engine == "onnxruntime":
-            bundle = self.onnx(key, model, precision == "fp16")
+            bundle = self.onnx_int8(key, model) if precision == "int8" else self.onnx(key, model, precision == "fp16")
         elif engine == "tensorrt":
             bundle = self.tensorrt(key, model, precision == "fp16")
-        return make_engine(engine, checkpoint=model, bundle=str(bundle) if bundle else None, device=device,
-                           precision=precision, cuda_graphs=graphs, threads=threads, quiet=True)
+        made = make_engine(engine, checkpoint=model, bundle=str(bundle) if bundle else None, device=device,
+                           precision=precision, cuda_graphs=graphs, threads=threads, quiet=True,
+                           **({"attention": attention} if engine == "torch" and attention else {}))
+        if compile_encoder:
+            compile_torch_encoder(made)
+        return made
+
+
+class CompileUnavailable(RuntimeError):
+    """torch.compile does not work here (no compiler, an inductor error)."""
+
+
+def compile_torch_encoder(engine) -> None:
+    """``torch.compile`` the torch engine's image encoder and compile it once on a blank input frame."""
+    import numpy as np
+    import torch
+
+    sam = engine.model.sam
+    eager = sam.image_encoder
+    sam.image_encoder = torch.compile(eager)
+    try:
+        engine.segment(np.zeros((engine.image_size, engine.image_size, 3), np.uint8), iterations=0)
+    except Exception as exc:  # noqa: BLE001 - any compiler/inductor failure means: not available here
+        sam.image_encoder = eager
+        why = " ".join(str(exc).split())[:200]
+        raise CompileUnavailable(f"torch.compile {torch.__version__} failed here: {type(exc).__name__}: {why}") \
+            from exc
 
 
 def timed_call(fn: Callable) -> tuple[Any, float]:

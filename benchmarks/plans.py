@@ -14,6 +14,13 @@ PRESETS = ("tiny", "vit_b")
 TINY_SIZE = 256
 PRECISIONS_CPU, PRECISIONS_CUDA = ("fp32",), ("fp32", "fp16", "bf16")
 GRAPHS = {"off": (False,), "on": (True,), "both": (False, True)}
+COMPILE = {"off": (False,), "on": (True,), "both": (False, True)}
+ATTENTIONS = ("reference", "sdpa")
+# extra dimensions: each variant plan is measured in mode 'model' at one iteration count and reported as a ratio
+# to its baseline row (same configuration, the variant's key at the baseline value)
+VARIANT_ITERATIONS, VARIANT_MODES = 2, ("model",)
+QUICK_COMPILE_WHY = ("--quick: torch.compile rows are left out (inductor compiles the encoder for minutes on a "
+                     "small loaded CPU); run with --compile both")
 QUICK_CPU_WHY = ("--quick on CPU: vit_b runs at 512 only, on the torch engine only (ONNX export + session setup of "
                  "ViT-B take ~25 s at 512 on 2 cores, more at 1024), iterations 2, modes model+reference; run "
                  "without --quick for the rest")
@@ -54,16 +61,25 @@ class MatrixSpec:
     frames: int | None
     warmup: int | None
     quick: bool
+    attention: tuple[str, ...] | None = None  # torch engine encoder attention (None: the device's default only)
+    compile: str = "off"  # torch engine: torch.compile of the image encoder off / on / both
+    compile_asked: bool = False
 
     @classmethod
     def from_args(cls, args) -> "MatrixSpec":
         """Raises ValueError naming the flag and its choices."""
+        # run.py's --compile: None = not given (both; --quick leaves the compiled rows out); absent: off
+        compile_ = getattr(args, "compile", "off")
+        if compile_ is not None and compile_ not in COMPILE:
+            raise ValueError(f"--compile: unknown value {compile_!r}: choose from {', '.join(COMPILE)}")
         return cls(engines=_csv(args.engines, "--engines", choices=ENGINES),
                    engines_default=args.engines == ",".join(ENGINES),
                    presets=_csv(args.presets, "--presets", choices=PRESETS),
                    sizes=_csv(args.sizes, "--sizes", int), iterations=_csv(args.iterations, "--iterations", int),
                    modes=_csv(args.modes, "--modes", choices=MODES), precisions=_csv(args.precisions, "--precisions"),
-                   cuda_graphs=args.cuda_graphs, frames=args.frames, warmup=args.warmup, quick=args.quick)
+                   cuda_graphs=args.cuda_graphs, frames=args.frames, warmup=args.warmup, quick=args.quick,
+                   attention=_csv(getattr(args, "attention", None), "--attention", choices=ATTENTIONS),
+                   compile=compile_ or "both", compile_asked=compile_ is not None)
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,9 @@ class Plan:
     skip_kind: str | None = None
     reason: str | None = None
     whole_size: bool = False
+    attention: str | None = None  # torch engine: the encoder attention ("reference" / "sdpa")
+    compile: bool = False  # torch engine: torch.compile of the image encoder
+    variant_of: dict[str, Any] | None = None  # a variant: the config values of its baseline row (for the ratio)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -117,17 +136,41 @@ class Plan:
                 for it, mode in itertools.product(self.iterations, self.modes)]
 
     def _base(self, clip: str, threads: int) -> dict[str, Any]:
-        return {"preset": self.preset, "image_size": self.image_size, "engine": self.engine, "device": self.device,
-                "precision": self.precision, "cuda_graphs": self.cuda_graphs, "threads": threads,
-                "frames": self.frames, "warmup": self.warmup, "clip": clip}
+        c = {"preset": self.preset, "image_size": self.image_size, "engine": self.engine, "device": self.device,
+             "precision": self.precision, "cuda_graphs": self.cuda_graphs, "threads": threads,
+             "frames": self.frames, "warmup": self.warmup, "clip": clip}
+        if self.attention is not None:
+            c["attention"] = self.attention
+        if self.compile:
+            c["compile"] = True
+        if self.variant_of:
+            c["variant_of"] = dict(self.variant_of)
+        return c
 
 
 def row_id(c: dict[str, Any]) -> str:
     def j(v):
         return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
 
+    attn = c.get("attention")
+    extra = (f"/{attn}" if attn and attn != default_attention(c["device"]) else "") + \
+        ("/compile" if c.get("compile") else "")
     return (f"{c['preset']}@{c['image_size']}/{c['engine']}/{c['device']}/{c['precision']}"
-            f"{'/graphs' if c.get('cuda_graphs') else ''}/it{j(c['iterations'])}/{j(c['mode'])}")
+            f"{'/graphs' if c.get('cuda_graphs') else ''}{extra}/it{j(c['iterations'])}/{j(c['mode'])}")
+
+
+def default_attention(device: str) -> str:
+    """The torch engine's attention='auto' on ``device``."""
+    return "sdpa" if device == "cuda" else "reference"
+
+
+def base_id(c: dict[str, Any]) -> str | None:
+    """The row id of a variant row's baseline (None for a row that is no variant)."""
+    if not c.get("variant_of"):
+        return None
+    base = {k: v for k, v in c.items() if k != "variant_of"}
+    base.update(c["variant_of"])
+    return row_id({k: v for k, v in base.items() if v is not None})
 
 
 # ---------------------------------------------------------------------------------------------- per-axis defaults
@@ -196,12 +239,16 @@ def unavailable(engine: str, device: str, precision: str, avail: dict[str, tuple
         return _onnxruntime_unavailable(device, precision)
     if device == "cpu" and precision == "fp16":
         return "the torch engine runs fp16 on CUDA only (use fp32 or bf16 on the CPU)"
+    if precision == "int8":
+        return "int8 is an onnxruntime CPU precision (textsam-eus export --int8); the torch engine runs fp32/fp16/bf16"
     return None
 
 
 def _onnxruntime_unavailable(device: str, precision: str) -> str | None:
     if precision == "bf16":
-        return "the ONNX bundle has fp32 and fp16 graphs only (bf16 is a torch-engine precision)"
+        return "the ONNX bundle has fp32, fp16 and int8 graphs only (bf16 is a torch-engine precision)"
+    if precision == "int8" and device == "cuda":
+        return "int8 graphs (dynamic quantization) run on the CPU execution provider only; on CUDA use fp16"
     if device == "cuda":
         import onnxruntime as ort
 
@@ -227,17 +274,44 @@ def device_plans(preset: str, size: int, device: str, spec: MatrixSpec,
                      frames, warmup, "quick", limit.why, whole_size=True)]
     if limit:
         iterations, modes = limit.iterations or iterations, limit.modes or modes
-    plans = []
+    plans, variants = [], []
+    if "int8" in precisions and "fp32" in precisions:  # int8 is measured as a variant of the fp32 rows
+        precisions = tuple(p for p in precisions if p != "int8")
     for engine, precision in itertools.product([e for e in ENGINES if e in spec.engines], precisions):
         for graphs in (GRAPHS[spec.cuda_graphs] if engine == "torch" and device == "cuda" else (False,)):
-            plan = Plan(preset, size, engine, device, precision, graphs, iterations, modes, frames, warmup)
+            plan = Plan(preset, size, engine, device, precision, graphs, iterations, modes, frames, warmup,
+                        attention=default_attention(device) if engine == "torch" else None)
             why = unavailable(engine, device, precision, avail)
             if why:
                 plan = _skipped(plan, "unavailable", why)
             elif limit and limit.engines and engine not in limit.engines:
                 plan = _skipped(plan, "quick", limit.why)
             plans.append(plan)
-    return plans
+            if not plan.skip_kind and not limit:  # --quick's vit_b: no variants (seconds per frame)
+                variants += _variants(plan, spec)
+    return plans + variants
+
+
+def _variants(base: Plan, spec: MatrixSpec) -> list[Plan]:
+    """The extra-dimension plans of a measured baseline plan: torch attention and torch.compile; onnxruntime int8
+    on the CPU (fp32 baselines). Each runs mode 'model' at one iteration count."""
+    its = (VARIANT_ITERATIONS,) if VARIANT_ITERATIONS in base.iterations else base.iterations[-1:]
+    modes = tuple(m for m in VARIANT_MODES if m in base.modes) or base.modes[:1]
+    small = replace(base, iterations=its, modes=modes)
+    out = []
+    if base.engine == "torch" and base.precision == "fp32" and not base.cuda_graphs:
+        for attn in (spec.attention or ()):
+            if attn != base.attention:
+                out.append(replace(small, attention=attn, variant_of={"attention": base.attention}))
+        for on in COMPILE[spec.compile]:
+            if on:
+                plan = replace(small, compile=True, variant_of={"compile": None})
+                out.append(_skipped(plan, "quick", QUICK_COMPILE_WHY) if spec.quick and not spec.compile_asked
+                           else plan)
+    if base.engine == "onnxruntime" and base.device == "cpu" and base.precision == "fp32" and (
+            spec.precisions is None or "int8" in spec.precisions):
+        out.append(replace(small, precision="int8", variant_of={"precision": "fp32"}))
+    return out
 
 
 def _skipped(plan: Plan, kind: str, reason: str) -> Plan:

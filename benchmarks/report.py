@@ -39,7 +39,9 @@ def triple(st: dict | None) -> str:
 
 def short(c: dict[str, Any]) -> str:
     return (f"{c['preset']}@{c['image_size']} {c['engine']} {c['device']} {c['precision']}"
-            f"{' graphs' if c.get('cuda_graphs') else ''} it{c['iterations']} {c['mode']}")
+            f"{' graphs' if c.get('cuda_graphs') else ''}"
+            f"{' ' + c['attention'] if c.get('attention') and c.get('variant_of', {}).get('attention') else ''}"
+            f"{' compile' if c.get('compile') else ''} it{c['iterations']} {c['mode']}")
 
 
 # ---------------------------------------------------------------------------------------------- results.md
@@ -62,11 +64,16 @@ def _header(data: dict[str, Any], ok: list[dict]) -> list[str]:
     return lines + ([""] if data["notes"] else [])
 
 
+def _variant_tag(c: dict[str, Any]) -> str:
+    v = c.get("variant_of") or {}
+    return (f" ({c['attention']})" if "attention" in v else "") + (" (compile)" if c.get("compile") else "")
+
+
 def _latency_table(ok: list[dict]) -> list[str]:
     lines = ["## Latency (ms, p50 / p95 / p99)", "",
              "encoder and decoder are per call; total is per frame (model/reference: `engine.segment`; stream: "
              "decode of the frame to written outputs); fps: see the README.", "",
-             "| preset | size | engine | device | prec | graphs | iters | mode | n | enc calls/frame | encoder | "
+             "| preset | size | engine | device | prec | graphs (variant) | iters | mode | n | enc calls/frame | encoder | "
              "decoder pass | total | fps | peak RSS MB | GPU peak MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ok:
@@ -74,7 +81,7 @@ def _latency_table(ok: list[dict]) -> list[str]:
         gpu = mem.get("cuda_max_allocated_mb")
         lines.append(
             f"| {c['preset']} | {c['image_size']} | {c['engine']} | {c['device']} | {c['precision']} | "
-            f"{'yes' if c.get('cuda_graphs') else 'no'} | {c['iterations']} | {c['mode']} | {r['frames_measured']} | "
+            f"{'yes' if c.get('cuda_graphs') else 'no'}{_variant_tag(c)} | {c['iterations']} | {c['mode']} | {r['frames_measured']} | "
             f"{r['encoder_calls_per_frame']:.2f} | {triple(r['encoder_call_ms'])} | {triple(r['decoder_call_ms'])} "
             f"| {triple(r['latency_ms'])} | {num(r['fps'])} | {num(mem.get('rss_peak_mb'))} | "
             f"{num(gpu) if gpu is not None else '-'} |")
@@ -99,6 +106,32 @@ def _reference_table(ok: list[dict]) -> list[str]:
         rmean = f"{ratio['mean']:.2f}x" if ratio.get("mean") else "-"
         ours50 = num(ours["latency_ms"]["p50"]) if ours else "-"
         lines.append(f"| {name} | {c['iterations']} | {ours50} | {num(r['latency_ms']['p50'])} | {r50} | {rmean} |")
+    return lines
+
+
+def _variant_name(c: dict[str, Any]) -> str:
+    """What a variant row changes against its baseline, e.g. 'attention sdpa (vs reference)'."""
+    return ", ".join(f"{k} {'on' if c.get(k) is True else c.get(k)} (vs {'off' if v is None else v})"
+                     for k, v in c["variant_of"].items())
+
+
+def _variant_table(ok: list[dict]) -> list[str]:
+    variants = [r for r in ok if r["config"].get("variant_of")]
+    if not variants:
+        return []
+    lines = ["", "## Variants: encoder attention, torch.compile, int8 (ratio to the baseline row)", "",
+             "variant / baseline of the same configuration (p50, < 1 = the variant is faster); baseline: the row "
+             "with the variant's setting at its default (torch attention of the device, no torch.compile, fp32).", "",
+             "| configuration | variant | baseline total p50 | variant total p50 | total ratio (p50) | (mean) | "
+             "encoder ratio (p50) |", "|---|---|---|---|---|---|---|"]
+    by_id = {r["id"]: r for r in ok}
+    for r in variants:
+        c, ratio = r["config"], r.get("variant_over_base") or {}
+        base = by_id.get(r.get("base_id"))
+        name = short({**c, "precision": c["variant_of"].get("precision", c["precision"])})
+        lines.append(f"| {name} | {_variant_name(c)} | {num(base['latency_ms']['p50']) if base else '-'} | "
+                     f"{num(r['latency_ms']['p50'])} | {num(ratio.get('total_p50'))} | "
+                     f"{num(ratio.get('total_mean'))} | {num(ratio.get('encoder_p50'))} |")
     return lines
 
 
@@ -137,8 +170,8 @@ def _skipped_and_setup(data: dict[str, Any]) -> list[str]:
 def write_markdown(path: Path, data: dict[str, Any]) -> str:
     """``results.md`` from the ``results.json`` data; returns the text."""
     ok = [r for r in data["rows"] if r["status"] == "ok"]
-    lines = (_header(data, ok) + _latency_table(ok) + _reference_table(ok) + _stream_table(ok)
-             + _skipped_and_setup(data))
+    lines = (_header(data, ok) + _latency_table(ok) + _reference_table(ok) + _variant_table(ok)
+             + _stream_table(ok) + _skipped_and_setup(data))
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text

@@ -61,9 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: cpu, plus cuda when torch sees a GPU")
     p.add_argument("--precisions", default=None,
-                   help="comma list of fp32,fp16,bf16 (default: fp32 on cpu; fp32,fp16,bf16 on cuda)")
+                   help="comma list of fp32,fp16,bf16,int8 (default: fp32 on cpu, plus int8 for onnxruntime as a "
+                        "mode-model iterations-2 row against fp32; fp32,fp16,bf16 on cuda)")
     p.add_argument("--cuda-graphs", default="both", choices=["off", "on", "both"],
                    help="torch engine on cuda: without/with CUDA graphs (default both)")
+    p.add_argument("--attention", default="reference,sdpa",
+                   help="torch engine: image-encoder attention implementations; the device's default (reference on "
+                        "cpu, sdpa on cuda) runs the full rows, the other one mode model at iterations 2, reported "
+                        "as a ratio (default reference,sdpa)")
+    p.add_argument("--compile", default=None, choices=["off", "on", "both"],
+                   help="torch engine: also rows with torch.compile of the image encoder (mode model, iterations 2; "
+                        "default both, but --quick leaves them out unless given)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op and onnxruntime intra-op threads (default os.cpu_count())")
     p.add_argument("--clip", default=None,

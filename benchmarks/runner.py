@@ -17,9 +17,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .machine import proc_status, reset_peak_rss, ru_maxrss_mb
-from .models import Bundles, build_model, timed_call
+from .models import Bundles, CompileUnavailable, build_model, timed_call
 from .modes import run_model_mode, run_stream_mode
-from .plans import Plan, row_id
+from .plans import Plan, base_id, row_id
 from .report import num
 from .timing import MeasuredEngine
 
@@ -92,11 +92,15 @@ class Bench:
             return self.skip(plan.config(clip["desc"], self.threads), self.budget_reason(), kind="budget")
         model = self._model_for(plan)
         graphs = " cuda-graphs" if plan.cuda_graphs else ""
+        extra = (f" attention={plan.attention}" if plan.attention else "") + (" torch.compile" if plan.compile else "")
         try:
             engine = self.timed_setup(
-                f"engine {plan.engine} {plan.device} {plan.precision}{graphs} {plan.preset}@{plan.image_size}",
+                f"engine {plan.engine} {plan.device} {plan.precision}{graphs}{extra} {plan.preset}@{plan.image_size}",
                 lambda: self.bundles.engine(plan.engine, plan.key, model, plan.device, plan.precision,
-                                            plan.cuda_graphs, self.threads))
+                                            plan.cuda_graphs, self.threads, attention=plan.attention,
+                                            compile_encoder=plan.compile))
+        except CompileUnavailable as exc:
+            return self.skip(plan.config(clip["desc"], self.threads), str(exc), kind="unavailable")
         except Exception as exc:  # noqa: BLE001 - one configuration, not the run
             return self.skip(plan.config(clip["desc"], self.threads),
                              f"error creating the engine: {type(exc).__name__}: {exc}", kind="error")
@@ -166,7 +170,19 @@ class Bench:
         return run_model_mode(measured, frames, config["warmup"], config["frames"], config["iterations"])
 
     def add_ratios(self) -> None:
-        """reference / ours for every reference row with a matching model row (same config, mode 'model')."""
+        """reference / ours for every reference row with a matching model row (same config, mode 'model'); for
+        every variant row (attention, torch.compile, int8) variant / baseline of the same configuration."""
+        by_id = {r["id"]: r for r in self.rows if r["status"] == "ok"}
+        for r in self.rows:
+            bid = base_id(r["config"])
+            if r["status"] != "ok" or bid is None:
+                continue
+            b = by_id.get(bid)
+            r["base_id"] = bid
+            r["variant_over_base"] = None if b is None else {
+                "total_p50": _ratio(r["latency_ms"]["p50"], b["latency_ms"]["p50"]),
+                "total_mean": _ratio(r["latency_ms"]["mean"], b["latency_ms"]["mean"]),
+                "encoder_p50": _ratio(r["encoder_call_ms"]["p50"], b["encoder_call_ms"]["p50"])}
         ours = {row_id({**r["config"], "mode": "model"}): r for r in self.rows
                 if r["status"] == "ok" and r["config"]["mode"] == "model"}
         for r in self.rows:

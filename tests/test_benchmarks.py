@@ -168,3 +168,29 @@ def test_matrix_of_one_configuration():
         cuda_graphs="off", frames=2, warmup=0, quick=False))
     plans, _ = build_matrix(spec, ["cpu"], {"torch": (True, "ok")})
     assert [(p.engine, p.iterations, p.modes, p.frames) for p in plans] == [("torch", (1,), ("model",), 2)]
+
+
+def test_variant_rows_are_ratios_to_their_baseline(results):
+    out, data = results
+    rows = {r["id"]: r for r in data["rows"]}
+    sdpa, int8 = rows["tiny@256/torch/cpu/fp32/sdpa/it2/model"], rows["tiny@256/onnxruntime/cpu/int8/it2/model"]
+    for r, base in ((sdpa, "tiny@256/torch/cpu/fp32/it2/model"), (int8, "tiny@256/onnxruntime/cpu/fp32/it2/model")):
+        assert r["status"] == "ok" and r["base_id"] == base
+        want = r["latency_ms"]["p50"] / rows[base]["latency_ms"]["p50"]
+        assert r["variant_over_base"]["total_p50"] == pytest.approx(want)
+    assert sdpa["engine_info"]["attention"] == "sdpa" and rows[sdpa["base_id"]]["engine_info"]["attention"] == "reference"
+    assert int8["engine_info"]["precision"] == "int8" and int8["engine_info"]["int8_parity"]["frames"] > 0
+    assert "## Variants" in (out / "results.md").read_text()
+
+
+def test_variant_plans_and_quick_leaves_compile_out():
+    plans, _ = _plans(["--quick"], ["cpu"])
+    variants = {(p.engine, p.precision, p.attention, p.compile): p for p in plans if p.variant_of}
+    assert set(variants) == {("torch", "fp32", "sdpa", False), ("torch", "fp32", "reference", True),
+                             ("onnxruntime", "int8", None, False)}
+    assert variants[("torch", "fp32", "reference", True)].skip_kind == "quick"
+    assert all(p.iterations == (2,) and p.modes == ("model",) for p in variants.values())
+    assert not any(p.variant_of for p in plans if p.preset == "vit_b")
+    plans, _ = _plans(["--quick", "--compile", "on", "--attention", "reference"], ["cpu"])
+    assert [(p.engine, p.compile, p.skip_kind) for p in plans if p.variant_of and p.engine == "torch"] == [
+        ("torch", True, None)]

@@ -43,20 +43,20 @@ def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path
 def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | None = None, device: str | None = None,
                 precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
                 refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None,
-                resize: str | None = None):
+                resize: str | None = None, attention: str = "auto"):
     """The engine ``stream``, ``demo`` and the benchmarks run. ``checkpoint``: 'demo', a path, or (torch engine)
     a TextSam model already in memory; onnxruntime/tensorrt run ``bundle`` (onnxruntime: the checkpoint's cached
     export when no bundle is given). ``resize`` ("area"/"bilinear") overrides how the weights' frames are resized
-    into the input."""
+    into the input; ``attention`` is the torch engine's encoder attention (auto, sdpa, reference)."""
     engine_obj = _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, iterations, refine_prompts,
-                              quiet, threads)
+                              quiet, threads, attention)
     if resize is not None:
         engine_obj.resize = resize
     return engine_obj
 
 
 def _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, iterations, refine_prompts, quiet,
-                 threads):
+                 threads, attention):
     from ..engines import create_engine, fastest_engine
 
     if engine == "auto":
@@ -67,7 +67,7 @@ def _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, ite
             raise OptionError("the torch engine runs a checkpoint: pass --checkpoint (bundles are for onnxruntime "
                               "and tensorrt)")
         return create_engine("torch", model=checkpoint, device=device, precision=precision,
-                             cuda_graphs=cuda_graphs, **common)
+                             cuda_graphs=cuda_graphs, attention=attention, **common)
     if engine == "onnxruntime":
         require_onnxruntime()  # before exporting a bundle for it
         folder = bundle or bundle_for(checkpoint, fp16=precision == "fp16", quiet=quiet)

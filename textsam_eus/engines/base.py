@@ -1,7 +1,8 @@
 """One small interface for every backend: set the prompt once, ``segment(frame) -> SegmentResult``.
 
-A backend implements ``encode(x)`` and ``decode(embeddings, tokens, coords, labels)`` on torch tensors; the
-pre-/post-processing and the refinement logic are the shared :class:`~textsam_eus.model.refine.Segmenter`.
+A backend implements ``encode(x)`` and ``decode(embeddings, tokens, coords, labels)`` on torch tensors (or, for a
+backend with ``host_arrays = True`` on the CPU, on NumPy arrays: see :mod:`.cpu_prepost`); the pre-/post-processing
+and the refinement logic are the shared :class:`~textsam_eus.model.refine.Segmenter`.
 """
 
 from __future__ import annotations
@@ -13,25 +14,30 @@ import torch
 
 from ..model.errors import OptionError
 from ..model.refine import Segmenter, SegmentResult
+from .cpu_prepost import select_prepost
 
 
 class Engine:
     name = "base"
+    host_arrays = False  # True: encode/decode take NumPy arrays when the NumPy pre-/post-processing runs
 
     def __init__(self, *, image_size: int, pixel_mean, pixel_std, prompt_tokens, device: torch.device | str = "cpu",
                  iterations: int = 2, refine_prompts: str = "box+centroid", threshold: float = 0.0,
-                 sync=None, presence: Any = None, resize: str = "area") -> None:
+                 sync=None, presence: Any = None, resize: str = "area", prepost: str = "auto") -> None:
         self.device = torch.device(device)
         # tumour presence: threshold (None = off), show/hide frames, from the checkpoint config or bundle.json
         self.presence = {"threshold": getattr(presence, "presence_threshold", None),
                          "show_frames": getattr(presence, "presence_show_frames", 3),
                          "hide_frames": getattr(presence, "presence_hide_frames", 5)}
         self.image_size = image_size
+        pp = select_prepost(prepost, host_arrays=self.host_arrays, device=self.device, image_size=image_size,
+                            pixel_mean=pixel_mean, pixel_std=pixel_std, dtype=torch.float32, resize=resize)
+        self.prepost = pp.name  # "numpy" or "torch": which pre-/post-processing runs
         self.set_prompt(prompt_tokens)
         self.segmenter = Segmenter(self.encode, self._decode, image_size=image_size, pixel_mean=pixel_mean,
                                    pixel_std=pixel_std, device=self.device, dtype=torch.float32,
                                    iterations=iterations, refine_prompts=refine_prompts, threshold=threshold,
-                                   sync=sync, resize=resize)
+                                   sync=sync, resize=resize, prepost=pp)
 
     # ------------------------------------------------------------------ the interface
     def set_prompt(self, tokens) -> None:
@@ -42,6 +48,7 @@ class Engine:
         if t.ndim != 3 or t.shape[0] != 1:
             raise ValueError(f"prompt tokens must be (T, C) or (1, T, C), got {tuple(t.shape)}")
         self.prompt_tokens = t.to(self.device)
+        self.prompt_tokens_np = t.numpy()  # (1, T, C) float32 on the host, for host-array backends
 
     def segment(self, frame: np.ndarray, **kwargs) -> SegmentResult:
         """Segment one frame (grayscale, RGB, BGR with color_order='bgr', or RGBA uint8)."""
@@ -72,7 +79,8 @@ class Engine:
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "device": str(self.device), "image_size": self.image_size,
-                "presence_threshold": self.presence["threshold"], "resize": self.resize}
+                "presence_threshold": self.presence["threshold"], "resize": self.resize,
+                "prepost": self.prepost}
 
     # ------------------------------------------------------------------ backend hooks
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +90,8 @@ class Engine:
         raise NotImplementedError
 
     def _decode(self, emb, coords, labels):
-        return self.decode(emb, self.prompt_tokens, coords, labels)
+        tokens = self.prompt_tokens_np if self.prepost == "numpy" else self.prompt_tokens
+        return self.decode(emb, tokens, coords, labels)
 
     def close(self) -> None:
         pass

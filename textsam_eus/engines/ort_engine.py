@@ -1,4 +1,8 @@
-"""The ONNX Runtime backend: CPU, or the CUDA execution provider with I/O binding (onnxruntime-gpu)."""
+"""The ONNX Runtime backend: CPU, or the CUDA execution provider with I/O binding (onnxruntime-gpu).
+
+On the CPU the frame's pre-/post-processing runs in OpenCV/NumPy (:mod:`.cpu_prepost`; ``prepost='torch'`` forces
+the torch one) and the sessions take and return NumPy arrays: no torch op per frame.
+"""
 
 from __future__ import annotations
 
@@ -45,13 +49,16 @@ def _session(ort, path: Path, opts, providers) -> Any:
 
 class OrtEngine(Engine):
     name = "onnxruntime"
+    host_arrays = True
 
     def __init__(self, bundle: str | Path | Bundle, *, device: str = "cpu", precision: str = "fp32",
-                 threads: int | None = None, iterations: int | None = None, refine_prompts: str = "box+centroid"
-                 ) -> None:
+                 threads: int | None = None, iterations: int | None = None, refine_prompts: str = "box+centroid",
+                 prepost: str = "auto") -> None:
         ort = require_onnxruntime()
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         _check_versions(self.bundle, ort.__version__)
+        if precision == "int8" and device != "cpu":
+            raise OptionError("precision int8 is for the CPU execution provider (--device cpu); on CUDA use fp16")
         available = ort.get_available_providers()
         if device.startswith("cuda"):
             if not is_onnxruntime_gpu_available():
@@ -64,11 +71,14 @@ class OrtEngine(Engine):
             providers = ["CPUExecutionProvider"]
         else:
             raise OptionError(f"device={device!r} is invalid for onnxruntime: use 'cpu' or 'cuda'")
-        if precision not in ("fp32", "fp16"):
-            raise OptionError(f"precision={precision!r} is invalid for onnxruntime: use fp32 or fp16")
-        suffix = "_fp16" if precision == "fp16" else ""
-        if suffix and "encoder_fp16" not in self.bundle.files:
+        if precision not in ("fp32", "fp16", "int8"):
+            raise OptionError(f"precision={precision!r} is invalid for onnxruntime: use fp32, fp16 or int8 (CPU)")
+        suffix = {"fp32": "", "fp16": "_fp16", "int8": "_int8"}[precision]
+        if precision == "fp16" and "encoder_fp16" not in self.bundle.files:
             raise BundleError(f"bundle {self.bundle.folder} has no fp16 graphs; export it with --fp16")
+        if precision == "int8" and "encoder_int8" not in self.bundle.files:
+            raise BundleError(f"bundle {self.bundle.folder} has no int8 graphs; add them with "
+                              f"'textsam-eus export --bundle {self.bundle.folder} --int8'")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -78,7 +88,10 @@ class OrtEngine(Engine):
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
-        self.sessions = {role: _session(ort, self.bundle.path(role + suffix), opts, providers)
+        # int8 bundles quantize some roles only (bundle.int8["roles"]); the others run their fp32 graph
+        self.sessions = {role: _session(ort, self.bundle.path(role + suffix if precision != "int8" or
+                                                              role + suffix in self.bundle.files else role),
+                                        opts, providers)
                          for role in ("encoder", "decoder_text", "decoder_refine")}
         self.providers = self.sessions["encoder"].get_providers()
         self.precision = precision
@@ -88,14 +101,18 @@ class OrtEngine(Engine):
                          prompt_tokens=b.prompt_tokens, device=device if self.use_cuda else "cpu",
                          iterations=b.refine_iterations if iterations is None else iterations,
                          refine_prompts=refine_prompts, threshold=b.mask_threshold, presence=b,
-                         sync=torch.cuda.synchronize if self.use_cuda else None, resize=b.resize)
+                         sync=torch.cuda.synchronize if self.use_cuda else None, resize=b.resize,
+                         prepost=prepost)
 
     # ------------------------------------------------------------------ CPU: numpy in, numpy out
-    def _run(self, role: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def _run(self, role: str, feeds: dict) -> list:
+        """NumPy in -> NumPy out (the NumPy pre-/post-processing); torch tensors in -> torch tensors out."""
         sess = self.sessions[role]
         if not self.use_cuda:
-            outs = sess.run(None, {k: v.detach().cpu().numpy() for k, v in feeds.items()})
-            return [torch.from_numpy(o) for o in outs]
+            host = [isinstance(v, np.ndarray) for v in feeds.values()]
+            outs = sess.run(None, {k: v if isinstance(v, np.ndarray) else v.detach().cpu().numpy()
+                                   for k, v in feeds.items()})
+            return outs if all(host) else [torch.from_numpy(o) for o in outs]
         # CUDA: bind torch device buffers directly (no host round trip)
         binding = sess.io_binding()
         for name, t in feeds.items():
@@ -125,10 +142,17 @@ class OrtEngine(Engine):
         if coords is None:
             low, iou = self._run("decoder_text", feeds)
         else:
-            feeds.update(point_coords=coords.float(), point_labels=labels.float())
+            if isinstance(coords, np.ndarray):
+                feeds.update(point_coords=coords.astype(np.float32, copy=False),
+                             point_labels=labels.astype(np.float32, copy=False))
+            else:
+                feeds.update(point_coords=coords.float(), point_labels=labels.float())
             low, iou = self._run("decoder_refine", feeds)
         return low, iou
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "precision": self.precision, "providers": self.providers,
+        info = {**super().info(), "precision": self.precision, "providers": self.providers,
                 "preset": self.bundle.preset}
+        if self.precision == "int8":
+            info["int8_parity"] = self.bundle.int8.get("parity")
+        return info

@@ -221,13 +221,21 @@ def parity_frames(image_size: int, n: int = 3, seed: int = 0) -> list[np.ndarray
 
 
 def export_bundle(model: TextSam, out: str | Path, *, verify: bool = True, frames: list[np.ndarray] | None = None,
-                  source: dict | None = None, fp16: bool = False) -> Bundle:
+                  source: dict | None = None, fp16: bool = False, int8: bool = False,
+                  int8_frames: list[np.ndarray] | None = None, int8_frames_source: str | None = None) -> Bundle:
     """Export ONNX graphs + bundle.json; verify them with ONNX Runtime unless ``verify=False``.
 
     A bundle.json already in ``out`` is removed first (its graphs are being replaced), so a failed export leaves
     no usable bundle behind. A model whose prompt token or outputs hold NaN/Inf is refused with ExportError.
+
+    ``int8``: also int8 CPU graphs (:func:`textsam_eus.export.quantize.add_int8`, parity on ``int8_frames``). The
+    whole bundle is then made in a temporary folder beside ``out`` and moved in only once the int8 parity passed:
+    a refused int8 export leaves an existing bundle in ``out`` untouched.
     """
     out = Path(out)
+    if int8:
+        return _export_int8_bundle(model, out, verify=verify, frames=frames, source=source, fp16=fp16,
+                                   int8_frames=int8_frames, int8_frames_source=int8_frames_source)
     (out / "bundle.json").unlink(missing_ok=True)
     dep = deployable(model)  # one copy serves the export, the bundle's token and the parity check
     token = dep.cached_prompt.reshape(1, -1)
@@ -246,3 +254,24 @@ def export_bundle(model: TextSam, out: str | Path, *, verify: bool = True, frame
         bundle.source["parity"] = check_parity(dep, out, frames or parity_frames(cfg.image_size))
     write_bundle(out, bundle)
     return bundle
+
+
+def _export_int8_bundle(model: TextSam, out: Path, *, int8_frames, int8_frames_source, **kwargs) -> Bundle:
+    import shutil
+    import tempfile
+
+    from ..model.bundle import read_bundle
+    from .quantize import add_int8
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-staging-", dir=out.parent))
+    try:
+        export_bundle(model, staging, **kwargs)
+        add_int8(staging, int8_frames, int8_frames_source)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bundle.json").unlink(missing_ok=True)
+        for f in sorted(staging.iterdir(), key=lambda p: p.name == "bundle.json"):  # bundle.json last
+            f.replace(out / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return read_bundle(out)

@@ -65,6 +65,8 @@ class Bundle:
     versions: dict[str, str] = field(default_factory=dict)  # torch / onnx / onnxruntime / tensorrt
     tensorrt: dict[str, Any] = field(default_factory=dict)  # role -> plan file; gpu, compute capability, fp16
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint path, its config
+    # int8 CPU graphs (files "<role>_int8"): quantization method, roles, parity (mean/min mask IoU vs fp32, frames)
+    int8: dict[str, Any] = field(default_factory=dict)
     # tumour presence (the decoders' iou_predictions output of the text-only pass); None = off (older bundles)
     presence_threshold: float | None = None
     presence_show_frames: int = 3
@@ -136,7 +138,7 @@ def read_bundle(folder: str | Path, verify: bool = True) -> Bundle:
 
 def _listed_files(bundle: Bundle, path: Path) -> dict[str, str]:
     """role -> file name for the graphs and the TensorRT plans; the sections must be name tables."""
-    for key in ("files", "hashes", "tensorrt", "versions", "source"):
+    for key in ("files", "hashes", "tensorrt", "versions", "source", "int8"):
         if not isinstance(getattr(bundle, key), dict):
             _invalid(path, key, getattr(bundle, key), "a JSON object")
     listed = {**bundle.files, **{k: v for k, v in bundle.tensorrt.items() if k.startswith("plan_")}}

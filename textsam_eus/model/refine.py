@@ -8,6 +8,11 @@ A backend supplies two functions on torch tensors::
 ``decode`` prepends the constant text token itself; ``coords=None`` is the text-only pass. The paper's refinement
 then runs ``iterations`` more decoder passes, each adding the previous mask's tight bounding box (corners, labels
 2/3) and centroid (label 1), in the model's input frame. An empty mask stops refinement and is returned.
+
+The pre-/post-processing (frame -> model input, the box/centroid of each refinement pass, low-res logits -> the
+frame's mask) is a :class:`TorchPrePost` by default (``model/transforms.py``, on the backend's device); a backend
+that takes NumPy arrays on the host passes another object with the same methods (``engines/cpu_prepost.py``), and
+then ``encode``/``decode`` see that object's array type instead of torch tensors.
 """
 
 from __future__ import annotations
@@ -65,13 +70,58 @@ def geometric_prompts(box: torch.Tensor, centroid: torch.Tensor, mode: str = "bo
     return coords, labels
 
 
+class TorchPrePost:
+    """The pre-/post-processing of :class:`Segmenter` in torch (``model/transforms.py``), on ``device``."""
+
+    name = "torch"
+
+    def __init__(self, image_size: int, pixel_mean, pixel_std, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.image_size = image_size
+        self.pixel_mean, self.pixel_std = tuple(pixel_mean), tuple(pixel_std)
+        self.device, self.dtype = torch.device(device), dtype
+        self.resize = "area"  # or "bilinear" (TextSamConfig.resize)
+
+    def preprocess(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(H, W, 3) uint8 RGB -> model input (1, 3, S, S) and the resized (h, w) inside it."""
+        return T.preprocess(rgb, self.image_size, self.pixel_mean, self.pixel_std, self.device, self.dtype,
+                            resize=self.resize)
+
+    def lowres_to_input(self, lowres, resized: tuple[int, int]) -> torch.Tensor:
+        return T.lowres_to_input(lowres, self.image_size, resized)
+
+    def refine_prompt(self, logits: torch.Tensor, threshold: float, mode: str, seed: int):
+        """(coords, labels) of a refinement pass from the mask ``logits > threshold``; None when it is empty."""
+        mask_in = logits > threshold
+        bc = T.box_and_centroid(mask_in)
+        if bc is None:  # empty mask: nothing to refine from
+            return None
+        return geometric_prompts(bc[0], bc[1], mode, mask_in, seed=seed)
+
+    def frame_mask(self, logits: torch.Tensor, frame_hw: tuple[int, int], threshold: float) -> np.ndarray:
+        """Logits over the resized frame -> the (H, W) bool mask at the frame's resolution."""
+        return (T.input_to_frame(logits, frame_hw) > threshold).cpu().numpy()
+
+    def box_and_centroid(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        bc = T.box_and_centroid(torch.from_numpy(mask))
+        return None if bc is None else (bc[0].numpy(), bc[1].numpy())
+
+    def prompts(self, coords: np.ndarray, labels: np.ndarray):
+        """Manual/seed prompts (1, N, 2) / (1, N) float32 -> what ``decode`` takes."""
+        return torch.from_numpy(coords).to(self.device), torch.from_numpy(labels).to(self.device)
+
+    @staticmethod
+    def to_numpy(x) -> np.ndarray:
+        return x.cpu().numpy()
+
+
 class Segmenter:
     """Pre-process, encode once, decode text-only, refine, post-process; the same for torch/ORT/TensorRT."""
 
     def __init__(self, encode: Callable, decode: Callable, *, image_size: int, pixel_mean, pixel_std,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, iterations: int = 2,
                  refine_prompts: str = "box+centroid", threshold: float = 0.0,
-                 sync: Callable[[], None] | None = None, resize: str = "area") -> None:
+                 sync: Callable[[], None] | None = None, resize: str = "area", prepost=None) -> None:
         if refine_prompts not in REFINE_PROMPTS:
             raise OptionError(f"refine_prompts={refine_prompts!r} is invalid: choose one of {REFINE_PROMPTS}")
         if iterations < 0:
@@ -84,7 +134,17 @@ class Segmenter:
         self.refine_prompts = refine_prompts
         self.threshold = threshold
         self.sync = sync or (lambda: None)
-        self.resize = resize  # how frames are resized into the input (TextSamConfig.resize)
+        self.prepost = prepost or TorchPrePost(image_size, pixel_mean, pixel_std, device, dtype)
+        self.resize = resize  # how frames are resized into the input (TextSamConfig.resize): kept by prepost
+
+    @property
+    def resize(self) -> str:
+        """How frames are resized into the model input ("area" or "bilinear"); the pre-processing keeps it."""
+        return self.prepost.resize
+
+    @resize.setter
+    def resize(self, value: str) -> None:
+        self.prepost.resize = value
 
     def _tick(self, timings: dict[str, float], key: str, start: float) -> float:
         self.sync()
@@ -109,8 +169,8 @@ class Segmenter:
         t0 = t = time.perf_counter()
         rgb = T.to_rgb(frame, color_order)
         hw = rgb.shape[:2]
-        x, resized = T.preprocess(rgb, self.image_size, self.pixel_mean, self.pixel_std, self.device, self.dtype,
-                                  resize=self.resize)
+        pp = self.prepost
+        x, resized = pp.preprocess(rgb)
         t = self._tick(timings, "preprocess", t)
         emb = (encode or self.encode)(x)
         t = self._tick(timings, "encode", t)
@@ -124,31 +184,27 @@ class Segmenter:
         else:  # a prompted first pass (seeded, manual): the presence score comes from a text-only pass
             presence = float(self.decode(emb, None, None)[1].reshape(-1)[0])
             t = self._tick(timings, "decode_presence", t)
-        logits = T.lowres_to_input(lowres, self.image_size, resized)
+        logits = pp.lowres_to_input(lowres, resized)
         for k in range(1, iterations + 1):
-            mask_in = logits > self.threshold
-            bc = T.box_and_centroid(mask_in)
-            if bc is None:  # empty mask: nothing to refine from
-                break
-            gp = geometric_prompts(bc[0], bc[1], self.refine_prompts, mask_in, seed=k)
-            if gp is None:
+            gp = pp.refine_prompt(logits, self.threshold, self.refine_prompts, k)
+            if gp is None:  # empty mask (nothing to refine from) or refine_prompts 'none'
                 break
             prompts.append(gp)
             lowres, iou = self.decode(emb, *gp)
             t = self._tick(timings, f"decode_{k}", t)
-            logits = T.lowres_to_input(lowres, self.image_size, resized)
-        mask = (T.input_to_frame(logits, hw) > self.threshold).cpu().numpy()
+            logits = pp.lowres_to_input(lowres, resized)
+        mask = pp.frame_mask(logits, hw, self.threshold)
         t = self._tick(timings, "postprocess", t)
         timings["total"] = (t - t0) * 1e3
-        bc = T.box_and_centroid(torch.from_numpy(mask))
+        bc = pp.box_and_centroid(mask)
         return SegmentResult(
             mask=mask,
             iou=float(iou.reshape(-1)[0]),
-            box=None if bc is None else bc[0].numpy(),
-            centroid=None if bc is None else bc[1].numpy(),
+            box=None if bc is None else bc[0],
+            centroid=None if bc is None else bc[1],
             passes=len(prompts),
             timings=timings,
-            prompts=[None if p is None else (p[0].cpu().numpy(), p[1].cpu().numpy()) for p in prompts],
+            prompts=[None if p is None else (pp.to_numpy(p[0]), pp.to_numpy(p[1])) for p in prompts],
             presence=presence,
         )
 
@@ -172,6 +228,6 @@ class Segmenter:
             labs.append(np.array([2, 3], np.float32))
         if not pts:
             return None
-        coords = torch.from_numpy(np.concatenate(pts)).unsqueeze(0).to(self.device)
-        labels = torch.from_numpy(np.concatenate(labs)).unsqueeze(0).to(self.device)
-        return coords, labels
+        coords = np.ascontiguousarray(np.concatenate(pts)[None], dtype=np.float32)
+        labels = np.ascontiguousarray(np.concatenate(labs)[None], dtype=np.float32)
+        return self.prepost.prompts(coords, labels)
