@@ -103,7 +103,7 @@ def training_data(checkpoint: str) -> list[str]:
 
 def _val_split(data: list[str]):
     """The validation images of ``train``'s split of ``data`` (--val-fraction 0.15, --split-seed 0), each once."""
-    from textsam_eus.train.data import SegmentationDataset
+    from textsam_eus.train.readers import SegmentationDataset
     from textsam_eus.train.splits import split_samples
 
     samples = list({s.image: s for s in split_samples(data, "auto", 0.15, 0.0, 0)["val"]}.values())

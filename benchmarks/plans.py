@@ -153,15 +153,17 @@ def row_id(c: dict[str, Any]) -> str:
         return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
 
     attn = c.get("attention")
-    extra = (f"/{attn}" if attn and attn != default_attention(c["device"]) else "") + \
+    extra = (f"/{attn}" if attn and attn != default_attention(c["device"], c["image_size"]) else "") + \
         ("/compile" if c.get("compile") else "")
     return (f"{c['preset']}@{c['image_size']}/{c['engine']}/{c['device']}/{c['precision']}"
             f"{'/graphs' if c.get('cuda_graphs') else ''}{extra}/it{j(c['iterations'])}/{j(c['mode'])}")
 
 
-def default_attention(device: str) -> str:
-    """The torch engine's attention='auto' on ``device``."""
-    return "sdpa" if device == "cuda" else "reference"
+def default_attention(device: str, image_size: int) -> str:
+    """The torch engine's attention='auto' on ``device`` at ``image_size``."""
+    from textsam_eus.model.attention import auto_attention
+
+    return auto_attention(device, image_size)
 
 
 def base_id(c: dict[str, Any]) -> str | None:
@@ -280,7 +282,7 @@ def device_plans(preset: str, size: int, device: str, spec: MatrixSpec,
     for engine, precision in itertools.product([e for e in ENGINES if e in spec.engines], precisions):
         for graphs in (GRAPHS[spec.cuda_graphs] if engine == "torch" and device == "cuda" else (False,)):
             plan = Plan(preset, size, engine, device, precision, graphs, iterations, modes, frames, warmup,
-                        attention=default_attention(device) if engine == "torch" else None)
+                        attention=default_attention(device, size) if engine == "torch" else None)
             why = unavailable(engine, device, precision, avail)
             if why:
                 plan = _skipped(plan, "unavailable", why)

@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-graphs", default="both", choices=["off", "on", "both"],
                    help="torch engine on cuda: without/with CUDA graphs (default both)")
     p.add_argument("--attention", default="reference,sdpa",
-                   help="torch engine: image-encoder attention implementations; the device's default (reference on "
-                        "cpu, sdpa on cuda) runs the full rows, the other one mode model at iterations 2, reported "
+                   help="torch engine: image-encoder attention implementations; the engine's auto choice (sdpa on "
+                        "cuda and at 1024 px on cpu, else reference) runs the full rows, the other one mode model at iterations 2, reported "
                         "as a ratio (default reference,sdpa)")
     p.add_argument("--compile", default=None, choices=["off", "on", "both"],
                    help="torch engine: also rows with torch.compile of the image encoder (mode model, iterations 2; "

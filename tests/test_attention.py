@@ -57,3 +57,10 @@ def test_torch_engine_attention_switch_gives_the_same_masks():
     assert inter / union > 0.999 and abs(a.presence - b.presence) < 1e-3
     with pytest.raises(ValueError, match="attention"):
         TorchEngine("demo", device="cpu", attention="fast")
+
+
+def test_auto_attention_is_sdpa_where_it_was_measured_faster():
+    from textsam_eus.model.attention import auto_attention
+
+    assert auto_attention("cuda", 256) == "sdpa" and auto_attention("cpu", 1024) == "sdpa"
+    assert auto_attention("cpu", 256) == "reference" and auto_attention("cpu", 512) == "reference"

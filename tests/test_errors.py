@@ -20,7 +20,7 @@ def _error_classes():
     from textsam_eus.stream.outdir import OutputError
     from textsam_eus.stream.pipeline import StreamError
     from textsam_eus.stream.window import DisplayUnavailableError
-    from textsam_eus.train.data import DatasetError
+    from textsam_eus.train.readers import DatasetError
 
     # class -> the built-in base it had before UserError existed (callers catching it keep working)
     return {ConfigError: ValueError, FrameError: ValueError, CheckpointError: ValueError, BundleError: ValueError,

@@ -91,7 +91,7 @@ def test_model_input_refuses_other_types_and_names_the_rule():
 def test_16_bit_tiff_folder_streams_and_trains_the_same(tmp_path, content, expect):
     """A folder of 16-bit TIFFs: the stream's image-folder source and the training reader give the same pixels."""
     from textsam_eus.stream.sources import ImageFolderSource
-    from textsam_eus.train.data import Sample, load_pair
+    from textsam_eus.train.readers import Sample, load_pair
 
     folder = tmp_path / "tiffs"
     folder.mkdir()

@@ -146,7 +146,7 @@ def test_training_with_negatives_learns_and_calibrates_presence(tmp_path, capsys
 def test_negatives_manifest_without_mask_column(tmp_path):
     import cv2
 
-    from textsam_eus.train.data import SegmentationDataset, read_manifest
+    from textsam_eus.train.readers import SegmentationDataset, read_manifest
 
     cv2.imwrite(str(tmp_path / "n1.png"), np.full((20, 30), 90, np.uint8))
     (tmp_path / "m.csv").write_text("image,case\nn1.png,c1\n")
@@ -173,7 +173,7 @@ def test_summary_reports_presence_auc_and_positive_only_dice():
 def test_negative_video_frames_are_cut_to_the_sector(tmp_path):
     from textsam_eus.common.phantom import PhantomClip, PhantomConfig
     from textsam_eus.stream.encoders import VideoEncoder
-    from textsam_eus.train.data import DatasetError
+    from textsam_eus.train.readers import DatasetError
     from textsam_eus.train.video_labels import video_negatives
 
     clip = PhantomClip(6, 0, config=PhantomConfig(height=240, width=320, p_lesion=0.0))

@@ -428,7 +428,7 @@ def test_resize_is_stored_and_used_everywhere(tmp_path):
     from textsam_eus.engines.torch_engine import TorchEngine
     from textsam_eus.model.config import ConfigError
     from textsam_eus.model.predictor import TextSamPredictor
-    from textsam_eus.train.dataset import SegmentationTorchDataset
+    from textsam_eus.train.training_set import SegmentationTorchDataset
 
     assert build_textsam("tiny").cfg.resize == "area"
     with pytest.raises(ConfigError, match="resize='cubic' is invalid"):

@@ -15,7 +15,7 @@ from textsam_eus.cli import main
 from textsam_eus.common.phantom import PhantomConfig, make_phantom_dataset
 from textsam_eus.model.checkpoint import load_checkpoint
 from textsam_eus.model.registry import build_textsam
-from textsam_eus.train.data import DatasetError
+from textsam_eus.train.readers import DatasetError
 from textsam_eus.train.evaluate import EvalItem, compare, evaluate, make_predict_fn, perturbed_box
 from textsam_eus.train.losses import bce_loss, dice_bce_loss, dice_loss
 from textsam_eus.train.trainer import TrainConfig, Trainer

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from ..train.data import DatasetError
+    from ..train.readers import DatasetError
     from ..train.evaluate import compare
     from ..train.outputs import atomic_write_text, check_output_file
 

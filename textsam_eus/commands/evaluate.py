@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _items(args, splits) -> list:
     from ..common.phantom import PhantomClip, PhantomConfig
     from ..train.evaluate import EvalItem
-    from ..train.data import DatasetError, load_pair
+    from ..train.readers import DatasetError, load_pair
 
     subset = args.subset or ("test" if splits["test"] else "val")
     chosen = [s for k in ("train", "val", "test") for s in splits[k]] if subset == "all" else splits[subset]

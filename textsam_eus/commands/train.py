@@ -34,7 +34,7 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
     from ..train.splits import split_samples
 
     splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed)
-    from ..train.data import SegmentationDataset
+    from ..train.readers import SegmentationDataset
 
     out = {k: list(SegmentationDataset(v)) if v else [] for k, v in splits.items()}
     # what each validation image is, so the presence threshold is calibrated on every kind of negative

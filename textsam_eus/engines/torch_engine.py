@@ -4,8 +4,8 @@ The model is made deployable first (prompt precomputed, LoRA merged, text tower 
 encoder, the text-only decoder and the 3-prompt refinement decoder (centroid + box) are captured once on static
 buffers and replayed per frame; other prompt counts run eagerly. ``attention`` picks the image encoder's attention:
 ``sdpa`` (fused ``scaled_dot_product_attention``, :mod:`textsam_eus.model.attention`), ``reference``
-(segment-anything's matmul + softmax, bit-exact with the released code) or ``auto`` (sdpa on CUDA, reference on
-the CPU).
+(segment-anything's matmul + softmax, bit-exact with the released code) or ``auto``
+(:func:`~textsam_eus.model.attention.auto_attention`: sdpa on CUDA and on the CPU at 1024 px, else reference).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class TorchEngine(Engine):
     def __init__(self, model: TextSam | str | Path = "demo", *, device: str | torch.device | None = None,
                  precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
                  refine_prompts: str = "box+centroid", attention: str = "auto") -> None:
-        from ..model.attention import ATTENTION_IMPLS, set_encoder_attention
+        from ..model.attention import ATTENTION_IMPLS, auto_attention, set_encoder_attention
 
         if attention not in ("auto", *ATTENTION_IMPLS):
             raise ValueError(f"attention={attention!r} is invalid: choose one of {('auto', *ATTENTION_IMPLS)}")
@@ -73,7 +73,8 @@ class TorchEngine(Engine):
             raise OptionError("cuda_graphs needs a CUDA device")
         base = _load(model)
         self.model = to_dtype(base.deployable().to(device), PRECISIONS[precision])
-        self.attention = ("sdpa" if device.type == "cuda" else "reference") if attention == "auto" else attention
+        cfg0 = self.model.cfg
+        self.attention = auto_attention(device.type, cfg0.image_size) if attention == "auto" else attention
         set_encoder_attention(self.model.sam.image_encoder, self.attention)
         self.dtype = PRECISIONS[precision]
         self.precision = precision

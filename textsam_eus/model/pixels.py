@@ -1,6 +1,6 @@
 """Pixels: the one rule that turns an image array of any type into uint8 RGB, and the image files we read.
 
-Training (:mod:`textsam_eus.train.data`), the image-folder and capture sources of the stream and the phantom all
+Training (:mod:`textsam_eus.train.readers`), the image-folder and capture sources of the stream and the phantom all
 convert with :func:`to_uint8` / :func:`to_rgb_uint8`, so a file looks the same wherever it is read. The rule:
 
 * ``uint8``: unchanged. ``bool``: ``False``/``True`` -> ``0``/``255``.

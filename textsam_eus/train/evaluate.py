@@ -23,7 +23,7 @@ import numpy as np
 
 from ..model.errors import OptionError
 from . import metrics
-from .data import DatasetError
+from .readers import DatasetError
 from .outputs import atomic_write, atomic_write_text
 
 MODES = ("auto", "auto+refine", "manual", "sam-box", "sam-point", "predictions")
@@ -68,7 +68,7 @@ def make_predict_fn(mode: str, predictor=None, iterations: int = 2, seed: int = 
         files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".bmp")}
 
         def from_folder(item: EvalItem):
-            from .data import read_mask
+            from .readers import read_mask
 
             stem = Path(item.id).stem
             if stem not in files:

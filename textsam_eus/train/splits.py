@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..model.errors import OptionError
-from .data import _SPLIT_ALIASES, SPLITS, DatasetError, Sample, read_dataset
+from .readers import _SPLIT_ALIASES, SPLITS, DatasetError, Sample, read_dataset
 
 # --------------------------------------------------------------------------- #
 # splitting

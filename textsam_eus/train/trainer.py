@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..model.checkpoint import CheckpointError, check_state_dict, save_checkpoint, torch_load_problem
 from ..model.config import ConfigError
 from ..model.textsam import TextSam
-from .data import DatasetError
-from .dataset import AugmentConfig, SegmentationTorchDataset, gt_prompts
+from .readers import DatasetError
+from .training_set import AugmentConfig, SegmentationTorchDataset, gt_prompts
 from .losses import dice_bce_loss, dice_bce_per_sample
 from .outputs import atomic_write, atomic_write_text, check_run_dir, clear_run
 

@@ -2,7 +2,7 @@
 
 Items: image (3, S, S) normalised float, mask (1, S, S) {0,1}, valid (1, S, S) {0,1} (1 inside the resized
 image, 0 in the padding), weak () {0,1} and ``index``. Sources are any sequences of ``(image uint8 HxWx3, mask uint8
-HxW)``: the readers of :mod:`textsam_eus.train.data` or the synthetic phantom. A mask of ``None`` is a weak
+HxW)``: the readers of :mod:`textsam_eus.train.readers` or the synthetic phantom. A mask of ``None`` is a weak
 positive (a frame of a recording labelled tumour, outline unknown: :mod:`textsam_eus.train.video_labels`); its
 item has an all-zero mask and ``weak`` 1, and the trainer gives it no mask loss.
 """

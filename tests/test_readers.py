@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from textsam_eus.train.data import (
+from textsam_eus.train.readers import (
     EUS_SCREEN_CROP,
     DatasetError,
     Sample,
