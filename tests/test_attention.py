@@ -64,3 +64,14 @@ def test_auto_attention_is_sdpa_where_it_was_measured_faster():
 
     assert auto_attention("cuda", 256) == "sdpa" and auto_attention("cpu", 1024) == "sdpa"
     assert auto_attention("cpu", 256) == "reference" and auto_attention("cpu", 512) == "reference"
+
+
+def test_stream_attention_flag_reaches_the_torch_engine(tmp_path):
+    import json
+
+    from textsam_eus.cli import main
+
+    assert main(["stream", "--source", "phantom:2", "--out", str(tmp_path / "o"), "--engine", "torch",
+                 "--attention", "sdpa", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["engine"]["attention"] == "sdpa"

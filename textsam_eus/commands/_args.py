@@ -42,7 +42,11 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="auto", help="auto (fastest available), torch, onnxruntime, tensorrt")
     p.add_argument("--bundle", default=None, help="deployment bundle folder (onnxruntime/tensorrt)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16 (GPU), bf16 (torch)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32, fp16 (GPU), bf16 (torch), int8 (onnxruntime on the CPU, a bundle made with export --int8)")
+    p.add_argument("--attention", choices=["auto", "sdpa", "reference"], default="auto",
+                   help="torch engine: the image encoder's attention (auto: sdpa on CUDA and at 1024 px on the CPU; "
+                        "reference: bit-exact with segment-anything)")
     p.add_argument("--cuda-graphs", action="store_true", help="torch engine on CUDA: capture CUDA graphs")
     p.add_argument("--iterations", type=int, default=None, help="refinement iterations (default: 2)")
     p.add_argument("--refine-prompts", default="box+centroid")

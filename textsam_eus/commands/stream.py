@@ -158,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
                          show_frames=args.show_after, hide_frames=args.hide_after, serve=args.serve,
                          deidentify=args.deidentify, html_report=not args.no_report)
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
-                         args.iterations, args.refine_prompts, threads=threads, resize=args.resize)
+                         args.iterations, args.refine_prompts, threads=threads, resize=args.resize,
+                         attention=args.attention)
     from ._model_id import model_identity
     from ..stream.dicom_source import dicom_info_of
 
