@@ -28,12 +28,8 @@ if not __package__:  # run by path: the benchmarks package from this checkout (n
     sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from benchmarks.models import load_tiny  # noqa: E402
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+from textsam_eus.model.imports import is_onnxruntime_gpu_available  # noqa: E402
+from textsam_eus.model.mask_metrics import mask_iou  # noqa: E402
 
 
 def parity_frames(n: int, seed: int) -> list[np.ndarray]:
@@ -89,7 +85,7 @@ class Checker:
             self.add(name, "FAIL" if required else "INFO", f"{type(exc).__name__}: {exc}", required=required,
                      traceback=traceback.format_exc(limit=5))
             return
-        ious = {k: [iou(a, b) for a, b in zip(got[k], ref[k])] for k in ref}
+        ious = {k: [mask_iou(a, b) for a, b in zip(got[k], ref[k])] for k in ref}
         worst = min(min(v) for v in ious.values())
         passed = worst >= self.min_iou
         status = "PASS" if passed else ("FAIL" if required else "INFO")
@@ -162,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             avail = available_engines()
             ck.compare("onnxruntime-cpu-fp32", lambda: create_engine("onnxruntime", bundle=args.bundle, device="cpu"),
                        "torch-cpu-fp32")
-            ort_cuda = False
-            if avail["onnxruntime"][0]:
-                import onnxruntime as ort
-
-                ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+            ort_cuda = bool(avail["onnxruntime"][0]) and is_onnxruntime_gpu_available()
             for prec in ("fp32", "fp16"):
                 name = f"onnxruntime-cuda-{prec}"
                 if not cuda or not ort_cuda:

@@ -252,12 +252,10 @@ def _onnxruntime_unavailable(device: str, precision: str) -> str | None:
     if precision == "int8" and device == "cuda":
         return "int8 graphs (dynamic quantization) run on the CPU execution provider only; on CUDA use fp16"
     if device == "cuda":
-        import onnxruntime as ort
+        from textsam_eus.model.imports import ONNXRUNTIME_GPU_HINT, is_onnxruntime_gpu_available
 
-        providers = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in providers:
-            return (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (providers: "
-                    f"{', '.join(providers)}); install onnxruntime-gpu")
+        if not is_onnxruntime_gpu_available():
+            return f"onnxruntime has no CUDAExecutionProvider here: {ONNXRUNTIME_GPU_HINT}"
     elif precision == "fp16":
         return "fp16 graphs are run on CUDA only (slow or unsupported on the CPU execution provider)"
     return None
