@@ -113,7 +113,7 @@ def test_16_bit_tiff_folder_streams_and_trains_the_same(tmp_path, content, expec
 
 def test_one_list_of_image_extensions():
     from textsam_eus.stream import base
-    from textsam_eus.train import data
+    from textsam_eus.train import readers
 
-    assert base.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS and data.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
+    assert base.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS and readers.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
     assert ".tif" in IMAGE_EXTENSIONS and all(e == e.lower() and e.startswith(".") for e in IMAGE_EXTENSIONS)
