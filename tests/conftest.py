@@ -70,3 +70,16 @@ def write_biomedclip_folder(folder: Path, cfg) -> dict:
     }))
     (folder / "vocab.txt").write_text(tiny_vocab_path().read_text())
     return {k[5:]: v for k, v in state.items() if k.startswith("text.")}
+
+
+def trained_like_tiny(seed: int = 0):
+    """A tiny model whose LoRA/prompt weights are non-trivial (as after training)."""
+    from textsam_eus.model.registry import build_textsam
+
+    torch.manual_seed(seed)
+    model = build_textsam("tiny").eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n or n.startswith("text."):
+                p.add_(0.05 * torch.randn_like(p))
+    return model

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import trained_like_tiny
 from conftest import shared_data
 
 from textsam_eus.cli import main
@@ -17,24 +18,12 @@ from textsam_eus.engines import available_engines, create_engine, fastest_engine
 from textsam_eus.export.onnx_export import ExportError, _logit_diff, _mask_iou, check_parity, export_bundle
 from textsam_eus.model.bundle import BundleError, PlanMismatchError, read_bundle, sha256
 from textsam_eus.model.checkpoint import save_checkpoint
-from textsam_eus.model.registry import build_textsam
 from textsam_eus.model.transforms import FrameError
-
-
-def _trained_like(seed: int):
-    """A tiny model whose LoRA/prompt weights are non-trivial (as after training)."""
-    torch.manual_seed(seed)
-    model = build_textsam("tiny").eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n or n.startswith("text."):
-                p.add_(0.05 * torch.randn_like(p))
-    return model
 
 
 @pytest.fixture(scope="module")
 def model():
-    return _trained_like(0)
+    return trained_like_tiny(0)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +105,7 @@ def test_engines_agree_on_real_eus_frames(model, bundle_dir):
 
 def test_parity_check_fails_loudly_on_a_wrong_graph(model, bundle_dir):
     with pytest.raises(ExportError, match="disagrees with torch"):
-        check_parity(_trained_like(1), bundle_dir, _frames(1))
+        check_parity(trained_like_tiny(1), bundle_dir, _frames(1))
 
 
 def test_bundle_hash_and_version_errors(bundle_dir, tmp_path):
@@ -177,7 +166,7 @@ def _stale_bundle(bundle_dir, tmp_path):
     "sam.mask_decoder.iou_prediction_head.layers.2.bias",  # finite masks, NaN IoU predictions only
 ])
 def test_export_refuses_a_model_with_non_finite_outputs(bundle_dir, tmp_path, param):
-    model = _trained_like(0)
+    model = trained_like_tiny(0)
     with torch.no_grad():
         model.get_parameter(param).fill_(float("nan"))
     out = _stale_bundle(bundle_dir, tmp_path)
@@ -189,7 +178,7 @@ def test_export_refuses_a_model_with_non_finite_outputs(bundle_dir, tmp_path, pa
 
 
 def test_export_refuses_a_non_finite_prompt_token(bundle_dir, tmp_path):
-    model = _trained_like(0)
+    model = trained_like_tiny(0)
     with torch.no_grad():
         model.get_parameter("text.ctx")[0, 0, 0] = float("inf")
     out = _stale_bundle(bundle_dir, tmp_path)
