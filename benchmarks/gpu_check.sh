@@ -2,7 +2,8 @@
 # One prepared check for an NVIDIA machine WITHOUT network, in under 8 minutes (BUDGET_S, default 460 s):
 #   1. nvidia-smi and what is installed (torch + CUDA, onnxruntime providers, tensorrt, PyAV, OpenCV)
 #   2. pip install --no-deps -e .   only when textsam_eus is not importable (falls back to PYTHONPATH)
-#   3. CUDA parity: torch engine cuda vs cpu (fp32, fp16, bf16 (info), CUDA graphs): mask IoU >= 0.98
+#   3. CUDA parity: torch engine cuda vs cpu (fp32, fp16, bf16 (info), CUDA graphs): mask IoU >= 0.98;
+#      the SDPA encoder attention vs segment-anything's on vit_b@1024 (fp32 max |diff| < 1e-4, bf16 timing)
 #   4. export the demo bundle with fp16 graphs, and TensorRT plans when `tensorrt` is importable
 #   5. parity of ONNX Runtime (cpu, cuda) and TensorRT against torch / ONNX Runtime: IoU >= 0.98
 #   6. latency matrix on cuda with benchmarks/run.py: tiny (torch, onnxruntime, tensorrt) and vit_b (torch)
@@ -134,6 +135,11 @@ fi
 
 run_step parity_torch_cuda 150 "$PY" benchmarks/gpu_parity.py --checkpoint "$CKPT" --checks torch \
     --out "$OUT/parity_torch.json"
+
+run_step attention_fp32 60 "$PY" benchmarks/attention_parity.py --preset vit_b --size 1024 --device cuda \
+    --dtype fp32 --out "$OUT/attention_fp32.json"
+run_step attention_bf16 60 "$PY" benchmarks/attention_parity.py --preset vit_b --size 1024 --device cuda \
+    --dtype bf16 --tol 0.5 --out "$OUT/attention_bf16.json"
 
 # ------------------------------------------------------------------------------------------- 4-5. export, TensorRT
 HAS_TRT=0

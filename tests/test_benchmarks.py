@@ -152,7 +152,7 @@ def test_measured_engine_times_calls_and_leaves_the_engine_alone(tiny_model):
         MeasuredEngine(engine, "replay", cuda=False)
 
 
-@pytest.mark.parametrize("script", ["run.py", "stream_soak.py", "eus_trust.py", "gpu_parity.py"])
+@pytest.mark.parametrize("script", ["run.py", "stream_soak.py", "eus_trust.py", "gpu_parity.py", "attention_parity.py"])
 def test_scripts_run_by_path(script):
     """``python benchmarks/X.py`` finds the benchmarks package without PYTHONPATH."""
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
@@ -194,3 +194,14 @@ def test_variant_plans_and_quick_leaves_compile_out():
     plans, _ = _plans(["--quick", "--compile", "on", "--attention", "reference"], ["cpu"])
     assert [(p.engine, p.compile, p.skip_kind) for p in plans if p.variant_of and p.engine == "torch"] == [
         ("torch", True, None)]
+
+
+def test_attention_parity_script_compares_both_implementations(tmp_path):
+    from benchmarks import attention_parity
+
+    assert attention_parity.main(["--preset", "tiny", "--size", "128", "--device", "cpu", "--repeats", "1",
+                                  "--out", str(tmp_path / "a.json")]) == 0
+    r = json.loads((tmp_path / "a.json").read_text())
+    assert 0 < r["max_abs_diff"] < 1e-4 and r["pass"] and r["reference_ms"] > 0 and r["sdpa_ms"] > 0
+    assert attention_parity.main(["--preset", "tiny", "--size", "128", "--device", "cpu", "--repeats", "1",
+                                  "--tol", "1e-12"]) == 1  # the bar can fail
