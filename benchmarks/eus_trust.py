@@ -86,11 +86,9 @@ def clip_run(engine, clip: Path, roi, presence: bool) -> dict[str, Any]:
     return out
 
 
-def training_data(checkpoint: str) -> list[str]:
-    """The ``--data`` list the checkpoint was trained with (recorded in it), found again under ../shared/data."""
-    from textsam_eus.model.checkpoint import load_checkpoint
-
-    _, extra = load_checkpoint(checkpoint)
+def training_data(extra: dict[str, Any]) -> list[str]:
+    """The ``--data`` list a checkpoint was trained with (recorded in its metadata ``extra``), found again under
+    ../shared/data."""
     found = []
     for d in extra.get("data") or []:
         p = Path(d)
@@ -223,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = load_checkpoint(args.checkpoint)[1]
     data["meta"]["trained_on_clips"] = sorted(set(extra.get("negative_video") or []) |
                                               set(extra.get("positive_video") or []))
-    val_data = training_data(args.checkpoint) or [str(SHARED / "ultrasound_lesions" / "manifest.csv"),
+    val_data = training_data(extra) or [str(SHARED / "ultrasound_lesions" / "manifest.csv"),
                                                   str(SHARED / "ultrasound_normal" / "manifest.csv")]
     data["images"] = image_runs(engine, threshold, val_data)
     if not args.no_demo:

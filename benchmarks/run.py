@@ -37,7 +37,7 @@ if not __package__:  # run by path: the benchmarks package from this checkout (n
     sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from benchmarks.frames import DEFAULT_CLIP, load_frames  # noqa: E402
-from benchmarks.machine import REPO, busy_load, loadavg, machine_info  # noqa: E402
+from benchmarks.machine import REPO, busy_load, loadavg, machine_info, torch_threads  # noqa: E402
 from benchmarks.plans import ENGINES, PRESETS, MatrixSpec, build_matrix  # noqa: E402
 from benchmarks.report import write_markdown, write_plot  # noqa: E402
 from benchmarks.runner import Bench  # noqa: E402
@@ -103,14 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / started.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
 
-    import torch
-
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args, spec, out, started)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _command() -> str:

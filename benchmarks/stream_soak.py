@@ -50,7 +50,8 @@ if not __package__:  # run by path: the benchmarks package from this checkout (n
     sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from benchmarks.frames import DEFAULT_CLIP, load_frames  # noqa: E402
-from benchmarks.machine import busy_load, loadavg, machine_info, proc_status, reset_peak_rss, rss_mb  # noqa: E402
+from benchmarks.machine import (busy_load, loadavg, machine_info, proc_status, reset_peak_rss, rss_mb,  # noqa: E402
+                                torch_threads)
 from benchmarks.modes import run_model_mode  # noqa: E402
 from benchmarks.timing import MeasuredEngine  # noqa: E402
 
@@ -473,14 +474,8 @@ def main(argv: list[str] | None = None) -> int:
               "nothing was measured or written")
         return 0
 
-    import torch
-
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args, clip, speeds, only)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _run(args: argparse.Namespace, clip: Path, speeds: list[float], only: list[str]) -> int:

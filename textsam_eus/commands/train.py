@@ -59,14 +59,12 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
             out["train"] += frames[:cut]
             out["val"] += frames[cut:]
             groups += [f"video:{Path(v).name}"] * (len(frames) - cut)
-    for v in getattr(args, "val_negative_video", []):
-        frames = video_negatives(v, every=args.video_every)
-        out["val"] += frames
-        groups += [f"video:{Path(v).name}"] * len(frames)
-    for v in getattr(args, "val_positive_video", []):
-        frames = video_positives(v, every=args.video_every)
-        out["val"] += frames
-        groups += [f"video:{Path(v).name}"] * len(frames)
+    for read, videos in ((video_negatives, getattr(args, "val_negative_video", [])),
+                         (video_positives, getattr(args, "val_positive_video", []))):
+        for v in videos:
+            frames = read(v, every=args.video_every)
+            out["val"] += frames
+            groups += [f"video:{Path(v).name}"] * len(frames)
     if getattr(args, "phantom_negatives", 0):
         out["train"] += phantom_negatives(args.phantom_negatives, 3000 + args.split_seed, args.phantom_size)
     if getattr(args, "phantom_val_negatives", 0):

@@ -37,7 +37,7 @@ class Engine:
         self.segmenter = Segmenter(self.encode, self._decode, image_size=image_size, pixel_mean=pixel_mean,
                                    pixel_std=pixel_std, device=self.device, dtype=torch.float32,
                                    iterations=iterations, refine_prompts=refine_prompts, threshold=threshold,
-                                   sync=sync, resize=resize, prepost=pp)
+                                   sync=sync, prepost=pp)
 
     # ------------------------------------------------------------------ the interface
     def set_prompt(self, tokens) -> None:

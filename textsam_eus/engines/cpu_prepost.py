@@ -87,8 +87,7 @@ class NumpyPrePost:
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         s = self.image_size
         h, w = T.resized_shape(rgb.shape[0], rgb.shape[1], s)
-        if (h, w) != rgb.shape[:2]:
-            rgb = T.resize_image(rgb, (h, w), self.resize)
+        rgb = T.resize_image(rgb, (h, w), self.resize)  # the frame itself when it already has that size
         x = np.zeros((1, 3, s, s), np.float32)
         x[0, :, :h, :w] = ((rgb.astype(np.float32) - self.mean) / self.std).transpose(2, 0, 1)
         return x, (h, w)

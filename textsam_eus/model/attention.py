@@ -1,7 +1,7 @@
 """Fast attention for SAM's image encoder: the same block, computed with ``scaled_dot_product_attention``.
 
 segment-anything's ``Attention`` writes ``softmax(q k^T * scale + rel_pos) v`` with plain matmuls, so neither a CPU
-nor a GPU runs its fused attention kernels. :class:`SdpaAttention` is the same module (same parameters and
+nor a GPU runs its fused attention kernels. ``SdpaAttention`` is the same module (same parameters and
 state-dict keys: official checkpoints load unchanged) whose forward passes the decomposed relative position bias
 (MViTv2, computed from the unscaled queries exactly as ``add_decomposed_rel_pos`` does) as the additive
 ``attn_mask`` of :func:`torch.nn.functional.scaled_dot_product_attention`. Windowed and global blocks are the same
@@ -15,11 +15,13 @@ Shapes: x (B, H, W, dim) -> (B, H, W, dim); q, k, v (B * heads, H * W, head_dim)
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ATTENTION_IMPLS", "SdpaAttention", "auto_attention", "set_encoder_attention", "encoder_attention"]
+__all__ = ["ATTENTION_IMPLS", "auto_attention", "set_encoder_attention", "encoder_attention"]
 
 ATTENTION_IMPLS = ("sdpa", "reference")
 
@@ -43,7 +45,9 @@ def _rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Ten
     return (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(q.shape[0], h * w, h * w)
 
 
-def _make_sdpa_class() -> type:
+@lru_cache(maxsize=None)
+def _sdpa_class() -> type:
+    """:class:`SdpaAttention`, built on first use (segment-anything is imported lazily)."""
     base = _reference_class()
 
     class SdpaAttention(base):  # type: ignore[misc, valid-type]
@@ -65,22 +69,6 @@ def _make_sdpa_class() -> type:
     SdpaAttention.__module__ = __name__
     SdpaAttention.__qualname__ = "SdpaAttention"
     return SdpaAttention
-
-
-_SDPA: type | None = None
-
-
-def __getattr__(name: str):  # SdpaAttention is built on first use (segment-anything is imported lazily)
-    if name == "SdpaAttention":
-        return _sdpa_class()
-    raise AttributeError(name)
-
-
-def _sdpa_class() -> type:
-    global _SDPA
-    if _SDPA is None:
-        _SDPA = _make_sdpa_class()
-    return _SDPA
 
 
 def auto_attention(device_type: str, image_size: int) -> str:

@@ -121,7 +121,7 @@ class Segmenter:
     def __init__(self, encode: Callable, decode: Callable, *, image_size: int, pixel_mean, pixel_std,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, iterations: int = 2,
                  refine_prompts: str = "box+centroid", threshold: float = 0.0,
-                 sync: Callable[[], None] | None = None, resize: str = "area", prepost=None) -> None:
+                 sync: Callable[[], None] | None = None, resize: str | None = None, prepost=None) -> None:
         if refine_prompts not in REFINE_PROMPTS:
             raise OptionError(f"refine_prompts={refine_prompts!r} is invalid: choose one of {REFINE_PROMPTS}")
         if iterations < 0:
@@ -135,7 +135,8 @@ class Segmenter:
         self.threshold = threshold
         self.sync = sync or (lambda: None)
         self.prepost = prepost or TorchPrePost(image_size, pixel_mean, pixel_std, device, dtype)
-        self.resize = resize  # how frames are resized into the input (TextSamConfig.resize): kept by prepost
+        if resize is not None:  # how frames are resized into the input (TextSamConfig.resize): kept by prepost
+            self.resize = resize
 
     @property
     def resize(self) -> str:

@@ -202,8 +202,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             low, iou = self.ddp(batch["image"], prompts=prompts)
         logits = F.interpolate(low.float(), size=(s, s), mode="bilinear", align_corners=False)
-        weak = batch["weak"] > 0 if "weak" in batch else torch.zeros(len(logits), dtype=torch.bool,
-                                                                         device=logits.device)
+        weak = batch["weak"] > 0  # frames of tumour-labelled videos: no outline to learn from
         has_lesion = batch["mask"].sum((1, 2, 3)) > 0
         if self.cfg.negative_mask_weight == 1.0 and not weak.any():
             loss = dice_bce_loss(logits, batch["mask"], batch["valid"])  # the paper's loss
