@@ -76,6 +76,7 @@ class Bundles:
     def onnx_int8(self, key: tuple[str, int], model) -> Path:
         """A copy of the fp32 ONNX bundle with int8 graphs (``textsam-eus export --int8``'s ``add_int8``; its
         parity on the synthetic frames is in the copy's bundle.json)."""
+        from textsam_eus.export.onnx_export import ExportError
         from textsam_eus.export.quantize import add_int8
 
         k = key + ("int8",)
@@ -84,7 +85,11 @@ class Bundles:
         src = self.onnx(key, model, False)
         folder = self.tmp / f"{key[0]}-{key[1]}-onnx-int8"
         shutil.copytree(src, folder)
-        self.timed(f"int8 quantization + parity {key[0]}@{key[1]}", lambda: add_int8(folder))
+        try:
+            self.timed(f"int8 quantization + parity {key[0]}@{key[1]}", lambda: add_int8(folder))
+        except ExportError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise Int8Refused(f"int8 variant not measured: {exc}") from exc
         self._folders[k] = folder
         return folder
 
@@ -125,8 +130,16 @@ class Bundles:
         return made
 
 
-class CompileUnavailable(RuntimeError):
+class VariantUnavailable(RuntimeError):
+    """An optional variant cannot be measured here: its row is skipped with this reason, the run goes on."""
+
+
+class CompileUnavailable(VariantUnavailable):
     """torch.compile does not work here (no compiler, an inductor error)."""
+
+
+class Int8Refused(VariantUnavailable):
+    """``export --int8`` refused the int8 graphs (their masks differ from fp32's here, or cannot be compared)."""
 
 
 def compile_torch_encoder(engine) -> None:

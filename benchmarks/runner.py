@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .machine import proc_status, reset_peak_rss, ru_maxrss_mb
-from .models import Bundles, CompileUnavailable, build_model, timed_call
+from .models import Bundles, VariantUnavailable, build_model, timed_call
 from .modes import run_model_mode, run_stream_mode
 from .plans import Plan, base_id, row_id
 from .report import num
@@ -99,7 +99,7 @@ class Bench:
                 lambda: self.bundles.engine(plan.engine, plan.key, model, plan.device, plan.precision,
                                             plan.cuda_graphs, self.threads, attention=plan.attention,
                                             compile_encoder=plan.compile))
-        except CompileUnavailable as exc:
+        except VariantUnavailable as exc:  # torch.compile missing, int8 refused here: skipped, with why
             return self.skip(plan.config(clip["desc"], self.threads), str(exc), kind="unavailable")
         except Exception as exc:  # noqa: BLE001 - one configuration, not the run
             return self.skip(plan.config(clip["desc"], self.threads),

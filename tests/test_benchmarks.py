@@ -152,7 +152,8 @@ def test_measured_engine_times_calls_and_leaves_the_engine_alone(tiny_model):
         MeasuredEngine(engine, "replay", cuda=False)
 
 
-@pytest.mark.parametrize("script", ["run.py", "stream_soak.py", "eus_trust.py", "gpu_parity.py", "attention_parity.py"])
+@pytest.mark.parametrize("script", ["run.py", "stream_soak.py", "eus_trust.py", "gpu_parity.py", "attention_parity.py",
+                                    "int8_settings.py"])
 def test_scripts_run_by_path(script):
     """``python benchmarks/X.py`` finds the benchmarks package without PYTHONPATH."""
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
@@ -174,13 +175,37 @@ def test_variant_rows_are_ratios_to_their_baseline(results):
     out, data = results
     rows = {r["id"]: r for r in data["rows"]}
     sdpa, int8 = rows["tiny@256/torch/cpu/fp32/sdpa/it2/model"], rows["tiny@256/onnxruntime/cpu/int8/it2/model"]
-    for r, base in ((sdpa, "tiny@256/torch/cpu/fp32/it2/model"), (int8, "tiny@256/onnxruntime/cpu/fp32/it2/model")):
+    measured = [(sdpa, "tiny@256/torch/cpu/fp32/it2/model")]
+    if int8["status"] == "ok":  # int8 is kept only where its masks match fp32's (test_int8 checks that rule)
+        measured.append((int8, "tiny@256/onnxruntime/cpu/fp32/it2/model"))
+        assert int8["engine_info"]["precision"] == "int8" and int8["engine_info"]["int8_parity"]["frames"] > 0
+    else:
+        assert int8["skip_kind"] == "unavailable" and "int8 refused" in int8["reason"]
+    for r, base in measured:
         assert r["status"] == "ok" and r["base_id"] == base
         want = r["latency_ms"]["p50"] / rows[base]["latency_ms"]["p50"]
         assert r["variant_over_base"]["total_p50"] == pytest.approx(want)
     assert sdpa["engine_info"]["attention"] == "sdpa" and rows[sdpa["base_id"]]["engine_info"]["attention"] == "reference"
-    assert int8["engine_info"]["precision"] == "int8" and int8["engine_info"]["int8_parity"]["frames"] > 0
     assert "## Variants" in (out / "results.md").read_text()
+
+
+def test_a_refused_int8_variant_is_a_skipped_row_not_a_failed_run(tmp_path, monkeypatch):
+    from textsam_eus.export import quantize
+
+    def low(bundle, paths, frames):
+        return {"mean_mask_iou": 0.5, "min_mask_iou": 0.4, "frames": len(frames), "frames_compared": len(frames),
+                "frames_with_mask": len(frames)}
+
+    monkeypatch.setattr(quantize, "int8_parity", low)
+    rc = bench_run.main(["--presets", "tiny", "--engines", "onnxruntime", "--iterations", "2", "--modes", "model",
+                         "--frames", "1", "--warmup", "0", "--device", "cpu", "--threads", "1",
+                         "--checkpoint", "random", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = {r["id"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    int8 = rows["tiny@256/onnxruntime/cpu/int8/it2/model"]
+    assert int8["status"] == "skipped" and int8["skip_kind"] == "unavailable"
+    assert int8["reason"].startswith("int8 variant not measured: int8 refused") and "0.5000" in int8["reason"]
+    assert rows["tiny@256/onnxruntime/cpu/fp32/it2/model"]["status"] == "ok"
 
 
 def test_variant_plans_and_quick_leaves_compile_out():

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..model.bundle import REEXPORT, Bundle, BundleError, read_bundle
+from ..model.cpu_features import cpu_features, int8_portability_problem
 from ..model.errors import OptionError, UnavailableError
 from ..model.imports import (ONNXRUNTIME_GPU_HINT, installed_onnxruntime_flavours, is_onnxruntime_gpu_available,
                              require_onnxruntime)
@@ -47,6 +48,15 @@ def _session(ort, path: Path, opts, providers) -> Any:
                           f"broken or not an ONNX graph: {REEXPORT}") from exc
 
 
+def _check_int8_here(bundle: Bundle) -> None:
+    """Refuse int8 graphs whose recorded parity need not hold on this CPU (see :mod:`..model.cpu_features`)."""
+    int8 = bundle.int8 if isinstance(bundle.int8, dict) else {}
+    why = int8_portability_problem(int8.get("settings"), int8.get("measured_on"), cpu_features())
+    if why:
+        raise BundleError(f"bundle {bundle.folder} cannot run int8 here: {why}; re-quantize it on this machine "
+                          f"('textsam-eus export --bundle {bundle.folder} --int8') or use --precision fp32")
+
+
 class OrtEngine(Engine):
     name = "onnxruntime"
     host_arrays = True
@@ -79,6 +89,8 @@ class OrtEngine(Engine):
         if precision == "int8" and "encoder_int8" not in self.bundle.files:
             raise BundleError(f"bundle {self.bundle.folder} has no int8 graphs; add them with "
                               f"'textsam-eus export --bundle {self.bundle.folder} --int8'")
+        if precision == "int8":
+            _check_int8_here(self.bundle)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
