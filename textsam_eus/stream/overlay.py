@@ -125,7 +125,47 @@ def _binary_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return (m != 0).view(np.uint8)
 
 
-def _draw_hud(out: np.ndarray, lines: Sequence[str], style: OverlayStyle) -> None:
+HUD_MARGIN = 4
+HUD_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def hud_box_size(lines: Sequence[str], style: OverlayStyle) -> tuple[int, int]:
+    """(width, height) in pixels of the HUD box for ``lines``."""
+    import cv2
+
+    lines = [str(s) for s in lines if s is not None and str(s) != ""] or [" "]
+    sizes = [cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, style.hud_scale, 1) for s in lines]
+    line_h = max(h + b for (_, h), b in sizes) + 4
+    return max(w for (w, _), _ in sizes) + 12, line_h * len(lines) + 6
+
+
+def quiet_corner(image: np.ndarray, size: tuple[int, int]) -> tuple[int, int]:
+    """The top-left (x, y) of a ``size`` box in the corner of ``image`` (H, W, 3) that holds the least: scanner
+    screens put their text, scales and pictograms in some corners, and the HUD must not cover them.
+
+    "Least" = the smallest mean brightness plus mean gradient inside the box; ties go to the order of
+    :data:`HUD_CORNERS`."""
+    img = np.asarray(image)
+    gray = img.mean(axis=2) if img.ndim == 3 else img.astype(np.float32)
+    H, W = gray.shape
+    w, h = min(size[0], W - 2 * HUD_MARGIN), min(size[1], H - 2 * HUD_MARGIN)
+    if w <= 0 or h <= 0:
+        return HUD_MARGIN, HUD_MARGIN
+    spots = {"top-left": (HUD_MARGIN, HUD_MARGIN), "top-right": (W - HUD_MARGIN - w, HUD_MARGIN),
+             "bottom-left": (HUD_MARGIN, H - HUD_MARGIN - h), "bottom-right": (W - HUD_MARGIN - w, H - HUD_MARGIN - h)}
+
+    def busy(x: int, y: int) -> float:
+        box = gray[y:y + h, x:x + w]
+        grad = np.abs(np.diff(box, axis=0)).mean() + np.abs(np.diff(box, axis=1)).mean() if min(box.shape) > 1 else 0
+        return float(box.mean() + grad)
+
+    return spots[min(HUD_CORNERS, key=lambda c: busy(*spots[c]))]
+
+
+def _draw_hud(out: np.ndarray, lines: Sequence[str], style: OverlayStyle,
+              at: tuple[int, int] | None = None) -> None:
+    """The HUD text on a near-black box (legible over any pixels) with its top-left at ``at`` (default: the
+    top-left corner)."""
     import cv2
 
     lines = [str(s) for s in lines if s is not None and str(s) != ""]
@@ -134,15 +174,16 @@ def _draw_hud(out: np.ndarray, lines: Sequence[str], style: OverlayStyle) -> Non
     font = cv2.FONT_HERSHEY_SIMPLEX
     scale = style.hud_scale
     thick = 1
-    sizes = [cv2.getTextSize(s, font, scale, thick) for s in lines]
-    line_h = max(h + b for (_, h), b in sizes) + 4
-    box_w = min(out.shape[1], max(w for (w, _), _ in sizes) + 12)
-    box_h = min(out.shape[0], line_h * len(lines) + 6)
-    x0, y0 = 4, 4
+    box_w, box_h = hud_box_size(lines, style)
+    line_h = (box_h - 6) // len(lines)
+    box_w, box_h = min(out.shape[1], box_w), min(out.shape[0], box_h)
+    x0, y0 = at if at is not None else (HUD_MARGIN, HUD_MARGIN)
+    x0 = max(0, min(int(x0), out.shape[1] - box_w))
+    y0 = max(0, min(int(y0), out.shape[0] - box_h))
     x1, y1 = min(out.shape[1], x0 + box_w), min(out.shape[0], y0 + box_h)
-    if x1 > x0 and y1 > y0:  # darken the box behind the text for readability
+    if x1 > x0 and y1 > y0:  # a near-black backing: white text stays legible over bright scanner graphics
         roi = out[y0:y1, x0:x1]
-        roi[:] = (roi.astype(np.uint16) * 2 // 5).astype(np.uint8)
+        roi[:] = (roi.astype(np.uint16) // 6).astype(np.uint8)
     color = tuple(int(c) for c in style.hud_color)
     for i, s in enumerate(lines):
         y = y0 + 3 + line_h * (i + 1) - 4
@@ -176,15 +217,18 @@ def _draw_dashed(out: np.ndarray, contours, color, thickness: int, dash: int = 6
 
 def draw_overlay(image_rgb: np.ndarray, mask: np.ndarray | None,
                  style: OverlayStyle | None = None,
-                 hud_lines: list[str] | None = None, faded: bool = False) -> np.ndarray:
+                 hud_lines: list[str] | None = None, faded: bool = False,
+                 hud_at: tuple[int, int] | None = None) -> np.ndarray:
     """Return a copy of ``image_rgb`` with the mask drawn on it.
 
     Args:
         image_rgb: HxWx3 uint8 RGB (not modified).
         mask: HxW, bool / integer (non-zero = tumour) / float (> 0.5); ``None`` = no mask.
         style: :class:`OverlayStyle` (default style if None).
-        hud_lines: text lines for the top-left HUD (fps, latency, engine...); shown when
+        hud_lines: text lines for the HUD (fps, model time or latency, engine...); shown when
             ``style.hud`` is True.
+        hud_at: the HUD box's top-left (x, y) (default: the top-left corner; :func:`quiet_corner` finds one
+            that covers no scanner text).
         faded: a low-confidence outline: a third of the fill opacity and a dashed contour.
     """
     import cv2
@@ -227,5 +271,5 @@ def draw_overlay(image_rgb: np.ndarray, mask: np.ndarray | None,
                     cv2.drawContours(out, contours, -1, color, style.contour_thickness, cv2.LINE_AA)
 
     if style.hud and hud_lines:
-        _draw_hud(out, hud_lines, style)
+        _draw_hud(out, hud_lines, style, hud_at)
     return out

@@ -31,7 +31,7 @@ from ..model.errors import OptionError, UserError
 from ..model.mask_metrics import mask_iou
 from .base import FrameSource
 from .outdir import OutputFolder, is_disk_full
-from .overlay import OverlayStyle, draw_overlay
+from .overlay import OverlayStyle, draw_overlay, hud_box_size, quiet_corner
 from ..common.presence import PresenceGate
 from .record import FrameRecord, NoSegmentation
 from .report import LatencyReport, write_json_atomic
@@ -122,6 +122,7 @@ class StreamPipeline:
         width, height = source.size
         self.layouts = LayoutTracker() if self.cfg.roi == "auto" else None
         self.gate = self._make_gate()
+        self._hud_at: tuple[int, int] | None = None  # where the HUD box goes (overlay.quiet_corner, first frame)
         if isinstance(self.cfg.roi, ROI) and width and height:
             self.cfg.roi.validate(width, height)  # an ROI outside the first frame fails before any work
         self.stop_event = threading.Event()
@@ -318,6 +319,17 @@ class StreamPipeline:
         label = ("tumour?" if faded else "tumour") + (f" (presence {score:.2f})" if self.gate.enabled else "")
         return faded, [label]
 
+    def _hud_lines(self, rec: FrameRecord, now: float, status: list[str]) -> list[str]:
+        """Engine and fps; then, for a live source, capture-to-overlay latency (what the endoscopist sees), for a
+        file the model's time per frame (its queueing is no latency anyone waits for); the IoU; the status."""
+        iou = rec.result.iou
+        iou_text = f"IoU {iou:.2f}" if np.isfinite(iou) else "IoU n/a"
+        if self.source.is_live:
+            timing = f"latency {(now - rec.timestamp) * 1e3:.0f} ms"
+        else:
+            timing = f"model {rec.timings.get('engine_total', 0.0):.0f} ms"
+        return [f"{self.engine.name} | {len(self._fps_window)} fps", f"{timing} | {iou_text}", *status]
+
     def _draw(self, rec: FrameRecord) -> FrameRecord:
         faded, status = self._decide(rec)
         rec.info["mask_area"] = int(np.count_nonzero(rec.mask))  # what is written; the sinks report it
@@ -329,11 +341,11 @@ class StreamPipeline:
             self._fps_window.popleft()
         hud = None
         if self.cfg.style.hud:
-            iou = rec.result.iou
-            hud = [f"{self.engine.name} | {len(self._fps_window)} fps",
-                   f"latency {(now - rec.timestamp) * 1e3:.0f} ms | IoU {iou:.2f}" if np.isfinite(iou)
-                   else f"latency {(now - rec.timestamp) * 1e3:.0f} ms | IoU n/a"] + status
-        rec.overlay = draw_overlay(rec.image, rec.mask, self.cfg.style, hud, faded=faded)
+            hud = self._hud_lines(rec, now, status)
+            if self._hud_at is None:  # chosen on the first frame, then kept: the HUD does not jump around
+                self._hud_at = quiet_corner(rec.image, hud_box_size([*hud, "tumour? (presence 0.00)"],
+                                                                    self.cfg.style))
+        rec.overlay = draw_overlay(rec.image, rec.mask, self.cfg.style, hud, faded=faded, hud_at=self._hud_at)
         rec.timings["overlay"] = (time.perf_counter() - t) * 1e3
         rec.timings["latency_capture_to_overlay"] = (time.monotonic() - rec.timestamp) * 1e3
         return rec
@@ -494,6 +506,10 @@ class StreamPipeline:
             "fps": self.stats["frames_out"] / wall_s if wall_s > 0 else 0.0,
             "latency_ms": s.get("latency_ms"),
             "stages_ms": s.get("stages_ms"),
+            "hud_timing": ({"shown": "latency", "what": "capture to overlay (latency_ms): what a live user sees"}
+                           if self.source.is_live else
+                           {"shown": "model", "what": "the model's time per frame (stages_ms.engine_total); "
+                            "latency_ms of a file run is queueing behind the model, which no live user waits for"}),
             "source_stats": {k: v for k, v in self.source.stats.items()},
             "size_changes": self.stats["size_changes"],
             "roi": str(self.cfg.roi) if self.cfg.roi is not None else None,
