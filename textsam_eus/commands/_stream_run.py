@@ -21,6 +21,33 @@ def run_one(engine, source, out: Path, cfg, progress: bool) -> dict:
             bar.close()
 
 
+# what each source counter means, for the closing lines (counters not listed are printed by name)
+SOURCE_COUNTERS = {
+    "late_frames": "{n} frame(s) decoded after their due time in the real-time replay (released at once)",
+    "skipped_packets": "{n} packet(s) the decoder skipped",
+    "decode_errors": "{n} frame(s) that could not be decoded (skipped)",
+    "demux_errors": "{n} demuxing error(s) (unreadable parts of the file)",
+    "corrupt_frames": "{n} corrupt frame(s)",
+    "corrupt_packets": "{n} corrupt packet(s)",
+    "read_failures": "{n} failed read(s) from the device",
+    "reconnects": "{n} reconnection(s) to the device",
+    "reconnect_attempts": "{n} reconnection attempt(s)",
+    "lost": "{n} frame(s) lost by the device",
+    "truncated_to_bytes": "the file ends early (readable up to byte {n})",
+}
+
+
+def source_sentence(stats: dict) -> str:
+    """The source counters that are not zero, as one sentence ("" when there is nothing to say)."""
+    parts = []
+    for key, value in stats.items():
+        if key in ("decoded", "kernel_timestamps") or not value or isinstance(value, (dict, list)):
+            continue
+        template = SOURCE_COUNTERS.get(key, key.replace("_", " ") + ": {n}")
+        parts.append(template.format(n=value))
+    return "; ".join(parts)
+
+
 def print_summary(summary: dict, out: Path) -> None:
     lat = summary["latency_ms"] or {}
     st = summary["stages_ms"] or {}
@@ -34,10 +61,9 @@ def print_summary(summary: dict, out: Path) -> None:
         e = st["engine_total"]
         print(f"  model per frame ms: p50 {e['p50']:.1f}  p95 {e['p95']:.1f} (encoder p50 "
               f"{st['encode']['p50']:.1f}, decoder pass p50 {st['decode_0']['p50']:.1f})")
-    src = summary.get("source_stats") or {}
-    bad = {k: v for k, v in src.items() if k != "decoded" and v}
-    if bad:
-        print(f"  source: {bad}")
+    line = source_sentence(summary.get("source_stats") or {})
+    if line:
+        print(f"  source: {line}")
     for w in summary.get("warnings") or []:
         print(f"  warning: {w}")
     if not summary.get("complete"):

@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"replacing the earlier demo output in {out}")
     source = PhantomSource(n_frames=args.frames, seed=args.seed, width=width, height=height, fps=15.0)
     with source:
-        summary = run_one(engine, source, out, PipelineConfig(style=style_from(args), overwrite=overwrite),
-                          not args.no_progress)
+        summary = run_one(engine, source, out, PipelineConfig(style=style_from(args), overwrite=overwrite,
+                                                              html_report=True), not args.no_progress)
     print_summary(summary, out)
     # the clip is synthetic, so its exact masks are known: score what was written
     import cv2
@@ -75,5 +75,11 @@ def run(args: argparse.Namespace) -> int:
         dices.append(mask_dice(pred, clip[i][1]))
     if dices:
         print(f"  Dice against the phantom's exact masks: {np.mean(dices):.3f} (mean over {len(dices)} frames)")
-    print(f"  wrote {out / 'overlay.mp4'}, {out / 'masks'}/, {out / 'latency.json'}, {out / 'summary.json'}")
+    print(f"  wrote {written_outputs(out)}")
     return 0
+
+
+def written_outputs(out: Path) -> str:
+    """The files and folders the run left in ``out``, as one comma list (read from the folder, so it is true)."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith("."))
+    return ", ".join(str(out / n) for n in names)
