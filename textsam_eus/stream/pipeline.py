@@ -531,7 +531,7 @@ class StreamPipeline:
         from .report_html import REPORT_NAME, write_report_html
 
         try:
-            write_report_html(self.out, summary, self.thumbnails.sample() if self.thumbnails else [])
+            write_report_html(self.out, summary, self.thumbnails or [])
             summary["outputs"]["report"] = REPORT_NAME
         except OSError:
             raise

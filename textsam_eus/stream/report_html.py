@@ -35,15 +35,60 @@ MAX_POINTS = 2000
 SKIP_STAGES = ("engine_total", "capture_to_written")  # sums of the other stages
 
 
+class _EvenSpread:
+    """Up to ``2 * n`` items evenly spaced over a stream of any length: every k-th, k doubling when full."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.stride, self.seen = n, 1, 0
+        self.items: list[tuple[int, Any]] = []  # (frame index, JPEG bytes)
+        self.last: tuple[int, Any] | None = None  # the newest item when it is not in ``items``
+
+    def offer(self, index: int, image: np.ndarray, encode) -> None:
+        k = self.seen
+        self.seen += 1
+        if k % self.stride:
+            self.last = (index, image)  # a reference only: encoded if it ends the run
+            return
+        self.last = None
+        jpeg = encode(image)
+        if jpeg:
+            self.items.append((index, jpeg))
+        if len(self.items) >= 2 * self.n:  # full: keep every other one, take every 2k-th item from now on
+            if len(self.items) % 2 == 0:
+                self.last = self.items[-1]  # the newest, until a newer one comes
+            self.items = self.items[::2]
+            self.stride *= 2
+
+    def sample(self, n: int, encode) -> list[tuple[int, bytes]]:
+        """``n`` items spread over the stream, its last item last (all of them when there are fewer)."""
+        items = list(self.items)
+        if self.last is not None:
+            index, image = self.last
+            jpeg = image if isinstance(image, bytes) else encode(image)
+            if jpeg:
+                items.append((index, jpeg))
+        if len(items) <= n:
+            return items
+        picks = np.linspace(0, len(items) - 1, n).round().astype(int)
+        return [items[i] for i in sorted(set(picks.tolist()))]
+
+
 class ThumbnailSink(Sink):
-    """Keeps up to ``2 * n`` evenly spaced overlay thumbnails (JPEG, ``width`` px wide) for the report."""
+    """Overlay thumbnails (JPEG, ``width`` px wide) for the report: up to ``2 * n`` evenly spaced over the run,
+    and as many over the frames whose outline was shown (a written mask that is not empty), so the strip shows
+    the tumour outline whenever the run had one, however few frames it was on."""
 
     def __init__(self, n: int = 6, width: int = 240) -> None:
         self.n, self.width = int(n), int(width)
-        self.stride = 1
-        self.thumbs: list[tuple[int, bytes]] = []  # (frame index, JPEG)
-        self._last: tuple[int, np.ndarray | bytes] | None = None  # the newest frame, when not in ``thumbs``
-        self._seen = 0
+        self.all = _EvenSpread(self.n)
+        self.outlined = _EvenSpread(self.n)
+        self.frames = 0  # frames with an overlay
+        self.shown_frames = 0  # of which an outline was shown
+        self._shown_index: set[int] = set()
+
+    @property
+    def thumbs(self) -> list[tuple[int, bytes]]:
+        return self.all.items
 
     def _jpeg(self, img: np.ndarray) -> bytes | None:
         import cv2
@@ -56,33 +101,28 @@ class ThumbnailSink(Sink):
     def write(self, record: FrameRecord) -> None:
         if record.overlay is None:
             return
-        k = self._seen
-        self._seen += 1
-        if k % self.stride:
-            self._last = (int(record.index), record.overlay)  # a reference only: encoded if it ends the run
-            return
-        self._last = None
-        jpeg = self._jpeg(record.overlay)
-        if jpeg:
-            self.thumbs.append((int(record.index), jpeg))
-        if len(self.thumbs) >= 2 * self.n:  # full: keep every other one, take every 2k-th frame from now on
-            if len(self.thumbs) % 2 == 0:
-                self._last = self.thumbs[-1]  # the newest, until a newer frame comes
-            self.thumbs = self.thumbs[::2]
-            self.stride *= 2
+        self.frames += 1
+        index = int(record.index)
+        self.all.offer(index, record.overlay, self._jpeg)
+        mask = record.mask
+        if mask is not None and np.any(mask):
+            self.shown_frames += 1
+            self.outlined.offer(index, record.overlay, self._jpeg)
 
     def sample(self) -> list[tuple[int, bytes]]:
-        """``n`` thumbnails spread over the run, the last frame last (all of them when there are fewer)."""
-        thumbs = list(self.thumbs)
-        if self._last is not None:
-            index, image = self._last
-            jpeg = image if isinstance(image, bytes) else self._jpeg(image)
-            if jpeg:
-                thumbs.append((index, jpeg))
-        if len(thumbs) <= self.n:
-            return thumbs
-        picks = np.linspace(0, len(thumbs) - 1, self.n).round().astype(int)
-        return [thumbs[i] for i in sorted(set(picks.tolist()))]
+        """``n`` thumbnails in frame order: half of them (rounded up) from the frames with an outline when there
+        are any, the rest spread over the run with its first and last frame (all of them when there are fewer)."""
+        shown = self.outlined.sample((self.n + 1) // 2, self._jpeg) if self.shown_frames else []
+        self._shown_index = {i for i, _ in shown}
+        rest = [t for t in self.all.sample(self.n, self._jpeg) if t[0] not in self._shown_index]
+        if shown and len(rest) > self.n - len(shown):  # keep the run's first and last frames, spread the others
+            keep = np.linspace(0, len(rest) - 1, self.n - len(shown)).round().astype(int)
+            rest = [rest[i] for i in sorted(set(keep.tolist()))]
+        return sorted(shown + rest, key=lambda t: t[0])
+
+    def shown(self, index: int) -> bool:
+        """Whether the thumbnail of frame ``index`` (from the last :meth:`sample`) shows an outline."""
+        return index in self._shown_index
 
 
 class _Buckets:
@@ -159,6 +199,11 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _legend_outside(ax, **kwargs) -> None:
+    """The legend to the right of the plot, so it never covers a curve (the PNG is cropped to fit it)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+
+
 def _plots(series: dict[str, Any], summary: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib
 
@@ -183,7 +228,7 @@ def _plots(series: dict[str, Any], summary: dict[str, Any]) -> list[tuple[str, s
     ax.set_xlabel(xlabel)
     ax.set_ylabel("ms")
     ax.set_title("Latency over time")
-    ax.legend(loc="upper right", fontsize=8)
+    _legend_outside(ax, fontsize=8)
     out.append(("Latency over time", _png(fig)))
 
     stages = {k: v for k, v in series["stages"].items() if v.x}
@@ -196,7 +241,7 @@ def _plots(series: dict[str, Any], summary: dict[str, Any]) -> list[tuple[str, s
         ax.set_xlabel(xlabel)
         ax.set_ylabel("ms")
         ax.set_title("Stages over time (bucket means)")
-        ax.legend(loc="upper right", fontsize=7, ncol=3)
+        _legend_outside(ax, fontsize=7, ncol=1 + len(stages) // 12)
         out.append(("Stages over time", _png(fig)))
         st = summary.get("stages_ms") or {}
         names = [n for n in stages if (st.get(n) or {}).get("count")]
@@ -224,7 +269,7 @@ def _plots(series: dict[str, Any], summary: dict[str, Any]) -> list[tuple[str, s
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(xlabel)
         ax.set_title("Tumour presence score over time")
-        ax.legend(loc="upper right", fontsize=8)
+        _legend_outside(ax, fontsize=8)
         out.append(("Presence score over time", _png(fig)))
     return out
 
@@ -248,8 +293,12 @@ def _table(summary: dict[str, Any]) -> str:
 
 
 def write_report_html(out_dir: str | os.PathLike, summary: dict[str, Any],
-                      thumbnails: list[tuple[int, bytes]] | None = None, csv_name: str = "latency.csv") -> Path:
-    """Write ``report.html`` in ``out_dir`` from ``summary`` and ``out_dir/latency.csv`` (atomically)."""
+                      thumbnails: list[tuple[int, bytes]] | ThumbnailSink | None = None,
+                      csv_name: str = "latency.csv") -> Path:
+    """Write ``report.html`` in ``out_dir`` from ``summary`` and ``out_dir/latency.csv`` (atomically).
+
+    ``thumbnails``: the run's :class:`ThumbnailSink` (its sample, captions saying which frames show an outline,
+    and how many frames did), or plain (frame index, JPEG) pairs."""
     out = Path(out_dir)
     stages = [s for s in (summary.get("stages_ms") or {}) if s not in SKIP_STAGES]
     rows = int(summary.get("frames_out") or 0) + int(summary.get("frames_dropped") or 0)
@@ -257,9 +306,20 @@ def write_report_html(out_dir: str | os.PathLike, summary: dict[str, Any],
     plots = _plots(_read_series(csv_path, stages, rows), summary) if csv_path.is_file() else []
     figs = "\n".join(f'<figure><img alt="{html.escape(t)}" src="{uri}"><figcaption>{html.escape(t)}</figcaption>'
                      f"</figure>" for t, uri in plots)
+    sink = thumbnails if isinstance(thumbnails, ThumbnailSink) else None
+    pairs = sink.sample() if sink is not None else list(thumbnails or [])
+    note = ""
+    if sink is not None and sink.frames:
+        note = (f"<p>An outline was shown on {sink.shown_frames} of {sink.frames} frames; the frames marked "
+                "<b>outline shown</b> are among them.</p>" if sink.shown_frames else
+                f"<p>No outline was shown on any of the {sink.frames} frames.</p>")
+
+    def caption(i: int) -> str:
+        return f"frame {i} &middot; <b>outline shown</b>" if sink is not None and sink.shown(i) else f"frame {i}"
+
     strip = "\n".join(f'<figure class="thumb"><img alt="frame {i}" src="data:image/jpeg;base64,'
-                      f'{base64.b64encode(b).decode("ascii")}"><figcaption>frame {i}</figcaption></figure>'
-                      for i, b in (thumbnails or []))
+                      f'{base64.b64encode(b).decode("ascii")}"><figcaption>{caption(i)}</figcaption></figure>'
+                      for i, b in pairs)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>TextSAM-EUS run report</title>
 <style>body {{ font: 14px system-ui, sans-serif; margin: 20px; color: #222; }} th {{ text-align: left;
@@ -271,6 +331,7 @@ figcaption {{ color: #666; font-size: 12px; }}</style></head><body>
 <h2>Latency</h2>
 {figs or "<p>No per-frame records (latency.csv is missing).</p>"}
 <h2>Sample overlay frames</h2>
+{note}
 <div class="strip">{strip or "<p>No frames were written.</p>"}</div>
 </body></html>
 """
