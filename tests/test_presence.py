@@ -110,6 +110,7 @@ def test_export_carries_the_presence_settings(tiny_model, tmp_path):
     assert eng.info()["presence_threshold"] == 0.37
 
 
+@pytest.mark.slow
 def test_training_with_negatives_learns_and_calibrates_presence(tmp_path, capsys):
     import torch
 
@@ -252,6 +253,7 @@ def test_weak_positive_gets_no_mask_loss_only_the_presence_hinge(tiny_model):
         Trainer(tiny_model, [(image, None)], [(image, lesion)], TrainConfig(out="unused", device="cpu"))
 
 
+@pytest.mark.slow
 def test_positive_video_raises_the_presence_score_and_counts_in_calibration(tmp_path, capsys):
     import torch
 
