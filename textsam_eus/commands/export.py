@@ -29,6 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ._warnings import one_line_warnings
+
+    with one_line_warnings("export"):  # the exporters' and quantizer's warnings: one line each, no source paths
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
