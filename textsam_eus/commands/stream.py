@@ -83,6 +83,16 @@ def plan_jobs(spec: str, out: Path) -> list[tuple[str, Path]]:
     return [(spec, out)]
 
 
+def _input_files(spec: str) -> list[Path]:
+    """The files a source spec reads (a file, the files of a folder): never removed by --overwrite."""
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        return [c for c in p.iterdir() if c.is_file()]
+    return []
+
+
 def _check_args(args: argparse.Namespace) -> None:
     for name in ("width", "height", "max_frames"):
         v = getattr(args, name)
@@ -138,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
     roi_arg = (args.roi or "").strip().lower()
     roi = None if roi_arg in ("", "none", "full", "auto") else ROI.parse(args.roi)
     jobs = plan_jobs(args.source, Path(args.out))
-    for _, out_i in jobs:  # every output folder is checked before any work
-        check_out_dir(out_i, overwrite=args.overwrite)
+    for spec_i, out_i in jobs:  # every output folder is checked before any work (also: not in use by a run)
+        check_out_dir(out_i, overwrite=args.overwrite, protect=_input_files(spec_i))
     source_kw = {"width": args.width, "height": args.height, "fps": args.fps, "pixel_format": args.pixel_format,
                  "realtime": args.realtime, "speed": args.speed}
     # open the first source before loading the model: bad input fails before any work

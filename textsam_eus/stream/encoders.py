@@ -19,6 +19,7 @@ import numpy as np
 
 from ..model.errors import UserError
 from ..model.imports import require_pyav
+from .manifest import claim
 
 __all__ = ["SinkError", "VideoEncoder", "MaskVideoEncoder", "read_mask_video", "FRAGMENTED_MP4"]
 
@@ -113,6 +114,7 @@ class _AvVideoEncoder:
         self.input_size = (width, height)
         self.padding = (pw, ph)
         self.size = (width + pw, height + ph)
+        claim(self.path)
         try:
             container = av.open(str(self.path), mode="w", options=self.container_options or None)
         except (av.FFmpegError, OSError, ValueError) as e:

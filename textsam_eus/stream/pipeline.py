@@ -30,6 +30,7 @@ from ..common.screen import LayoutTracker
 from ..model.errors import OptionError, UserError
 from ..model.mask_metrics import mask_iou
 from .base import FrameSource
+from .manifest import claim
 from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay
 from ..common.presence import PresenceGate
@@ -58,6 +59,21 @@ def _drop_specks(mask: np.ndarray, keep: float = 0.2) -> np.ndarray:
         mask = mask.copy()
         mask[np.isin(labels, small)] = 0
     return mask
+
+
+def input_files(source) -> list[Path]:
+    """The files ``source`` reads (a video or DICOM file, the images of a folder; through a ``--realtime``
+    replay): ``--overwrite`` never removes them."""
+    files: list[Path] = []
+    for _ in range(4):
+        if source is None:
+            break
+        path = getattr(source, "path", None)
+        if isinstance(path, Path):
+            files.append(path)
+        files += [p for p in getattr(source, "files", None) or [] if isinstance(p, Path)]
+        source = getattr(source, "inner", None)
+    return files
 
 
 class StreamError(UserError, RuntimeError):
@@ -397,8 +413,8 @@ class StreamPipeline:
             self.live_view = LiveViewSink(self.cfg.serve, counters=self._counters)
         old_handlers = self._install_signal_handlers()  # before any output exists: nothing can be half-written
         try:
-            with OutputFolder(self.out, overwrite=self.cfg.overwrite,
-                              reserve_bytes=self.cfg.disk_reserve_bytes) as folder:
+            with OutputFolder(self.out, overwrite=self.cfg.overwrite, reserve_bytes=self.cfg.disk_reserve_bytes,
+                              protect=input_files(self.source)) as folder:
                 self.folder = folder
                 summary = self._run_in(folder)
         finally:
@@ -515,6 +531,7 @@ class StreamPipeline:
         from .report_html import REPORT_NAME, write_report_html
 
         try:
+            claim(self.out / REPORT_NAME)
             write_report_html(self.out, summary, self.thumbnails.sample() if self.thumbnails else [])
             summary["outputs"]["report"] = REPORT_NAME
         except OSError:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .encoders import MaskVideoEncoder, SinkError, VideoEncoder
+from .manifest import claim
 from .record import FrameRecord
 from .report import LatencyReport
 from .window import Window
@@ -44,6 +45,7 @@ def write_png(path: Path, image: np.ndarray, compression: int = 1) -> None:
     if not ok:
         raise SinkError(f"PNG encoding failed for {path}")
     part = path.with_name(path.name + ".part")
+    claim(path)  # listed as the run's own before it exists (with its .part)
     try:
         buf.tofile(str(part))  # works with non-ASCII paths
         os.replace(part, path)
@@ -158,6 +160,7 @@ class _PngPerFrameSink(Sink):
 
     def __init__(self, out: Path, folder: str) -> None:
         self.out, self.folder = Path(out), folder
+        claim(self.out / folder, is_dir=True)
         (self.out / folder).mkdir(parents=True, exist_ok=True)
         self.written = 0
 
@@ -214,6 +217,7 @@ class OutputIndexSink(Sink):
 
     def __init__(self, out: Path, name: str = "outputs.csv") -> None:
         self.rel = name
+        claim(Path(out) / name)
         self._f = open(Path(out) / name, "w", newline="", encoding="utf-8", buffering=1)
         self._w = csv.DictWriter(self._f, fieldnames=self.COLUMNS)
         self._w.writeheader()
