@@ -20,9 +20,11 @@ This module must stay free of torch and of the engine packages (of ``model`` it 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
+import unicodedata
 from pathlib import Path
 from typing import Iterator
 
@@ -194,16 +196,43 @@ class VideoFileSource(FrameSource):
 # --------------------------------------------------------------------------- image folders
 
 
+def _name_key(name: str) -> str:
+    """What makes two output names the same on some file system: case and Unicode normal form."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _safe_stem(stem: str, max_bytes: int = 200) -> str:
+    """``stem`` as a file or folder name: never empty, ``.`` or ``..``; at most ``max_bytes`` bytes (a long one is
+    cut and ends with a hash of the whole, so it stays distinct)."""
+    if not stem.strip("."):
+        stem = "unnamed" + stem.replace(".", "_")
+    raw = stem.encode("utf-8", "surrogateescape")
+    if len(raw) > max_bytes:
+        digest = hashlib.sha1(raw).hexdigest()[:8]
+        stem = raw[:max_bytes - 9].decode("utf-8", "ignore") + "_" + digest
+    return stem
+
+
 def unique_stems(paths: list[Path]) -> dict[Path, str]:
-    """Output stems for input files: the file's stem, or ``stem_ext`` where two files share a stem
-    (``clip.mp4`` and ``clip.mkv`` -> ``clip_mp4``, ``clip_mkv``)."""
+    """Output stems for input files, unique by construction (also where case or the Unicode form is all that
+    differs, as on macOS or Windows): the file's stem; ``stem_ext`` where two files share a stem (``clip.mp4`` and
+    ``clip.mkv`` -> ``clip_mp4``, ``clip_mkv``); and where that is taken too (``clip_mp4.mp4`` keeps ``clip_mp4``)
+    ``stem_ext_2``, ``_3``, ... Names are never empty, ``.`` or ``..``."""
+    own = {p: _safe_stem(p.stem) for p in paths}
     counts: dict[str, int] = {}
-    for p in paths:
-        counts[p.stem.lower()] = counts.get(p.stem.lower(), 0) + 1
-    out = {}
-    for p in paths:
-        out[p] = p.stem if counts[p.stem.lower()] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
-    return out
+    for name in own.values():
+        counts[_name_key(name)] = counts.get(_name_key(name), 0) + 1
+    wanted = {p: own[p] if counts[_name_key(own[p])] == 1 else _safe_stem(f"{p.stem}_{p.suffix.lstrip('.').lower()}")
+              for p in paths}
+    used: set[str] = set()
+    out: dict[Path, str] = {}
+    for p in sorted(paths, key=lambda q: (wanted[q] != own[q], str(q))):  # a file's own stem first
+        name, n = wanted[p], 2
+        while _name_key(name) in used:
+            name, n = _safe_stem(f"{wanted[p]}_{n}"), n + 1
+        used.add(_name_key(name))
+        out[p] = name
+    return {p: out[p] for p in paths}
 
 
 class ImageFolderSource(FrameSource):
