@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -93,18 +94,52 @@ def _input_files(spec: str) -> list[Path]:
     return []
 
 
+MAX_FPS = 1000.0
+SPEED_RANGE = (0.01, 100.0)
+
+
+def _count_bounds() -> dict[str, tuple[int, int, str]]:
+    """Every count a user gives is bounded: a typo (an extra 0, a billion refinement passes) is an error, not a
+    hang."""
+    from ..stream.pipeline import MAX_FRAMES, MAX_ITERATIONS
+
+    return {"iterations": (0, MAX_ITERATIONS, "refinement passes after the first (default 2)"),
+            "threads": (1, 1024, "CPU threads"),
+            "max_frames": (1, MAX_FRAMES, "or leave it out for all"),
+            "width": (1, 8192, "pixels, or leave it out"), "height": (1, 8192, "pixels, or leave it out"),
+            "show_after": (1, 1000, "frames"), "hide_after": (1, 1000, "frames")}
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("width", "height", "max_frames"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise OptionError(f"--{name.replace('_', '-')} {v} is invalid: use a positive number (or leave it out)")
-    if args.fps is not None and not args.fps > 0:
-        raise OptionError(f"--fps {args.fps} is invalid: use a positive frame rate")
-    if not args.speed > 0:
-        raise OptionError(f"--speed {args.speed} is invalid: use a number > 0 (2 = twice the recording's pace)")
+    for name, (lo, hi, what) in _count_bounds().items():
+        v = getattr(args, name, None)
+        if v is not None and not lo <= v <= hi:
+            raise OptionError(f"--{name.replace('_', '-')} {v} is invalid: use {lo} to {hi} ({what})")
+    if args.fps is not None and not 0 < args.fps <= MAX_FPS:
+        raise OptionError(f"--fps {args.fps} is invalid: use a frame rate > 0 and at most {MAX_FPS:g}")
+    if not SPEED_RANGE[0] <= args.speed <= SPEED_RANGE[1]:
+        raise OptionError(f"--speed {args.speed} is invalid: use {SPEED_RANGE[0]:g} to {SPEED_RANGE[1]:g} (2 = twice "
+                          "the recording's pace)")
+    if args.presence_threshold is not None and not math.isfinite(args.presence_threshold):
+        raise OptionError(f"--presence-threshold {args.presence_threshold} is invalid: use a finite number (the "
+                          "presence score an outline needs)")
+    if args.workers != "auto":
+        _workers(args.workers)
     if args.speed != 1.0 and not args.realtime:
         raise OptionError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
                           "fast as the model runs)")
+
+
+def _workers(value: str) -> int:
+    from ..stream.pipeline import MAX_WORKERS
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_WORKERS:
+        raise OptionError(f"--workers {value} is invalid: use auto or 1 to {MAX_WORKERS}")
+    return n
 
 
 def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]:
@@ -114,12 +149,7 @@ def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]
 
     cores = os.cpu_count() or 1
     if args.workers != "auto":
-        try:
-            n = int(args.workers)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise OptionError(f"--workers {args.workers!r} is invalid: use auto or a positive number")
+        n = _workers(args.workers)
         if n > 1 and args.temporal:
             raise OptionError("--temporal seeds each frame from the previous one: use --workers 1 with it")
     else:

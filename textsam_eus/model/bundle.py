@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import MAX_PRESENCE_FRAMES, MAX_REFINE_ITERATIONS
 from .errors import UserError
 
 BUNDLE_FORMAT = "textsam-eus-bundle"
@@ -188,10 +189,13 @@ _VALUE_CHECKS = [  # field, check, what it must be
     ("pixel_mean", lambda v: _numbers(v, 3), "3 finite numbers"),
     ("pixel_std", lambda v: _numbers(v, 3, lambda x: _is_finite(x) and x > 0), "3 finite numbers > 0"),
     ("mask_threshold", _is_finite, "a finite number"),
-    ("refine_iterations", lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    ("refine_iterations", lambda v: _is_int(v) and 0 <= v <= MAX_REFINE_ITERATIONS,
+     f"an int in [0, {MAX_REFINE_ITERATIONS}]"),
     ("presence_threshold", lambda v: v is None or (_is_finite(v) and 0 <= v <= 1), "null or a number in [0, 1]"),
-    ("presence_show_frames", lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    ("presence_hide_frames", lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    ("presence_show_frames", lambda v: _is_int(v) and 1 <= v <= MAX_PRESENCE_FRAMES,
+     f"an int in [1, {MAX_PRESENCE_FRAMES}]"),
+    ("presence_hide_frames", lambda v: _is_int(v) and 1 <= v <= MAX_PRESENCE_FRAMES,
+     f"an int in [1, {MAX_PRESENCE_FRAMES}]"),
     ("resize", lambda v: v in ("area", "bilinear"), "'area' or 'bilinear'"),
 ]
 

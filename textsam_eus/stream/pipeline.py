@@ -43,6 +43,9 @@ from .sinks import (MaskPngSink, MaskVideoSink, OutputIndexSink, OverlayPngSink,
 from .stages import FifoQueue, LatestQueue, ReorderQueue, Stage, run_stage
 
 HEARTBEAT_S = 2.0  # how often summary.json is refreshed during a run
+MAX_ITERATIONS = 20  # = model.config.MAX_REFINE_ITERATIONS (stream stays free of the model's torch modules)
+MAX_WORKERS = 64
+MAX_FRAMES = 1_000_000_000  # 190 days at 60 fps
 
 
 def _drop_specks(mask: np.ndarray, keep: float = 0.2) -> np.ndarray:
@@ -106,6 +109,8 @@ class PipelineConfig:
     serve: str | int | None = None  # "[HOST:]PORT": a browser live view while the run lasts (stream/serve.py)
     deidentify: bool = False  # DICOM outputs: new UIDs, no patient / study identifiers
     html_report: bool = False  # report.html beside summary.json at the end (the CLI's default)
+    stop_timeout_s: float = 5.0  # after a stop request, how long the stages may take to drain before the outputs
+    # are finalised without them (an engine call that does not return cannot hold the run)
     model: dict | None = None  # the model's name, checkpoint and SHA-256, named by the DICOM/COCO writers
 
     def __post_init__(self) -> None:
@@ -115,12 +120,19 @@ class PipelineConfig:
                 raise OptionError(f"roi={self.roi!r} is invalid: use 'auto', an ROI or None")
         if self.queue_size < 1:
             raise OptionError(f"queue_size={self.queue_size} is invalid: must be >= 1")
-        if self.workers < 1:
-            raise OptionError(f"workers={self.workers} is invalid: must be >= 1")
+        if self.iterations is not None and not (isinstance(self.iterations, int) and
+                                                0 <= self.iterations <= MAX_ITERATIONS):
+            raise OptionError(f"iterations={self.iterations} is invalid: refinement passes are 0 to "
+                              f"{MAX_ITERATIONS} (the default is the model's, 2)")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise OptionError(f"workers={self.workers} is invalid: use 1 to {MAX_WORKERS}")
+        if not 0 < self.stop_timeout_s <= 3600:
+            raise OptionError(f"stop_timeout_s={self.stop_timeout_s} is invalid: use seconds in (0, 3600]")
         if self.workers > 1 and self.temporal:
             raise OptionError("temporal seeding needs the previous frame's result: use workers=1 with --temporal")
-        if self.max_frames is not None and self.max_frames <= 0:
-            raise OptionError(f"max_frames={self.max_frames} is invalid: must be >= 1 (or leave it out for all)")
+        if self.max_frames is not None and not 1 <= self.max_frames <= MAX_FRAMES:
+            raise OptionError(f"max_frames={self.max_frames} is invalid: use 1 to {MAX_FRAMES} (or leave it out "
+                              "for all)")
 
 
 class StreamPipeline:
