@@ -162,6 +162,14 @@ def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..stream.warn import one_line_warnings
+
+    # library warnings (model loading, a source opened before the run) as one line each; a run records its own
+    with one_line_warnings(lambda message: print(f"warning: {message}", file=sys.stderr)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..stream.outdir import check_out_dir
@@ -218,8 +226,13 @@ def run(args: argparse.Namespace) -> int:
             with source:
                 summary = run_one(engine, source, out_i, cfg, not args.no_progress)
             print_summary(summary, out_i)
-            if summary.get("interrupted_by"):
-                return 130
+            if summary.get("interrupted_by"):  # a signal asked to stop: no further video of a folder is started
+                left = len(jobs) - i - 1
+                if left:
+                    print(f"stopped by {summary['interrupted_by']}: {left} more video(s) of {args.source} not run")
+                if left or not summary.get("complete"):
+                    return 130
+                # it came after every frame was written: the run is complete
         except ValueError as exc:
             if len(jobs) == 1:
                 raise

@@ -31,6 +31,7 @@ from typing import Iterator
 import numpy as np
 
 from ..model.imports import require_pyav
+from ..model.pixels import MIN_FRAME_SIDE
 from .av_live import AvLiveSource
 from .base import ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8, release_quietly
 from .capture import CaptureSource
@@ -239,10 +240,12 @@ class ImageFolderSource(FrameSource):
     """Images of a folder in natural sort order (``frame2`` before ``frame10``).
 
     Images are read with ``cv2.IMREAD_UNCHANGED``; gray, BGRA, 16-bit and float images are
-    converted to uint8 RGB. Each record's ``index`` is the file's position in the sorted list, ``file`` its path
-    and ``name`` its output stem (:func:`unique_stems`), so outputs are named after their inputs. Unreadable files
-    are skipped, counted in ``decode_errors`` and listed in ``unreadable`` as ``(index, path)``. Images may have
-    different sizes. ``pts`` is ``index / fps``.
+    converted to uint8 RGB (NaN/inf pixels become 0, with a warning naming the file). Each record's ``index`` is
+    the file's position in the sorted list, ``file`` its path and ``name`` its output stem (:func:`unique_stems`),
+    so outputs are named after their inputs. Unreadable files and images smaller than the model takes (8x8) are
+    skipped, listed in ``unreadable`` as ``(index, path)`` with the reason in ``skip_reasons[index]``, and warned
+    about; unreadable ones are counted in ``decode_errors``. Images may have different sizes. ``pts`` is
+    ``index / fps``.
     """
 
     per_file_outputs = True
@@ -268,11 +271,12 @@ class ImageFolderSource(FrameSource):
         self.is_live = False
         self.n_frames = len(self.files)
         self.unreadable: list[tuple[int, str]] = []
-        first = next((img for img in map(self._load, self.files[:8]) if img is not None), None)
+        self.skip_reasons: dict[int, str] = {}
+        first = next((img for img in (self._load(p, warn=False) for p in self.files[:8])
+                      if img is not None and min(img.shape[:2]) >= MIN_FRAME_SIDE), None)
         self.size = (0, 0) if first is None else (first.shape[1], first.shape[0])
 
-    @staticmethod
-    def _load(path: Path) -> np.ndarray | None:
+    def _load(self, path: Path, warn: bool = True) -> np.ndarray | None:
         import cv2
 
         try:
@@ -282,7 +286,19 @@ class ImageFolderSource(FrameSource):
             img = None
         if img is None:
             return None
+        if np.issubdtype(img.dtype, np.floating):
+            bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+            if bad:  # the pixel rule's NaN -> 0, named here with the file (the rule's own warning has no name)
+                img = np.where(np.isfinite(img), img, 0).astype(img.dtype)
+                if warn:
+                    self.warnings.append(f"{path.name}: {bad} pixel values are NaN or infinite; they are set to 0 "
+                                         "(black)")
         return _to_rgb_u8(img, bgr=True)
+
+    def _skip(self, index: int, path: Path, reason: str) -> None:
+        self.unreadable.append((index, str(path)))
+        self.skip_reasons[index] = reason
+        self.warnings.append(f"{path.name}: {reason}: skipped")
 
     def _frames(self) -> Iterator[FrameRecord]:
         for index, path in enumerate(self.files):
@@ -291,6 +307,10 @@ class ImageFolderSource(FrameSource):
                 self.stats["skipped_packets"] += 1
                 self.stats["decode_errors"] += 1
                 self.unreadable.append((index, str(path)))
+                continue
+            if min(img.shape[:2]) < MIN_FRAME_SIDE:
+                self._skip(index, path, f"too small ({img.shape[1]}x{img.shape[0]} pixels; the model takes "
+                                        f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} or more)")
                 continue
             self.stats["decoded"] += 1
             yield FrameRecord(index=index, image=img, timestamp=time.monotonic(), pts=index / self.fps,
