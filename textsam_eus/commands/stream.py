@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -83,18 +84,62 @@ def plan_jobs(spec: str, out: Path) -> list[tuple[str, Path]]:
     return [(spec, out)]
 
 
+def _input_files(spec: str) -> list[Path]:
+    """The files a source spec reads (a file, the files of a folder): never removed by --overwrite."""
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        return [c for c in p.iterdir() if c.is_file()]
+    return []
+
+
+MAX_FPS = 1000.0
+SPEED_RANGE = (0.01, 100.0)
+
+
+def _count_bounds() -> dict[str, tuple[int, int, str]]:
+    """Every count a user gives is bounded: a typo (an extra 0, a billion refinement passes) is an error, not a
+    hang."""
+    from ..stream.pipeline import MAX_FRAMES, MAX_ITERATIONS
+
+    return {"iterations": (0, MAX_ITERATIONS, "refinement passes after the first (default 2)"),
+            "threads": (1, 1024, "CPU threads"),
+            "max_frames": (1, MAX_FRAMES, "or leave it out for all"),
+            "width": (1, 8192, "pixels, or leave it out"), "height": (1, 8192, "pixels, or leave it out"),
+            "show_after": (1, 1000, "frames"), "hide_after": (1, 1000, "frames")}
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("width", "height", "max_frames"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise OptionError(f"--{name.replace('_', '-')} {v} is invalid: use a positive number (or leave it out)")
-    if args.fps is not None and not args.fps > 0:
-        raise OptionError(f"--fps {args.fps} is invalid: use a positive frame rate")
-    if not args.speed > 0:
-        raise OptionError(f"--speed {args.speed} is invalid: use a number > 0 (2 = twice the recording's pace)")
+    for name, (lo, hi, what) in _count_bounds().items():
+        v = getattr(args, name, None)
+        if v is not None and not lo <= v <= hi:
+            raise OptionError(f"--{name.replace('_', '-')} {v} is invalid: use {lo} to {hi} ({what})")
+    if args.fps is not None and not 0 < args.fps <= MAX_FPS:
+        raise OptionError(f"--fps {args.fps} is invalid: use a frame rate > 0 and at most {MAX_FPS:g}")
+    if not SPEED_RANGE[0] <= args.speed <= SPEED_RANGE[1]:
+        raise OptionError(f"--speed {args.speed} is invalid: use {SPEED_RANGE[0]:g} to {SPEED_RANGE[1]:g} (2 = twice "
+                          "the recording's pace)")
+    if args.presence_threshold is not None and not math.isfinite(args.presence_threshold):
+        raise OptionError(f"--presence-threshold {args.presence_threshold} is invalid: use a finite number (the "
+                          "presence score an outline needs)")
+    if args.workers != "auto":
+        _workers(args.workers)
     if args.speed != 1.0 and not args.realtime:
         raise OptionError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
                           "fast as the model runs)")
+
+
+def _workers(value: str) -> int:
+    from ..stream.pipeline import MAX_WORKERS
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_WORKERS:
+        raise OptionError(f"--workers {value} is invalid: use auto or 1 to {MAX_WORKERS}")
+    return n
 
 
 def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]:
@@ -104,12 +149,7 @@ def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]
 
     cores = os.cpu_count() or 1
     if args.workers != "auto":
-        try:
-            n = int(args.workers)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise OptionError(f"--workers {args.workers!r} is invalid: use auto or a positive number")
+        n = _workers(args.workers)
         if n > 1 and args.temporal:
             raise OptionError("--temporal seeds each frame from the previous one: use --workers 1 with it")
     else:
@@ -122,6 +162,14 @@ def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..stream.warn import one_line_warnings
+
+    # library warnings (model loading, a source opened before the run) as one line each; a run records its own
+    with one_line_warnings(lambda message: print(f"warning: {message}", file=sys.stderr)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..stream.outdir import check_out_dir
@@ -138,8 +186,8 @@ def run(args: argparse.Namespace) -> int:
     roi_arg = (args.roi or "").strip().lower()
     roi = None if roi_arg in ("", "none", "full", "auto") else ROI.parse(args.roi)
     jobs = plan_jobs(args.source, Path(args.out))
-    for _, out_i in jobs:  # every output folder is checked before any work
-        check_out_dir(out_i, overwrite=args.overwrite)
+    for spec_i, out_i in jobs:  # every output folder is checked before any work (also: not in use by a run)
+        check_out_dir(out_i, overwrite=args.overwrite, protect=_input_files(spec_i))
     source_kw = {"width": args.width, "height": args.height, "fps": args.fps, "pixel_format": args.pixel_format,
                  "realtime": args.realtime, "speed": args.speed}
     # open the first source before loading the model: bad input fails before any work
@@ -178,8 +226,13 @@ def run(args: argparse.Namespace) -> int:
             with source:
                 summary = run_one(engine, source, out_i, cfg, not args.no_progress)
             print_summary(summary, out_i)
-            if summary.get("interrupted_by"):
-                return 130
+            if summary.get("interrupted_by"):  # a signal asked to stop: no further video of a folder is started
+                left = len(jobs) - i - 1
+                if left:
+                    print(f"stopped by {summary['interrupted_by']}: {left} more video(s) of {args.source} not run")
+                if left or not summary.get("complete"):
+                    return 130
+                # it came after every frame was written: the run is complete
         except ValueError as exc:
             if len(jobs) == 1:
                 raise

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..model.config import MAX_REFINE_ITERATIONS
 from ..model.errors import OptionError, UserError
 from ..model.refine import Segmenter, SegmentResult
 from .cpu_prepost import select_prepost
@@ -71,8 +72,8 @@ class Engine:
 
     @iterations.setter
     def iterations(self, value: int) -> None:
-        if value < 0:
-            raise OptionError(f"iterations={value} is invalid: must be >= 0")
+        if not 0 <= value <= MAX_REFINE_ITERATIONS:
+            raise OptionError(f"iterations={value} is invalid: must be in [0, {MAX_REFINE_ITERATIONS}]")
         self.segmenter.iterations = value
 
     @property

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import MAX_PRESENCE_FRAMES, MAX_REFINE_ITERATIONS
 from .errors import UserError
 
 BUNDLE_FORMAT = "textsam-eus-bundle"
@@ -253,12 +254,13 @@ _VALUE_CHECKS = [  # field, check, what it must be
     ("pixel_mean", lambda v: _numbers(v, 3, _in(0, 255)), "3 numbers in [0, 255]"),
     ("pixel_std", lambda v: _numbers(v, 3, _in(1e-3, 255)), "3 numbers in [0.001, 255]"),
     ("mask_threshold", _in(-SCORE_LIMIT, SCORE_LIMIT), f"a number in [-{SCORE_LIMIT:g}, {SCORE_LIMIT:g}]"),
-    ("refine_iterations", lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    ("refine_iterations", lambda v: _is_int(v) and 0 <= v <= MAX_REFINE_ITERATIONS,
+     f"an int in [0, {MAX_REFINE_ITERATIONS}]"),
     # the presence score is the IoU head's raw output (not confined to [0, 1]); the threshold is on its scale
     ("presence_threshold", lambda v: v is None or _in(-SCORE_LIMIT, SCORE_LIMIT)(v),
      f"null or a number in [-{SCORE_LIMIT:g}, {SCORE_LIMIT:g}]"),
-    ("presence_show_frames", _in(1, 1000, _is_int), "an int in [1, 1000]"),
-    ("presence_hide_frames", _in(1, 1000, _is_int), "an int in [1, 1000]"),
+    ("presence_show_frames", _in(1, MAX_PRESENCE_FRAMES, _is_int), f"an int in [1, {MAX_PRESENCE_FRAMES}]"),
+    ("presence_hide_frames", _in(1, MAX_PRESENCE_FRAMES, _is_int), f"an int in [1, {MAX_PRESENCE_FRAMES}]"),
     ("resize", lambda v: v in ("area", "bilinear"), "'area' or 'bilinear'"),
 ]
 

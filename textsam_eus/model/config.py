@@ -26,6 +26,10 @@ def _fail(field_name: str, value: Any, why: str) -> None:
     raise ConfigError(f"{field_name}={value!r} is invalid: {why}")
 
 
+MAX_REFINE_ITERATIONS = 20  # refinement passes after the first (the paper uses 2); more is a typo, not a setting
+MAX_PRESENCE_FRAMES = 1000  # presence_show_frames / presence_hide_frames
+
+
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         _fail(name, value, "must be an int")
@@ -161,15 +165,15 @@ class TextSamConfig:
             _fail("lora_alpha", self.lora_alpha, "must be a positive number or None (alpha = rank)")
         if self.finetune not in FINETUNE_MODES:
             _fail("finetune", self.finetune, f"must be one of {FINETUNE_MODES}")
-        _check_int("refine_iterations", self.refine_iterations, 0, 20)
+        _check_int("refine_iterations", self.refine_iterations, 0, MAX_REFINE_ITERATIONS)
         # on the presence score's own scale (the IoU head's raw output, not confined to [0, 1]): finite, bounded
         if self.presence_threshold is not None and (isinstance(self.presence_threshold, bool) or not isinstance(
                 self.presence_threshold, (int, float)) or not abs(self.presence_threshold) <= PRESENCE_LIMIT):
             _fail("presence_threshold", self.presence_threshold,
                   f"must be a finite number in [-{PRESENCE_LIMIT:g}, {PRESENCE_LIMIT:g}] on the presence score's "
                   "scale, or None (presence off)")
-        _check_int("presence_show_frames", self.presence_show_frames, 1, 1000)
-        _check_int("presence_hide_frames", self.presence_hide_frames, 1, 1000)
+        _check_int("presence_show_frames", self.presence_show_frames, 1, MAX_PRESENCE_FRAMES)
+        _check_int("presence_hide_frames", self.presence_hide_frames, 1, MAX_PRESENCE_FRAMES)
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
             _fail("pixel_std", self.pixel_std, "pixel_mean and pixel_std must be 3 values, std > 0")
         if self.resize not in RESIZE_METHODS:

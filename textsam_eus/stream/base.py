@@ -85,7 +85,9 @@ class FrameSource:
     per_file_outputs: bool = False  # image folders: outputs named after each input file
 
     def __init__(self) -> None:
-        self.warnings: list[str] = []  # e.g. "requested 1920x1080, device delivers 1280x720"
+        self.warnings: list[str] = []  # e.g. "requested 1920x1080, device delivers 1280x720" (also added while read)
+        self.exhausted = False  # the frames ran out by themselves (not closed early)
+        self.ended_early: str | None = None  # why the input ended before its stated end (a truncated file)
         self.stats: dict[str, Any] = {
             "decoded": 0,
             "skipped_packets": 0,
@@ -110,7 +112,11 @@ class FrameSource:
             raise StopIteration
         if self._gen is None:
             self._gen = self._frames()
-        frame = next(self._gen)
+        try:
+            frame = next(self._gen)
+        except StopIteration:
+            self.exhausted = not self._closed
+            raise
         if self._closed:  # closed from another thread while this one was reading
             self._finish()
             raise StopIteration
