@@ -18,6 +18,7 @@ Ctrl-C and the progress line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -67,20 +68,35 @@ class RayOptions:
             raise OptionError(f"--retries {self.retries} is invalid: use 0 (no retry) or more")
 
 
-def start_local_ray(num_cpus: int, num_gpus: int | None = None):
-    """Start a Ray instance on this machine for this process: loopback only, no dashboard. Returns ``ray``."""
-    fresh = "ray" not in sys.modules
+@contextlib.contextmanager
+def _loopback_env():
+    """Ray's loopback switch on for the block: it keeps a node address of 127.0.0.1 (by default Ray replaces it
+    with this machine's network address). Read when ``ray`` is imported; the services it starts inherit it."""
     before = os.environ.get(LOOPBACK_ENV)
     os.environ[LOOPBACK_ENV] = "0"
     try:
-        ray = require_ray()
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, namespace=NAMESPACE,
-                 log_to_driver=False, logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
+        yield
     finally:
         if before is None:
             os.environ.pop(LOOPBACK_ENV, None)
         else:
             os.environ[LOOPBACK_ENV] = before
+
+
+def _import_ray(loopback: bool):
+    if not loopback:
+        return require_ray()
+    with _loopback_env():
+        return require_ray()
+
+
+def start_local_ray(num_cpus: int, num_gpus: int | None = None):
+    """Start a Ray instance on this machine for this process: loopback only, no dashboard. Returns ``ray``."""
+    fresh = "ray" not in sys.modules
+    with _loopback_env():
+        ray = require_ray()
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, namespace=NAMESPACE,
+                 log_to_driver=False, logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
     ip = ray.util.get_node_ip_address()
     if ip not in ("127.0.0.1", "::1", "localhost"):
         print(f"warning: the local Ray instance listens on {ip}, not only on loopback (ray was imported before "
@@ -88,10 +104,15 @@ def start_local_ray(num_cpus: int, num_gpus: int | None = None):
     return ray
 
 
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 def connect_ray(address: str | None, num_cpus: int):
     """(ray, started here?): the process's Ray connection if it has one, else a local instance (no ``address``),
-    else the cluster at ``address``."""
-    ray = require_ray()
+    else the cluster at ``address`` (one on this machine's loopback, as :func:`start_local_ray` makes, too)."""
+    ray = _import_ray(loopback=address is None or _is_loopback(address))
     if ray.is_initialized():
         return ray, False
     if address is None:
@@ -100,7 +121,9 @@ def connect_ray(address: str | None, num_cpus: int):
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ArchiveError(f"--address {address}: cannot connect to a Ray cluster ({exc}); start one (ray start "
-                           "--head) or give its address (auto, HOST:PORT or ray://HOST:10001)") from None
+                           "--head) or give its address (auto, HOST:PORT or ray://HOST:10001); a cluster with token "
+                           "authentication also needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token or "
+                           "RAY_AUTH_TOKEN)") from None
     return ray, True
 
 

@@ -69,6 +69,8 @@ class ArchiveTable:
         and read what an earlier run left. Raises :class:`ArchiveError` / ``OutputError`` naming the fix."""
         table = cls(Path(out), settings)
         check_out_dir(table.out, overwrite=True)  # a file, an unwritable place, an over-long name: one-line errors
+        if table.out.is_dir():
+            table._check_is_archive()  # before the lock file: a folder that is not ours stays as it was
         table.out.mkdir(parents=True, exist_ok=True)
         table._lock()
         try:
@@ -98,14 +100,19 @@ class ArchiveTable:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    def _check_is_archive(self) -> None:
+        if (self.out / "archive.json").exists():
+            return
+        others = sorted(p.name for p in self.out.iterdir() if p.name != LOCK_NAME and not p.name.endswith(".part"))
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise ArchiveError(f"--out {self.out} holds files that are not an annotate run ({shown}); choose a new "
+                               "or empty folder (or the --out of an earlier annotate run, to resume it)")
+
     def _read_previous(self) -> None:
         path = self.out / "archive.json"
+        self._check_is_archive()
         if not path.exists():
-            others = sorted(p.name for p in self.out.iterdir() if p.name != LOCK_NAME and not p.name.endswith(".part"))
-            if others:
-                shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-                raise ArchiveError(f"--out {self.out} holds files that are not an annotate run ({shown}); choose a new "
-                                   "or empty folder (or the --out of an earlier annotate run, to resume it)")
             return
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

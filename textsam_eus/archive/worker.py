@@ -195,6 +195,9 @@ class ExamWorker:
         damage = []
         if src.get("decode_errors"):
             damage.append(f"{src['decode_errors']} packet(s) could not be decoded")
+        if src.get("corrupt_packets") or src.get("corrupt_frames"):
+            damage.append(f"{src.get('corrupt_packets', 0)} packet(s) and {src.get('corrupt_frames', 0)} frame(s) "
+                          "flagged corrupt (FFmpeg concealed the damage)")
         if done and announced and frames < announced - 1 and not summary.get("stop_reason", "").startswith("max"):
             damage.append(f"the file announces about {announced} frames, {frames} could be read")
         if damage:  # a finished examination, but not of the whole recording: the table says why
