@@ -103,6 +103,23 @@ def test_bad_out_and_bad_options_fail_before_anything_is_written(tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+def test_missing_ray_is_a_one_line_error_naming_the_extra(monkeypatch, tmp_path, capsys):
+    from textsam_eus.model import imports
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    imports.is_ray_available.cache_clear()
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "a.mp4").write_bytes(b"x")
+        assert main(["annotate", "--source", str(src), "--out", str(tmp_path / "o")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "textsam-eus[archive]" in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "o").exists()
+    finally:
+        imports.is_ray_available.cache_clear()
+
+
 # --------------------------------------------------------------------------- on a local Ray instance
 
 

@@ -137,7 +137,7 @@ def test_no_import_cycle_inside_model():
     assert cycle is None, " -> ".join(cycle)
 
 
-OPTIONAL_PACKAGES = {"onnxruntime", "tensorrt", "av"}
+OPTIONAL_PACKAGES = {"onnxruntime", "tensorrt", "av", "ray"}
 
 
 def test_optional_dependency_probes_live_in_one_module():
