@@ -163,10 +163,12 @@ class ArchiveTable:
         """Fill the row of ``name`` from a worker's result (status, reason, notes and the result columns); a skip
         keeps the numbers of the run that annotated it."""
         row = self.rows[name]
-        if result.get("status") == "skipped":
+        if result.get("status") == "skipped":  # the numbers of the run that annotated it; this run only checked
             prev = self.previous.get(name, {})
             row.update({c: prev.get(c) for c in RESULT_COLUMNS})
-        row.update({c: result[c] for c in RESULT_COLUMNS if result.get(c) is not None})
+            row["input_sha256"] = result.get("input_sha256") or row.get("input_sha256")
+        else:
+            row.update({c: result[c] for c in RESULT_COLUMNS if result.get(c) is not None})
         row["status"] = result["status"]
         row["reason"] = result.get("reason")
         notes = [n for n in ((row.get("notes") or "").split("; ") + list(result.get("notes") or [])) if n]
