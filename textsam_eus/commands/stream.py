@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from ..model.errors import OptionError
-from ._args import add_engine_arguments, add_style_arguments, style_from
-from ._stream_run import print_summary, run_one
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
+from ._args import (add_engine_arguments, add_file_pipeline_arguments, add_style_arguments,
+                    check_file_pipeline_arguments)
+from ._stream_run import (load_engine, parse_roi_option, pipeline_config, print_summary, roi_for_source,
+                          run_one)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,41 +23,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (must be empty, or pass --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     add_engine_arguments(p)
-    p.add_argument("--roi", default=None,
-                   help="auto (find and track the B-mode imaging sector: the default for videos and capture), none "
-                        "(the whole frame: the default for image folders), x,y,w,h, or a preset (eus800x600: the "
-                        "database's 711x457 crop)")
-    p.add_argument("--temporal", action="store_true",
-                   help="seed each frame with the previous confident frame's box/centroid")
+    add_file_pipeline_arguments(p)
     p.add_argument("--realtime", action="store_true",
                    help="files/folders: replay at the recording's own timestamps as a live source (newest frame "
                         "wins, drops counted), as from a capture card")
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: replay speed factor (default 1)")
-    p.add_argument("--masks", default="png",
-                   help="comma-separated: png (masks/), video (masks.mkv), nifti (masks.nii.gz), dicom-seg (dicom/: "
-                        "SEG + overlay Secondary Capture per frame), coco (masks_coco.json, RLE); or none")
-    p.add_argument("--deidentify", action="store_true",
-                   help="DICOM outputs get new UIDs and no patient/study identifiers (other outputs never have any)")
     p.add_argument("--serve", default=None, metavar="[HOST:]PORT",
                    help="serve a live view while the stream runs: / (page), /video.mjpg, /stats.json; binds "
                         "127.0.0.1 unless HOST is given")
-    p.add_argument("--no-report", action="store_true", help="do not write report.html")
-    p.add_argument("--no-video", action="store_true", help="do not write the overlay (overlay.mp4 / overlays/)")
     p.add_argument("--show", action="store_true", help="show a window (needs an OpenCV build with GUI)")
     p.add_argument("--width", type=int, default=None, help="capture devices: requested width")
     p.add_argument("--height", type=int, default=None, help="capture devices: requested height")
-    p.add_argument("--fps", type=float, default=None, help="capture: requested frame rate; files/folders: frame rate")
     p.add_argument("--pixel-format", default=None,
                    help="capture devices: pixel format (v4l2: mjpeg, yuyv422, ...; OpenCV: a FOURCC such as MJPG)")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--no-presence", action="store_true",
-                   help="show every outline (no tumour-presence decision); the default uses the checkpoint's "
-                        "calibrated threshold when it has one")
-    p.add_argument("--presence-threshold", type=float, default=None, help="override the calibrated threshold")
-    p.add_argument("--show-after", type=int, default=None,
-                   help="frames in a row at or above the threshold before the outline shows (default: checkpoint's)")
-    p.add_argument("--hide-after", type=int, default=None,
-                   help="frames in a row below the threshold before the outline hides (default: checkpoint's)")
     p.add_argument("--workers", default="auto",
                    help="files on a CPU: frames segmented in parallel, each worker with cores/N threads (auto: 2 "
                         "on a CPU with 2+ cores, 1 for live sources, --temporal or a GPU)")
@@ -66,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _videos_in(folder: Path) -> list[Path]:
+    from ..stream.base import VIDEO_EXTENSIONS
     from ..stream.dicom_source import is_dicom_file
 
     return sorted(p for p in folder.iterdir() if p.is_file() and (
@@ -111,6 +90,7 @@ def _count_bounds() -> dict[str, tuple[int, int, str]]:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    check_file_pipeline_arguments(args)
     for name, (lo, hi, what) in _count_bounds().items():
         v = getattr(args, name, None)
         if v is not None and not lo <= v <= hi:
@@ -173,18 +153,14 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..stream.outdir import check_out_dir
-    from ..stream.pipeline import PipelineConfig
-    from ..stream.roi import ROI
     from ..stream.sources import open_source
-    from ._engine import make_engine
 
     _check_args(args)
     if args.serve is not None:
         from ..stream.serve import parse_serve
 
         parse_serve(args.serve)  # a bad value fails before any work
-    roi_arg = (args.roi or "").strip().lower()
-    roi = None if roi_arg in ("", "none", "full", "auto") else ROI.parse(args.roi)
+    roi_arg, roi = parse_roi_option(args.roi)
     jobs = plan_jobs(args.source, Path(args.out))
     for spec_i, out_i in jobs:  # every output folder is checked before any work (also: not in use by a run)
         check_out_dir(out_i, overwrite=args.overwrite, protect=_input_files(spec_i))
@@ -192,26 +168,14 @@ def _run(args: argparse.Namespace) -> int:
                  "realtime": args.realtime, "speed": args.speed}
     # open the first source before loading the model: bad input fails before any work
     first = open_source(jobs[0][0], **source_kw)
-    if roi is not None and first.size[0]:
-        roi.validate(*first.size)
-    if roi_arg == "auto" or (not roi_arg and not first.per_file_outputs):
-        roi = "auto"  # screens: the model sees the B-mode sector, masks are clipped to it
+    roi = roi_for_source(roi_arg, roi, first)
     workers, threads = plan_workers(args, first.is_live)
     if threads:
         torch.set_num_threads(threads)
-    cfg = PipelineConfig(roi=roi, iterations=args.iterations, temporal=args.temporal, masks=args.masks,
-                         write_video=not args.no_video, show=args.show, max_frames=args.max_frames,
-                         style=style_from(args), overwrite=args.overwrite, workers=workers,
-                         presence=not args.no_presence, presence_threshold=args.presence_threshold,
-                         show_frames=args.show_after, hide_frames=args.hide_after, serve=args.serve,
-                         deidentify=args.deidentify, html_report=not args.no_report)
-    engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
-                         args.iterations, args.refine_prompts, threads=threads, resize=args.resize,
-                         attention=args.attention)
-    from ._model_id import model_identity
+    cfg = pipeline_config(args, roi, workers, show=args.show, overwrite=args.overwrite, serve=args.serve)
+    engine, cfg.model = load_engine(args, threads)
     from ..stream.dicom_source import dicom_info_of
 
-    cfg.model = model_identity(args.checkpoint, args.bundle, engine)
     info = dicom_info_of(first)
     if args.deidentify and info is not None and info.burned_in_annotation:
         print("warning: the DICOM file says its pixels carry burned-in annotation; --deidentify removes identifiers "

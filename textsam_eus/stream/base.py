@@ -15,6 +15,10 @@ from ..model.errors import UserError
 from ..model.pixels import IMAGE_EXTENSIONS, to_rgb_uint8  # noqa: F401 (IMAGE_EXTENSIONS: re-exported)
 from .record import FrameRecord
 
+# the file names a folder of recordings is searched for (``stream --source FOLDER``, ``annotate``); DICOM files are
+# found by their content (``DICM`` after the preamble), whatever their extension
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
+
 ACCEPTED_SPECS = (
     "  - a video file readable by FFmpeg (e.g. clip.mp4, clip.avi, clip.mkv, clip.ts)\n"
     "  - a DICOM ultrasound file (multi-frame cine or one frame), or a folder of them\n"

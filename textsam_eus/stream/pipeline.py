@@ -474,6 +474,13 @@ class StreamPipeline:
         self.stop_event.set()
         self.source.close()
 
+    def request_stop(self, reason: str) -> None:
+        """Ask the run to stop, from any thread (a worker told to stop by its driver): the outputs written so far
+        are finalised and ``summary.json`` says ``complete: false`` with ``reason``."""
+        self.stop_reason = self.stop_reason or reason
+        self.stop_event.set()
+        self.source.close()
+
     def _install_signal_handlers(self) -> dict:
         old = {}
         if self.cfg.handle_signals and threading.current_thread() is threading.main_thread():
