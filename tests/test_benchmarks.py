@@ -34,6 +34,7 @@ def results(tmp_path_factory):
     return out, json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_outputs_written(results):
     out, data = results
     for name in ("results.json", "results.md", "latency.png"):
@@ -47,6 +48,7 @@ def test_outputs_written(results):
     assert data["meta"]["weights"] == {"tiny@256": "random init (seeded)"}
 
 
+@pytest.mark.slow
 def test_rows_and_percentiles(results):
     _, data = results
     ok = [r for r in data["rows"] if r["status"] == "ok"]
@@ -63,6 +65,7 @@ def test_rows_and_percentiles(results):
         assert len(r["per_frame_ms"]["latency"]) == 3
 
 
+@pytest.mark.slow
 def test_encoder_calls_per_frame(results):
     _, data = results
     by_id = {r["id"]: r for r in data["rows"]}
@@ -83,6 +86,7 @@ def test_encoder_calls_per_frame(results):
                 assert ratio == pytest.approx(r["latency_ms"][stat] / ours["latency_ms"][stat])
 
 
+@pytest.mark.slow
 def test_unavailable_engine_is_a_skipped_row(results):
     _, data = results
     trt = [r for r in data["rows"] if r["config"]["engine"] == "tensorrt"]
@@ -171,6 +175,7 @@ def test_matrix_of_one_configuration():
     assert [(p.engine, p.iterations, p.modes, p.frames) for p in plans] == [("torch", (1,), ("model",), 2)]
 
 
+@pytest.mark.slow
 def test_variant_rows_are_ratios_to_their_baseline(results):
     out, data = results
     rows = {r["id"]: r for r in data["rows"]}
@@ -189,6 +194,7 @@ def test_variant_rows_are_ratios_to_their_baseline(results):
     assert "## Variants" in (out / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_refused_int8_variant_is_a_skipped_row_not_a_failed_run(tmp_path, monkeypatch):
     from textsam_eus.export import quantize
 

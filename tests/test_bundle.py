@@ -161,3 +161,19 @@ def test_bundle_json_must_be_an_object(folder):
     (folder / "bundle.json").write_text("[1, 2]")
     _one_line_error(folder, "is not a TextSAM-EUS bundle")
 
+
+
+@pytest.mark.parametrize("value", [-0.42, 0.0, 1.7, None])
+def test_presence_threshold_is_on_the_scores_scale(folder, value):
+    meta = _meta(folder)
+    meta["presence_threshold"] = value
+    _save(folder, meta)
+    assert read_bundle(folder).presence_threshold == value
+
+
+@pytest.mark.parametrize("value", [NAN, INF, 1e7, "0.5", True])
+def test_presence_threshold_must_be_finite_and_bounded(folder, value):
+    meta = _meta(folder)
+    meta["presence_threshold"] = value
+    _save(folder, meta)
+    _one_line_error(folder, "presence_threshold is .*expected null or a number in", verify=False)

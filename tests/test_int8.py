@@ -199,6 +199,7 @@ def test_low_parity_is_refused_and_the_bundle_is_left_alone(fp32_bundle, tmp_pat
     read_bundle(out)
 
 
+@pytest.mark.slow
 def test_export_cli_int8(model, fp32_bundle, tmp_path, monkeypatch, capsys):
     ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
     out = tmp_path / "bundle"

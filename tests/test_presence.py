@@ -27,7 +27,7 @@ def test_gate_off_shows_everything_and_nan_counts_as_absent():
     gate = PresenceGate(0.5, show_frames=1, hide_frames=1)
     assert gate.update(0.8).shown and not gate.update(float("nan")).shown and not gate.update(None).shown
     with pytest.raises(ValueError, match="presence threshold"):
-        PresenceGate(1.5)
+        PresenceGate(float("nan"))
 
 
 class _ScoredEngine(FakeEngine):
@@ -77,8 +77,12 @@ def test_presence_settings_are_validated_config_fields():
     for k in ("presence_threshold", "presence_show_frames", "presence_hide_frames"):
         old.pop(k)
     assert TextSamConfig.from_dict(old).presence_threshold is None  # an old checkpoint: presence off
-    with pytest.raises(ConfigError, match="presence_threshold"):
-        TextSamConfig(presence_threshold=2.0)
+    # the score's own scale: the IoU head's raw output may be negative or above 1
+    assert TextSamConfig(presence_threshold=-0.4).presence_threshold == -0.4
+    assert TextSamConfig.from_dict(TextSamConfig(presence_threshold=2.0).to_dict()).presence_threshold == 2.0
+    for bad in (float("nan"), float("inf"), 1e7, True, "0.5"):
+        with pytest.raises(ConfigError, match="presence_threshold=.* is invalid: must be a finite number"):
+            TextSamConfig(presence_threshold=bad)
     with pytest.raises(ConfigError, match="presence_show_frames"):
         TextSamConfig(presence_show_frames=0)
 
@@ -110,6 +114,7 @@ def test_export_carries_the_presence_settings(tiny_model, tmp_path):
     assert eng.info()["presence_threshold"] == 0.37
 
 
+@pytest.mark.slow
 def test_training_with_negatives_learns_and_calibrates_presence(tmp_path, capsys):
     import torch
 
@@ -252,6 +257,7 @@ def test_weak_positive_gets_no_mask_loss_only_the_presence_hinge(tiny_model):
         Trainer(tiny_model, [(image, None)], [(image, lesion)], TrainConfig(out="unused", device="cpu"))
 
 
+@pytest.mark.slow
 def test_positive_video_raises_the_presence_score_and_counts_in_calibration(tmp_path, capsys):
     import torch
 
@@ -294,3 +300,63 @@ def test_hysteresis_frame_counts_come_from_validation_recordings():
     r = calibrate_hysteresis({"video:h.mp4": (healthy, False)}, 0.5)
     assert (r["show_frames"], r["hide_frames"]) == (3, 5)
     assert (calibrate_hysteresis({}, 0.5)["show_frames"], calibrate_hysteresis({}, 0.5)["hide_frames"]) == (3, 5)
+
+
+# ------------------------------------------------------------------------------ calibration on the score's scale
+def _synthetic_scores(monkeypatch, offset, n=40, seed=0):
+    """Validation presence scores without a model: positives around offset + 0.6, negatives around offset."""
+    from textsam_eus.train import calibrate
+
+    rng = np.random.default_rng(seed)
+    pos = offset + 0.6 + 0.15 * rng.standard_normal(n)
+    neg = offset + 0.15 * rng.standard_normal(n)
+    scores = [float(v) for v in np.concatenate([pos, neg])]
+    labels = [True] * n + [False] * n
+    monkeypatch.setattr(calibrate, "presence_scores", lambda model, pairs: (scores, labels))
+    return [None] * (2 * n)
+
+
+@pytest.mark.parametrize("offset", [-1.5, 2.0])  # every score below 0 / above 1
+def test_calibration_follows_the_scores_own_range(monkeypatch, offset):
+    from textsam_eus.train.calibrate import calibrate_presence
+
+    r = calibrate_presence(None, _synthetic_scores(monkeypatch, offset), min_specificity=0.9)
+    assert r["auc"] > 0.95
+    assert offset < r["threshold"] < offset + 0.6  # between the groups, on their scale (was clipped to [0, 1])
+    assert r["specificity"] >= 0.9 and r["sensitivity"] > 0.8
+    gate = PresenceGate(r["threshold"])  # the stream takes it as it is
+    assert [gate.update(offset + 0.6).shown for _ in range(3)] == [False, False, True]
+
+
+def test_a_negative_threshold_is_stored_in_the_checkpoint_and_used(monkeypatch, tmp_path, tiny_model):
+    from textsam_eus.commands.train import calibrate_best
+    from textsam_eus.engines import create_engine
+    from textsam_eus.model.checkpoint import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tiny_model, tmp_path / "best.safetensors")
+    result = calibrate_best(path, _synthetic_scores(monkeypatch, -1.5), 0.9)
+    model, extra = load_checkpoint(path)
+    assert model.cfg.presence_threshold < -0.9 and result["sensitivity"] > 0.8
+    assert extra["presence_calibration"]["threshold"] == pytest.approx(model.cfg.presence_threshold, abs=1e-4)
+    assert create_engine("torch", model=model, device="cpu").presence["threshold"] == model.cfg.presence_threshold
+
+
+def test_scores_that_are_not_finite_leave_presence_off_with_the_reason(monkeypatch):
+    from textsam_eus.train import calibrate
+
+    monkeypatch.setattr(calibrate, "presence_scores",
+                        lambda model, pairs: ([0.5, float("nan"), 0.1, 0.2], [True, True, False, False]))
+    r = calibrate.calibrate_presence(None, [None] * 4)
+    assert r["threshold"] is None and "1 of 4 validation presence scores are NaN/Inf" in r["note"]
+    monkeypatch.setattr(calibrate, "presence_scores", lambda model, pairs: ([5e6, 0.4, 0.1], [True, True, False]))
+    r = calibrate.calibrate_presence(None, [None] * 3)
+    assert r["threshold"] is None and "beyond the threshold's bound" in r["note"]
+
+
+def test_the_gate_takes_any_finite_threshold():
+    assert PresenceGate(-0.4).update(-0.1).shown is False  # not yet 3 frames
+    gate = PresenceGate(-0.4, show_frames=1)
+    assert gate.update(-0.1).shown and not PresenceGate(-0.4, 1, 1).update(-0.5).shown
+    for bad in (float("nan"), float("inf"), "high"):
+        with pytest.raises(Exception, match="presence threshold .* is invalid"):
+            PresenceGate(bad)

@@ -188,6 +188,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masks", ["video", "png"])
 def test_sigkill_leaves_playable_outputs(tmp_path, masks):
     out = tmp_path / "out"

@@ -91,6 +91,7 @@ def _ddp_worker(rank, world, port, out, result_dir):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "compare": ("textsam_eus.commands.compare", "paired t-test between two evaluation JSON files"),
     "export": ("textsam_eus.commands.export", "export ONNX (and TensorRT) deployment bundles"),
     "stream": ("textsam_eus.commands.stream", "segment a video file, folder or capture device"),
+    "annotate": ("textsam_eus.commands.annotate", "annotate an archive of recordings on Ray workers (resumable)"),
 }
 
 

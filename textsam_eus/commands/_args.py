@@ -56,6 +56,43 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                         "weights trained with the authors' code)")
 
 
+def add_file_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """What is done to each frame of a file and what is written for it (``stream`` and ``annotate``)."""
+    p.add_argument("--roi", default=None,
+                   help="auto (find and track the B-mode imaging sector: the default for videos and capture), none "
+                        "(the whole frame: the default for image folders), x,y,w,h, or a preset (eus800x600: the "
+                        "database's 711x457 crop)")
+    p.add_argument("--temporal", action="store_true",
+                   help="seed each frame with the previous confident frame's box/centroid")
+    p.add_argument("--masks", default="png",
+                   help="comma-separated: png (masks/), video (masks.mkv), nifti (masks.nii.gz), dicom-seg (dicom/: "
+                        "SEG + overlay Secondary Capture per frame), coco (masks_coco.json, RLE); or none")
+    p.add_argument("--deidentify", action="store_true",
+                   help="DICOM outputs get new UIDs and no patient/study identifiers (other outputs never have any)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--no-video", action="store_true", help="do not write the overlay (overlay.mp4 / overlays/)")
+    p.add_argument("--fps", type=float, default=None, help="capture: requested frame rate; files/folders: frame rate")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--no-presence", action="store_true",
+                   help="show every outline (no tumour-presence decision); the default uses the checkpoint's "
+                        "calibrated threshold when it has one")
+    p.add_argument("--presence-threshold", type=float, default=None, help="override the calibrated threshold")
+    p.add_argument("--show-after", type=int, default=None,
+                   help="frames in a row at or above the threshold before the outline shows (default: checkpoint's)")
+    p.add_argument("--hide-after", type=int, default=None,
+                   help="frames in a row below the threshold before the outline hides (default: checkpoint's)")
+
+
+def check_file_pipeline_arguments(args: argparse.Namespace) -> None:
+    """The checks of :func:`add_file_pipeline_arguments`'s values that argparse cannot do."""
+    from ..model.errors import OptionError
+
+    if args.max_frames is not None and args.max_frames <= 0:
+        raise OptionError(f"--max-frames {args.max_frames} is invalid: use a positive number (or leave it out)")
+    if args.fps is not None and not args.fps > 0:
+        raise OptionError(f"--fps {args.fps} is invalid: use a positive frame rate")
+
+
 def add_style_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fill-color", default="255,64,64", help="mask fill colour: R,G,B, #rrggbb or a name")
     p.add_argument("--contour-color", default="255,255,0", help="contour colour")

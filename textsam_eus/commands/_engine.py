@@ -33,9 +33,9 @@ def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path
     from ..export.onnx_export import export_bundle
     from ..model.checkpoint import load_checkpoint
 
+    model, _ = load_checkpoint(path)  # a damaged or foreign file fails here, before anything says "exporting"
     if not quiet:
         print(f"exporting {path.name} to ONNX (once) in {folder}", flush=True)
-    model, _ = load_checkpoint(path)
     export_bundle(model, folder, fp16=fp16, source={"checkpoint": str(path)})
     return folder
 

@@ -18,8 +18,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from ..train.readers import DatasetError
     from ..train.evaluate import compare
-    from ..train.outputs import atomic_write_text, check_output_file
+    from ..train.outputs import atomic_write_text, check_not_inputs, check_output_file
 
+    check_not_inputs({"--json": args.json}, {"A": args.a, "B": args.b})
     if args.json:
         check_output_file(args.json, "--json", args.overwrite, "comparison.json")
     docs = []

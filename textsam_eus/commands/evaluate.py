@@ -70,22 +70,33 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     from ..train import evaluate as E
-    from ..train.outputs import check_distinct, check_output_file
+    from ..train.outputs import check_distinct, check_not_inputs, check_output_file
     from ..train.splits import split_samples
+    from ._inputs import checkpoint_inputs, folder_files, paths
 
-    # every output is checked before minutes of evaluation
+    # every output is checked before minutes of evaluation; first that none is an input (--overwrite or not)
+    outputs = {"--json": args.json, "--csv": args.csv}
+    uses_checkpoint = args.mode not in ("sam-box", "sam-point", "predictions")
+    check_not_inputs(outputs, {**(checkpoint_inputs(args.checkpoint) if uses_checkpoint else {}),
+                               "--data": paths(args.data),
+                               "--predictions": [args.predictions, *folder_files(args.predictions)],
+                               "--sam-checkpoint": args.sam_checkpoint})
     if args.json:
         check_output_file(args.json, "--json", args.overwrite, "results.json")
     if args.csv:
         check_output_file(args.csv, "--csv", args.overwrite, "results.csv")
-    check_distinct({"--json": args.json, "--csv": args.csv})
+    check_distinct(outputs)
     resize = {} if args.resize is None else {"resize": args.resize}
-    if args.checkpoint and args.mode not in ("sam-box", "sam-point", "predictions"):
+    if args.checkpoint and uses_checkpoint:
         from ..model.checkpoint import read_checkpoint_meta
 
         read_checkpoint_meta(args.checkpoint)  # a missing or damaged checkpoint fails before the data are read
 
     splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed)
+    existing = {k: v for k, v in outputs.items() if v and os.path.exists(v)}
+    if existing:  # an output that is one of the listed images or masks (a manifest may name any file)
+        check_not_inputs(existing, {"--data": [p for k in ("train", "val", "test") for s in splits[k]
+                                               for p in (s.image, s.mask) if p is not None]})
     items, subset = _items(args, splits)
     predictor = None
     meta = {"mode": args.mode, "subset": subset, "data": args.data, "tolerance_px": args.tolerance}

@@ -29,6 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ._warnings import one_line_warnings
+
+    with one_line_warnings("export"):  # the exporters' and quantizer's warnings: one line each, no source paths
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -46,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         from ..export.onnx_export import export_bundle
         from ..model.checkpoint import load_checkpoint, resolve_checkpoint
 
+        check_out_folder(args)  # before the checkpoint is loaded
         overrides = {k: v for k, v in (("sam_checkpoint", args.sam_checkpoint),
                                        ("biomedclip_dir", args.biomedclip_dir)) if v}
         model, _ = load_checkpoint(args.checkpoint, **overrides)
@@ -66,6 +74,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"TensorRT plans for {section['tag']['gpu']} (TensorRT {section['tag']['tensorrt']}): "
               + ", ".join(v for k, v in section.items() if k.startswith("plan_")))
     return 0
+
+
+ROLES = ("encoder", "decoder_text", "decoder_refine")
+#: the files an export may write into --out (graphs of each precision, TensorRT plans and their tags)
+WRITTEN = ("bundle.json", "timing.cache", *(f"{r}{s}.onnx" for r in ROLES for s in ("", "_fp16", "_int8")),
+           *(f"{r}{s}.plan{t}" for r in ROLES for s in ("", "_fp16") for t in ("", ".json")))
+
+
+def check_out_folder(args: argparse.Namespace) -> None:
+    """``--out`` must be a folder (or not exist yet) and none of the files the export writes there may be one of
+    its inputs (the checkpoint, its base weights)."""
+    from ..train.outputs import OutputPathError, check_not_inputs
+    from ._inputs import checkpoint_inputs, folder_files
+
+    out = Path(args.out)
+    inputs = {**checkpoint_inputs(args.checkpoint), "--sam-checkpoint": args.sam_checkpoint,
+              "--biomedclip-dir": folder_files(args.biomedclip_dir)}
+    check_not_inputs({"--out": out}, inputs)
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"--out {out} is a file, not a folder; give the bundle folder to write (it is created "
+                              "if missing)")
+    check_not_inputs([("--out", out / name) for name in WRITTEN], inputs)
 
 
 def int8_parity_frames(image_size: int, per_clip: int = 6, every: int = 10) -> tuple[list, str]:

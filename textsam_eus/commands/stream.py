@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
 from ..model.errors import OptionError
-from ._args import add_engine_arguments, add_style_arguments, style_from
-from ._stream_run import print_summary, run_one
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
+from ._args import (add_engine_arguments, add_file_pipeline_arguments, add_style_arguments,
+                    check_file_pipeline_arguments)
+from ._stream_run import (load_engine, parse_roi_option, pipeline_config, print_summary, roi_for_source,
+                          run_one)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,41 +23,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (must be empty, or pass --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     add_engine_arguments(p)
-    p.add_argument("--roi", default=None,
-                   help="auto (find and track the B-mode imaging sector: the default for videos and capture), none "
-                        "(the whole frame: the default for image folders), x,y,w,h, or a preset (eus800x600: the "
-                        "database's 711x457 crop)")
-    p.add_argument("--temporal", action="store_true",
-                   help="seed each frame with the previous confident frame's box/centroid")
+    add_file_pipeline_arguments(p)
     p.add_argument("--realtime", action="store_true",
                    help="files/folders: replay at the recording's own timestamps as a live source (newest frame "
                         "wins, drops counted), as from a capture card")
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: replay speed factor (default 1)")
-    p.add_argument("--masks", default="png",
-                   help="comma-separated: png (masks/), video (masks.mkv), nifti (masks.nii.gz), dicom-seg (dicom/: "
-                        "SEG + overlay Secondary Capture per frame), coco (masks_coco.json, RLE); or none")
-    p.add_argument("--deidentify", action="store_true",
-                   help="DICOM outputs get new UIDs and no patient/study identifiers (other outputs never have any)")
     p.add_argument("--serve", default=None, metavar="[HOST:]PORT",
                    help="serve a live view while the stream runs: / (page), /video.mjpg, /stats.json; binds "
                         "127.0.0.1 unless HOST is given")
-    p.add_argument("--no-report", action="store_true", help="do not write report.html")
-    p.add_argument("--no-video", action="store_true", help="do not write the overlay (overlay.mp4 / overlays/)")
     p.add_argument("--show", action="store_true", help="show a window (needs an OpenCV build with GUI)")
     p.add_argument("--width", type=int, default=None, help="capture devices: requested width")
     p.add_argument("--height", type=int, default=None, help="capture devices: requested height")
-    p.add_argument("--fps", type=float, default=None, help="capture: requested frame rate; files/folders: frame rate")
     p.add_argument("--pixel-format", default=None,
                    help="capture devices: pixel format (v4l2: mjpeg, yuyv422, ...; OpenCV: a FOURCC such as MJPG)")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--no-presence", action="store_true",
-                   help="show every outline (no tumour-presence decision); the default uses the checkpoint's "
-                        "calibrated threshold when it has one")
-    p.add_argument("--presence-threshold", type=float, default=None, help="override the calibrated threshold")
-    p.add_argument("--show-after", type=int, default=None,
-                   help="frames in a row at or above the threshold before the outline shows (default: checkpoint's)")
-    p.add_argument("--hide-after", type=int, default=None,
-                   help="frames in a row below the threshold before the outline hides (default: checkpoint's)")
     p.add_argument("--workers", default="auto",
                    help="files on a CPU: frames segmented in parallel, each worker with cores/N threads (auto: 2 "
                         "on a CPU with 2+ cores, 1 for live sources, --temporal or a GPU)")
@@ -65,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _videos_in(folder: Path) -> list[Path]:
+    from ..stream.base import VIDEO_EXTENSIONS
     from ..stream.dicom_source import is_dicom_file
 
     return sorted(p for p in folder.iterdir() if p.is_file() and (
@@ -83,18 +63,63 @@ def plan_jobs(spec: str, out: Path) -> list[tuple[str, Path]]:
     return [(spec, out)]
 
 
+def _input_files(spec: str) -> list[Path]:
+    """The files a source spec reads (a file, the files of a folder): never removed by --overwrite."""
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        return [c for c in p.iterdir() if c.is_file()]
+    return []
+
+
+MAX_FPS = 1000.0
+SPEED_RANGE = (0.01, 100.0)
+
+
+def _count_bounds() -> dict[str, tuple[int, int, str]]:
+    """Every count a user gives is bounded: a typo (an extra 0, a billion refinement passes) is an error, not a
+    hang."""
+    from ..stream.pipeline import MAX_FRAMES, MAX_ITERATIONS
+
+    return {"iterations": (0, MAX_ITERATIONS, "refinement passes after the first (default 2)"),
+            "threads": (1, 1024, "CPU threads"),
+            "max_frames": (1, MAX_FRAMES, "or leave it out for all"),
+            "width": (1, 8192, "pixels, or leave it out"), "height": (1, 8192, "pixels, or leave it out"),
+            "show_after": (1, 1000, "frames"), "hide_after": (1, 1000, "frames")}
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("width", "height", "max_frames"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise OptionError(f"--{name.replace('_', '-')} {v} is invalid: use a positive number (or leave it out)")
-    if args.fps is not None and not args.fps > 0:
-        raise OptionError(f"--fps {args.fps} is invalid: use a positive frame rate")
-    if not args.speed > 0:
-        raise OptionError(f"--speed {args.speed} is invalid: use a number > 0 (2 = twice the recording's pace)")
+    check_file_pipeline_arguments(args)
+    for name, (lo, hi, what) in _count_bounds().items():
+        v = getattr(args, name, None)
+        if v is not None and not lo <= v <= hi:
+            raise OptionError(f"--{name.replace('_', '-')} {v} is invalid: use {lo} to {hi} ({what})")
+    if args.fps is not None and not 0 < args.fps <= MAX_FPS:
+        raise OptionError(f"--fps {args.fps} is invalid: use a frame rate > 0 and at most {MAX_FPS:g}")
+    if not SPEED_RANGE[0] <= args.speed <= SPEED_RANGE[1]:
+        raise OptionError(f"--speed {args.speed} is invalid: use {SPEED_RANGE[0]:g} to {SPEED_RANGE[1]:g} (2 = twice "
+                          "the recording's pace)")
+    if args.presence_threshold is not None and not math.isfinite(args.presence_threshold):
+        raise OptionError(f"--presence-threshold {args.presence_threshold} is invalid: use a finite number (the "
+                          "presence score an outline needs)")
+    if args.workers != "auto":
+        _workers(args.workers)
     if args.speed != 1.0 and not args.realtime:
         raise OptionError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
                           "fast as the model runs)")
+
+
+def _workers(value: str) -> int:
+    from ..stream.pipeline import MAX_WORKERS
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_WORKERS:
+        raise OptionError(f"--workers {value} is invalid: use auto or 1 to {MAX_WORKERS}")
+    return n
 
 
 def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]:
@@ -104,12 +129,7 @@ def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]
 
     cores = os.cpu_count() or 1
     if args.workers != "auto":
-        try:
-            n = int(args.workers)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise OptionError(f"--workers {args.workers!r} is invalid: use auto or a positive number")
+        n = _workers(args.workers)
         if n > 1 and args.temporal:
             raise OptionError("--temporal seeds each frame from the previous one: use --workers 1 with it")
     else:
@@ -122,48 +142,40 @@ def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..stream.warn import one_line_warnings
+
+    # library warnings (model loading, a source opened before the run) as one line each; a run records its own
+    with one_line_warnings(lambda message: print(f"warning: {message}", file=sys.stderr)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..stream.outdir import check_out_dir
-    from ..stream.pipeline import PipelineConfig
-    from ..stream.roi import ROI
     from ..stream.sources import open_source
-    from ._engine import make_engine
 
     _check_args(args)
     if args.serve is not None:
         from ..stream.serve import parse_serve
 
         parse_serve(args.serve)  # a bad value fails before any work
-    roi_arg = (args.roi or "").strip().lower()
-    roi = None if roi_arg in ("", "none", "full", "auto") else ROI.parse(args.roi)
+    roi_arg, roi = parse_roi_option(args.roi)
     jobs = plan_jobs(args.source, Path(args.out))
-    for _, out_i in jobs:  # every output folder is checked before any work
-        check_out_dir(out_i, overwrite=args.overwrite)
+    for spec_i, out_i in jobs:  # every output folder is checked before any work (also: not in use by a run)
+        check_out_dir(out_i, overwrite=args.overwrite, protect=_input_files(spec_i))
     source_kw = {"width": args.width, "height": args.height, "fps": args.fps, "pixel_format": args.pixel_format,
                  "realtime": args.realtime, "speed": args.speed}
     # open the first source before loading the model: bad input fails before any work
     first = open_source(jobs[0][0], **source_kw)
-    if roi is not None and first.size[0]:
-        roi.validate(*first.size)
-    if roi_arg == "auto" or (not roi_arg and not first.per_file_outputs):
-        roi = "auto"  # screens: the model sees the B-mode sector, masks are clipped to it
+    roi = roi_for_source(roi_arg, roi, first)
     workers, threads = plan_workers(args, first.is_live)
     if threads:
         torch.set_num_threads(threads)
-    cfg = PipelineConfig(roi=roi, iterations=args.iterations, temporal=args.temporal, masks=args.masks,
-                         write_video=not args.no_video, show=args.show, max_frames=args.max_frames,
-                         style=style_from(args), overwrite=args.overwrite, workers=workers,
-                         presence=not args.no_presence, presence_threshold=args.presence_threshold,
-                         show_frames=args.show_after, hide_frames=args.hide_after, serve=args.serve,
-                         deidentify=args.deidentify, html_report=not args.no_report)
-    engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
-                         args.iterations, args.refine_prompts, threads=threads, resize=args.resize,
-                         attention=args.attention)
-    from ._model_id import model_identity
+    cfg = pipeline_config(args, roi, workers, show=args.show, overwrite=args.overwrite, serve=args.serve)
+    engine, cfg.model = load_engine(args, threads)
     from ..stream.dicom_source import dicom_info_of
 
-    cfg.model = model_identity(args.checkpoint, args.bundle, engine)
     info = dicom_info_of(first)
     if args.deidentify and info is not None and info.burned_in_annotation:
         print("warning: the DICOM file says its pixels carry burned-in annotation; --deidentify removes identifiers "
@@ -178,8 +190,13 @@ def run(args: argparse.Namespace) -> int:
             with source:
                 summary = run_one(engine, source, out_i, cfg, not args.no_progress)
             print_summary(summary, out_i)
-            if summary.get("interrupted_by"):
-                return 130
+            if summary.get("interrupted_by"):  # a signal asked to stop: no further video of a folder is started
+                left = len(jobs) - i - 1
+                if left:
+                    print(f"stopped by {summary['interrupted_by']}: {left} more video(s) of {args.source} not run")
+                if left or not summary.get("complete"):
+                    return 130
+                # it came after every frame was written: the run is complete
         except ValueError as exc:
             if len(jobs) == 1:
                 raise

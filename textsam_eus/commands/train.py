@@ -116,9 +116,10 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
     from ..model.registry import build_textsam
-    from ..train.outputs import check_run_dir
+    from ..train.outputs import RUN_FILES, check_not_inputs, check_run_dir
     from ..train.trainer import TrainConfig, Trainer, read_resume_files
 
+    check_not_inputs([("--out", Path(args.out) / name) for name in RUN_FILES], train_inputs(args))
     check_run_dir(args.out, args.resume, args.overwrite)  # an earlier run is never replaced silently
     if args.resume:
         read_resume_files(args.out)  # a damaged run fails before data is read
@@ -171,6 +172,17 @@ def run(args: argparse.Namespace) -> int:
                           "best_val_dice": best["val_dice"], "presence": presence,
                           "checkpoint": str(Path(args.out) / "best.safetensors")}))
     return 0
+
+
+def train_inputs(args: argparse.Namespace) -> dict:
+    """flag -> the files ``train`` reads (the run's own files in ``--out``, read by --resume, are outputs)."""
+    from ._inputs import checkpoint_inputs, folder_files, paths
+
+    found = {"--data": paths(args.data), "--sam-checkpoint": args.sam_checkpoint,
+             "--biomedclip-dir": folder_files(args.biomedclip_dir), **checkpoint_inputs(args.init, "--init")}
+    for flag in ("negative_video", "val_negative_video", "positive_video", "val_positive_video"):
+        found["--" + flag.replace("_", "-")] = paths(getattr(args, flag, None))
+    return found
 
 
 def calibrate_best(path: Path, val_pairs, min_specificity: float, groups=None) -> dict:

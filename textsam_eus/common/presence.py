@@ -29,6 +29,13 @@ class PresenceDecision:
     state: str  # "shown", "hidden", "showing" (above, not yet k frames), "holding" (below, not yet m), "off"
 
 
+def _finite_number(value) -> bool:
+    try:
+        return not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 class PresenceGate:
     """Hysteresis: show after ``show_frames`` scores >= ``threshold`` in a row, hide after ``hide_frames`` below.
 
@@ -37,8 +44,10 @@ class PresenceGate:
     """
 
     def __init__(self, threshold: float | None, show_frames: int = 3, hide_frames: int = 5) -> None:
-        if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
-            raise OptionError(f"presence threshold {threshold!r} is invalid: use a number in [0, 1] or None (off)")
+        if threshold is not None and not _finite_number(threshold):
+            # the score's own scale: the IoU head's raw output, not confined to [0, 1]
+            raise OptionError(f"presence threshold {threshold!r} is invalid: use a finite number on the presence "
+                              "score's scale (the calibrated one is in the checkpoint) or None (off)")
         if int(show_frames) < 1 or int(hide_frames) < 1:
             raise OptionError(f"show_frames={show_frames}, hide_frames={hide_frames} are invalid: both must be >= 1")
         self.threshold = None if threshold is None else float(threshold)

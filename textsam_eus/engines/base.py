@@ -12,14 +12,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.errors import OptionError
+from ..model.config import MAX_REFINE_ITERATIONS
+from ..model.errors import OptionError, UserError
 from ..model.refine import Segmenter, SegmentResult
 from .cpu_prepost import select_prepost
+
+
+class NonFiniteOutputError(UserError, RuntimeError):
+    """The model gave NaN/Inf mask logits or IoU predictions: its weights are damaged (never a frame's fault: the
+    pre-processing gives finite inputs)."""
+
+
+def _finite(x) -> bool:
+    return bool(np.isfinite(x).all()) if isinstance(x, np.ndarray) else bool(torch.isfinite(x).all())
 
 
 class Engine:
     name = "base"
     host_arrays = False  # True: encode/decode take NumPy arrays when the NumPy pre-/post-processing runs
+    # what to do when the model's outputs are not finite (the weights are damaged)
+    non_finite_fix = "re-export the bundle ('textsam-eus export --checkpoint CKPT --out DIR')"
 
     def __init__(self, *, image_size: int, pixel_mean, pixel_std, prompt_tokens, device: torch.device | str = "cpu",
                  iterations: int = 2, refine_prompts: str = "box+centroid", threshold: float = 0.0,
@@ -60,8 +72,8 @@ class Engine:
 
     @iterations.setter
     def iterations(self, value: int) -> None:
-        if value < 0:
-            raise OptionError(f"iterations={value} is invalid: must be >= 0")
+        if not 0 <= value <= MAX_REFINE_ITERATIONS:
+            raise OptionError(f"iterations={value} is invalid: must be in [0, {MAX_REFINE_ITERATIONS}]")
         self.segmenter.iterations = value
 
     @property
@@ -90,8 +102,16 @@ class Engine:
         raise NotImplementedError
 
     def _decode(self, emb, coords, labels):
+        """``decode`` with the prompt token; NaN/Inf outputs are a one-line NonFiniteOutputError, never a frame
+        with an empty mask and an empty presence score."""
         tokens = self.prompt_tokens_np if self.prepost == "numpy" else self.prompt_tokens
-        return self.decode(emb, tokens, coords, labels)
+        low, iou = self.decode(emb, tokens, coords, labels)
+        if not (_finite(iou) and _finite(low)):
+            what = "mask logits" if _finite(iou) else "IoU predictions, i.e. presence scores,"
+            raise NonFiniteOutputError(f"the {self.name} engine's model gives NaN/Inf {what} in the "
+                                       f"{'text-only' if coords is None else 'refinement'} pass: its weights are "
+                                       f"damaged or not finite; {self.non_finite_fix}")
+        return low, iou
 
     def close(self) -> None:
         pass

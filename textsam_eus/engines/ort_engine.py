@@ -18,6 +18,7 @@ from ..model.errors import OptionError, UnavailableError
 from ..model.imports import (ONNXRUNTIME_GPU_HINT, installed_onnxruntime_flavours, is_onnxruntime_gpu_available,
                              require_onnxruntime)
 from .base import Engine
+from .graph_io import check_external_data, check_ort_session
 
 # what ONNX Runtime raises for a file it cannot parse or load as a graph (not provider or device failures)
 _LOAD_ERRORS = ("InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoModel", "NoSuchFile", "Fail",
@@ -27,7 +28,11 @@ _LOAD_ERRORS = ("InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoModel",
 def _check_versions(bundle: Bundle, ort_version: str) -> None:
     import onnx
 
-    opset = int(bundle.versions.get("opset", 17))
+    opset = bundle.versions.get("opset", 17)
+    if not str(opset).isdigit():
+        raise BundleError(f"bundle {bundle.folder}: versions.opset is {opset!r}, expected an ONNX opset number; "
+                          f"{REEXPORT}")
+    opset = int(opset)
     max_opset = onnx.defs.onnx_opset_version()
     if opset > max_opset:
         raise BundleError(f"bundle {bundle.folder} uses ONNX opset {opset}, but the installed onnx {onnx.__version__}"
@@ -101,10 +106,13 @@ class OrtEngine(Engine):
         if threads:
             opts.intra_op_num_threads = threads
         # int8 bundles quantize some roles only (bundle.int8["roles"]); the others run their fp32 graph
-        self.sessions = {role: _session(ort, self.bundle.path(role + suffix if precision != "int8" or
-                                                              role + suffix in self.bundle.files else role),
-                                        opts, providers)
-                         for role in ("encoder", "decoder_text", "decoder_refine")}
+        self.sessions = {}
+        for role in ("encoder", "decoder_text", "decoder_refine"):
+            path = self.bundle.path(role + suffix if precision != "int8" or role + suffix in self.bundle.files
+                                    else role)
+            check_external_data(self.bundle, path)  # weights only from files bundle.json hashes
+            self.sessions[role] = _session(ort, path, opts, providers)
+            check_ort_session(self.bundle, role, path, self.sessions[role])  # the graph fits bundle.json
         self.providers = self.sessions["encoder"].get_providers()
         self.precision = precision
         self.use_cuda = device.startswith("cuda")

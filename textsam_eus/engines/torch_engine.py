@@ -54,6 +54,8 @@ class _Graph:
 
 class TorchEngine(Engine):
     name = "torch"
+    non_finite_fix = ("check the checkpoint (NaN/Inf weights, or a diverged training run): restore it or train "
+                      "again")
 
     def __init__(self, model: TextSam | str | Path = "demo", *, device: str | torch.device | None = None,
                  precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,

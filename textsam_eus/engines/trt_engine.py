@@ -15,6 +15,7 @@ import torch
 from ..model.bundle import Bundle, BundleError, check_plan_tag, read_bundle
 from ..model.imports import TensorRTUnavailable, require_tensorrt
 from .base import Engine
+from .graph_io import check_graph_io
 
 class _TrtModule:
     """One deserialized plan with named I/O on torch CUDA tensors."""
@@ -28,6 +29,12 @@ class _TrtModule:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+
+    def check_io(self, bundle: Bundle, role: str, plan: Path) -> None:
+        """The plan's tensors (names, static sizes; -1 = dynamic) against bundle.json (:mod:`.graph_io`)."""
+        shape = lambda n: tuple(self.engine.get_tensor_shape(n))  # noqa: E731
+        check_graph_io(bundle, role, plan, [(n, shape(n), None) for n in self.inputs],
+                       [(n, shape(n), None) for n in self.outputs])
 
     def __call__(self, **feeds: torch.Tensor) -> list[torch.Tensor]:
         stream = torch.cuda.current_stream()
@@ -73,6 +80,7 @@ class TrtEngine(Engine):
             tag = json.loads(tag_file.read_text()) if tag_file.is_file() else section.get("tag", {})
             check_plan_tag(plan, tag, current)
             self.modules[role] = _TrtModule(trt, runtime, plan)
+            self.modules[role].check_io(self.bundle, role, plan)  # the plan fits bundle.json
         self.fp16 = bool(section.get("fp16"))
         b = self.bundle
         super().__init__(image_size=b.image_size, pixel_mean=b.pixel_mean, pixel_std=b.pixel_std,

@@ -1,8 +1,14 @@
 """The deployment bundle: ``bundle.json`` beside the exported graphs / engine plans.
 
 ``bundle.json`` records what an engine needs without the text tower or training code: the preset, input size,
-pixel mean/std, mask threshold, the precomputed prompt token(s), the graph files with their SHA-256, the versions
-of torch/onnx/TensorRT that made them, and for TensorRT plans the GPU they were built on.
+pixel mean/std, mask threshold, the precomputed prompt token(s), the graph files with their SHA-256 (and those of
+the ONNX external-data files a graph references), the versions of torch/onnx/TensorRT that made them, and for
+TensorRT plans the GPU they were built on.
+
+Reading checks every value's type and range (an edited ``image_size`` of 100000 is refused before an engine tries
+a 16 GB input) and that the shapes agree with each other (``embedding_shape`` (1, C, g, g) with g dividing
+``image_size``, ``lowres_size`` = 4 g, prompt rows of C numbers); the engines then check their graphs' inputs and
+outputs against these values (:mod:`textsam_eus.engines.graph_io`).
 
 Written by :mod:`textsam_eus.export`, read by :mod:`textsam_eus.engines`; both import this module.
 """
@@ -16,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import MAX_PRESENCE_FRAMES, MAX_REFINE_ITERATIONS
 from .errors import UserError
 
 BUNDLE_FORMAT = "textsam-eus-bundle"
@@ -62,6 +69,8 @@ class Bundle:
     prompt_tokens: list[list[float]]  # (T, C): the text token(s), first among the sparse tokens
     files: dict[str, str] = field(default_factory=dict)  # role -> file name, e.g. "encoder" -> "encoder.onnx"
     hashes: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    # graph file name -> the ONNX external-data files it references (hashed too; written by write_bundle)
+    external_data: dict[str, list[str]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)  # torch / onnx / onnxruntime / tensorrt
     tensorrt: dict[str, Any] = field(default_factory=dict)  # role -> plan file; gpu, compute capability, fp16
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint path, its config
@@ -86,10 +95,50 @@ class Bundle:
         return json.dumps({"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, **d}, indent=2)
 
 
+def external_data_files(graph: str | Path) -> list[str]:
+    """The external-data file names (``location``) an ONNX graph's tensors reference, sorted; [] for a graph
+    without external data or a file that is no ONNX graph (ONNX Runtime reports that one when it loads it)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(graph), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a graph: no references to list (the engine's load names the file)
+        return []
+
+    def tensors(nodes, initializers=(), sparse=()):
+        yield from initializers
+        for sp in sparse:
+            yield from (sp.values, sp.indices)
+        for node in nodes:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    yield from tensors(sub.node, sub.initializer, sub.sparse_initializer)
+
+    g = model.graph
+    found = {next((e.value for e in t.external_data if e.key == "location"), "")
+             for t in [*tensors(g.node, g.initializer, g.sparse_initializer),
+                       *(t for f in model.functions for t in tensors(f.node))]
+             if t.data_location == onnx.TensorProto.EXTERNAL}
+    return sorted(found)
+
+
 def write_bundle(folder: str | Path, bundle: Bundle) -> Path:
+    """Write ``folder/bundle.json``: the hashes of every listed graph and plan, and of the external-data files the
+    ONNX graphs reference (listed in ``external_data``), are computed here."""
     folder = Path(folder)
     bundle.hashes = {}
-    for role, name in {**bundle.files, **{k: v for k, v in bundle.tensorrt.items() if k.startswith("plan_")}}.items():
+    bundle.external_data = {}
+    for name in bundle.files.values():
+        if name.endswith(".onnx"):
+            refs = [r for r in external_data_files(folder / name) if r]
+            if refs:
+                bundle.external_data[name] = refs
+    listed = {**bundle.files, **{k: v for k, v in bundle.tensorrt.items() if k.startswith("plan_")},
+              **{f"{g}:{n}": n for g, refs in bundle.external_data.items() for n in refs}}
+    for role, name in listed.items():
         bundle.hashes[name] = sha256(folder / name)
     path = folder / "bundle.json"
     path.write_text(bundle.to_json())
@@ -137,14 +186,21 @@ def read_bundle(folder: str | Path, verify: bool = True) -> Bundle:
 
 
 def _listed_files(bundle: Bundle, path: Path) -> dict[str, str]:
-    """role -> file name for the graphs and the TensorRT plans; the sections must be name tables."""
-    for key in ("files", "hashes", "tensorrt", "versions", "source", "int8"):
+    """role -> file name for the graphs, the TensorRT plans and the graphs' external data (role "GRAPH:NAME");
+    the sections must be name tables."""
+    for key in ("files", "hashes", "tensorrt", "versions", "source", "int8", "external_data"):
         if not isinstance(getattr(bundle, key), dict):
             _invalid(path, key, getattr(bundle, key), "a JSON object")
     listed = {**bundle.files, **{k: v for k, v in bundle.tensorrt.items() if k.startswith("plan_")}}
     for role, name in listed.items():
         if not isinstance(name, str) or not name:
             _invalid(path, f"files[{role!r}]" if role in bundle.files else f"tensorrt[{role!r}]", name, "a file name")
+    for graph, refs in bundle.external_data.items():
+        if graph not in bundle.files.values():
+            _invalid(path, f"external_data[{graph!r}]", refs, "the external data of a graph listed in files")
+        if not (isinstance(refs, list) and all(isinstance(n, str) and n for n in refs)):
+            _invalid(path, f"external_data[{graph!r}]", refs, "a list of file names")
+        listed.update({f"{graph}:{n}": n for n in refs})
     return listed
 
 
@@ -181,17 +237,30 @@ def _numbers(v: Any, n: int, ok=_is_finite) -> bool:
     return isinstance(v, list) and len(v) == n and all(ok(x) for x in v)
 
 
+def _in(lo: float, hi: float, ok=_is_finite):
+    return lambda x: ok(x) and lo <= x <= hi
+
+
+MAX_IMAGE_SIZE = 4096  # SAM's own is 1024; larger inputs are refused before an engine allocates them
+MAX_WIDTH = 4096  # prompt / embedding channels (SAM: 256)
+MAX_PROMPT_TOKENS = 64
+SCORE_LIMIT = 1e6  # |mask_threshold| (a logit) and |presence_threshold| (an IoU-head score): finite, bounded
+
 _VALUE_CHECKS = [  # field, check, what it must be
-    ("image_size", lambda v: _is_int(v) and v > 0 and v % 16 == 0, "a positive int, a multiple of 16"),
-    ("embedding_shape", lambda v: _numbers(v, 4, lambda x: _is_int(x) and x > 0), "4 positive ints"),
-    ("lowres_size", lambda v: _is_int(v) and v > 0, "a positive int"),
-    ("pixel_mean", lambda v: _numbers(v, 3), "3 finite numbers"),
-    ("pixel_std", lambda v: _numbers(v, 3, lambda x: _is_finite(x) and x > 0), "3 finite numbers > 0"),
-    ("mask_threshold", _is_finite, "a finite number"),
-    ("refine_iterations", lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    ("presence_threshold", lambda v: v is None or (_is_finite(v) and 0 <= v <= 1), "null or a number in [0, 1]"),
-    ("presence_show_frames", lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    ("presence_hide_frames", lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    ("image_size", lambda v: _in(32, MAX_IMAGE_SIZE, _is_int)(v) and v % 16 == 0,
+     f"an int in [32, {MAX_IMAGE_SIZE}], a multiple of 16"),
+    ("embedding_shape", lambda v: _numbers(v, 4, _in(1, MAX_WIDTH, _is_int)), f"4 ints in [1, {MAX_WIDTH}]"),
+    ("lowres_size", _in(1, MAX_IMAGE_SIZE, _is_int), f"an int in [1, {MAX_IMAGE_SIZE}]"),
+    ("pixel_mean", lambda v: _numbers(v, 3, _in(0, 255)), "3 numbers in [0, 255]"),
+    ("pixel_std", lambda v: _numbers(v, 3, _in(1e-3, 255)), "3 numbers in [0.001, 255]"),
+    ("mask_threshold", _in(-SCORE_LIMIT, SCORE_LIMIT), f"a number in [-{SCORE_LIMIT:g}, {SCORE_LIMIT:g}]"),
+    ("refine_iterations", lambda v: _is_int(v) and 0 <= v <= MAX_REFINE_ITERATIONS,
+     f"an int in [0, {MAX_REFINE_ITERATIONS}]"),
+    # the presence score is the IoU head's raw output (not confined to [0, 1]); the threshold is on its scale
+    ("presence_threshold", lambda v: v is None or _in(-SCORE_LIMIT, SCORE_LIMIT)(v),
+     f"null or a number in [-{SCORE_LIMIT:g}, {SCORE_LIMIT:g}]"),
+    ("presence_show_frames", _in(1, MAX_PRESENCE_FRAMES, _is_int), f"an int in [1, {MAX_PRESENCE_FRAMES}]"),
+    ("presence_hide_frames", _in(1, MAX_PRESENCE_FRAMES, _is_int), f"an int in [1, {MAX_PRESENCE_FRAMES}]"),
     ("resize", lambda v: v in ("area", "bilinear"), "'area' or 'bilinear'"),
 ]
 
@@ -210,8 +279,16 @@ def _check_values(bundle: Bundle, path: Path) -> None:
     for name, ok, expected in _VALUE_CHECKS:
         if not ok(getattr(bundle, name)):
             _invalid(path, name, getattr(bundle, name), expected)
-    width = bundle.embedding_shape[1]
+    one, width, g, g2 = bundle.embedding_shape
+    size = bundle.image_size
+    if one != 1 or g != g2 or size % g or size // g < 2:
+        _invalid(path, "embedding_shape", bundle.embedding_shape,
+                 f"[1, C, g, g] with g = image_size / patch size (image_size {size}: e.g. {size // 16} for patches "
+                 "of 16)")
+    if bundle.lowres_size != 4 * g:
+        _invalid(path, "lowres_size", bundle.lowres_size, f"4 x the embedding grid, {4 * g} (embedding_shape {g})")
     tokens = bundle.prompt_tokens
-    if not (isinstance(tokens, list) and tokens and all(_numbers(row, width) for row in tokens)):
+    if not (isinstance(tokens, list) and 0 < len(tokens) <= MAX_PROMPT_TOKENS
+            and all(_numbers(row, width) for row in tokens)):
         _invalid(path, "prompt_tokens", tokens,
-                 f"a non-empty list of rows of {width} finite numbers (embedding_shape[1])")
+                 f"a list of 1 to {MAX_PROMPT_TOKENS} rows of {width} finite numbers (embedding_shape[1])")

@@ -15,6 +15,7 @@ from .errors import UserError
 
 FINETUNE_MODES = ("lora", "full")
 RESIZE_METHODS = ("area", "bilinear")  # "area": OpenCV INTER_AREA (ours); "bilinear": PIL's BILINEAR (the authors')
+PRESENCE_LIMIT = 1e6  # |presence_threshold|: the score is a raw IoU-head output, so no [0, 1] bound
 
 
 class ConfigError(UserError, ValueError):
@@ -23,6 +24,10 @@ class ConfigError(UserError, ValueError):
 
 def _fail(field_name: str, value: Any, why: str) -> None:
     raise ConfigError(f"{field_name}={value!r} is invalid: {why}")
+
+
+MAX_REFINE_ITERATIONS = 20  # refinement passes after the first (the paper uses 2); more is a typo, not a setting
+MAX_PRESENCE_FRAMES = 1000  # presence_show_frames / presence_hide_frames
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
@@ -160,12 +165,15 @@ class TextSamConfig:
             _fail("lora_alpha", self.lora_alpha, "must be a positive number or None (alpha = rank)")
         if self.finetune not in FINETUNE_MODES:
             _fail("finetune", self.finetune, f"must be one of {FINETUNE_MODES}")
-        _check_int("refine_iterations", self.refine_iterations, 0, 20)
+        _check_int("refine_iterations", self.refine_iterations, 0, MAX_REFINE_ITERATIONS)
+        # on the presence score's own scale (the IoU head's raw output, not confined to [0, 1]): finite, bounded
         if self.presence_threshold is not None and (isinstance(self.presence_threshold, bool) or not isinstance(
-                self.presence_threshold, (int, float)) or not 0.0 <= self.presence_threshold <= 1.0):
-            _fail("presence_threshold", self.presence_threshold, "must be a number in [0, 1] or None (presence off)")
-        _check_int("presence_show_frames", self.presence_show_frames, 1, 1000)
-        _check_int("presence_hide_frames", self.presence_hide_frames, 1, 1000)
+                self.presence_threshold, (int, float)) or not abs(self.presence_threshold) <= PRESENCE_LIMIT):
+            _fail("presence_threshold", self.presence_threshold,
+                  f"must be a finite number in [-{PRESENCE_LIMIT:g}, {PRESENCE_LIMIT:g}] on the presence score's "
+                  "scale, or None (presence off)")
+        _check_int("presence_show_frames", self.presence_show_frames, 1, MAX_PRESENCE_FRAMES)
+        _check_int("presence_hide_frames", self.presence_hide_frames, 1, MAX_PRESENCE_FRAMES)
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
             _fail("pixel_std", self.pixel_std, "pixel_mean and pixel_std must be 3 values, std > 0")
         if self.resize not in RESIZE_METHODS:

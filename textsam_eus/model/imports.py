@@ -9,6 +9,7 @@ cached. ``require_*()`` import the package and return the module, or raise an er
   the module ``onnxruntime``, and with both installed only the CPU provider is seen (onnxruntime issue #26996).
 * TensorRT (extra ``trt``) exists only on NVIDIA machines.
 * PyAV (``av``) is a base dependency; a broken environment without it gets a one-line error, not a traceback.
+* Ray (extra ``archive``) runs ``annotate`` over an archive of examinations, on one machine or a cluster.
 
 Needs nothing but the standard library at import time: every layer may import it.
 """
@@ -24,7 +25,8 @@ from .errors import UnavailableError
 
 __all__ = ["TensorRTUnavailable", "ONNXRUNTIME_HINT", "ONNXRUNTIME_GPU_HINT", "TENSORRT_HINT", "PYAV_HINT",
            "is_onnxruntime_available", "is_onnxruntime_gpu_available", "is_tensorrt_available", "is_pyav_available",
-           "installed_onnxruntime_flavours", "require_onnxruntime", "require_tensorrt", "require_pyav"]
+           "installed_onnxruntime_flavours", "require_onnxruntime", "require_tensorrt", "require_pyav",
+           "RAY_HINT", "is_ray_available", "require_ray"]
 
 ONNXRUNTIME_FLAVOURS = ("onnxruntime", "onnxruntime-gpu")  # the distributions of the extras cpu and gpu
 
@@ -37,6 +39,8 @@ TENSORRT_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU and
                  "`pip install 'textsam-eus[trt]'` (the `tensorrt` package), or use another engine "
                  "(torch, onnxruntime)")
 PYAV_HINT = "PyAV is not installed: pip install av (a dependency of textsam-eus; reinstall it)"
+RAY_HINT = ("Ray is not installed: pip install 'textsam-eus[archive]' (the `ray` package), or annotate the files one "
+            "after another with `textsam-eus stream --source FOLDER`")
 
 
 class TensorRTUnavailable(UnavailableError):
@@ -79,6 +83,12 @@ def is_pyav_available() -> bool:
     return _has_module("av")
 
 
+@lru_cache
+def is_ray_available() -> bool:
+    """Ray (``ray``, for ``annotate``) is installed."""
+    return _has_module("ray")
+
+
 def installed_onnxruntime_flavours() -> list[str]:
     """The ONNX Runtime distributions installed here (more than one is the clash the extras avoid)."""
     from importlib import metadata
@@ -115,3 +125,8 @@ def require_tensorrt() -> ModuleType:
 def require_pyav() -> ModuleType:
     """The ``av`` module, or an UnavailableError naming the fix."""
     return _require("av", is_pyav_available(), UnavailableError, PYAV_HINT)
+
+
+def require_ray() -> ModuleType:
+    """The ``ray`` module, or an UnavailableError naming the extra to install."""
+    return _require("ray", is_ray_available(), UnavailableError, RAY_HINT)

@@ -27,8 +27,10 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["IMAGE_EXTENSIONS", "COLOR_ORDERS", "FrameError", "to_uint8", "to_rgb_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "COLOR_ORDERS", "MIN_FRAME_SIDE", "FrameError", "to_uint8", "to_rgb_uint8"]
 
+#: The smallest frame side the model takes (smaller stills of a folder are listed and skipped).
+MIN_FRAME_SIDE = 8
 #: The image files the dataset readers and the image-folder source accept (lower case).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 COLOR_ORDERS = ("rgb", "bgr")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import transforms as T
+from .config import MAX_REFINE_ITERATIONS
 from .errors import OptionError
 
 REFINE_PROMPTS = ("none", "box", "point", "box+centroid", "box+5points")
@@ -124,8 +125,8 @@ class Segmenter:
                  sync: Callable[[], None] | None = None, resize: str | None = None, prepost=None) -> None:
         if refine_prompts not in REFINE_PROMPTS:
             raise OptionError(f"refine_prompts={refine_prompts!r} is invalid: choose one of {REFINE_PROMPTS}")
-        if iterations < 0:
-            raise OptionError(f"iterations={iterations} is invalid: must be >= 0")
+        if not 0 <= iterations <= MAX_REFINE_ITERATIONS:
+            raise OptionError(f"iterations={iterations} is invalid: must be in [0, {MAX_REFINE_ITERATIONS}]")
         self.encode, self.decode = encode, decode
         self.image_size = image_size
         self.pixel_mean, self.pixel_std = tuple(pixel_mean), tuple(pixel_std)

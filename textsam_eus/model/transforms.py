@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .pixels import COLOR_ORDERS, FrameError, to_rgb_uint8  # noqa: F401 (COLOR_ORDERS, FrameError: re-exported)
+from .pixels import COLOR_ORDERS, MIN_FRAME_SIDE, FrameError, to_rgb_uint8  # noqa: F401 (COLOR_ORDERS, FrameError: re-exported)
 from .config import RESIZE_METHODS  # noqa: F401 (TextSamConfig.resize)
 
 
@@ -41,8 +41,9 @@ def to_rgb(frame: np.ndarray, color_order: str = "rgb") -> np.ndarray:
                          "x 255, else 0..255)")
     if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))):
         raise FrameError(f"expected a frame of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {frame.shape}")
-    if frame.shape[0] < 8 or frame.shape[1] < 8:
-        raise FrameError(f"frame of {frame.shape[1]}x{frame.shape[0]} pixels is too small (at least 8x8)")
+    if frame.shape[0] < MIN_FRAME_SIDE or frame.shape[1] < MIN_FRAME_SIDE:
+        raise FrameError(f"frame of {frame.shape[1]}x{frame.shape[0]} pixels is too small (at least "
+                         f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE})")
     return to_rgb_uint8(frame, color_order)
 
 

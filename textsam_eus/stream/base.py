@@ -15,6 +15,10 @@ from ..model.errors import UserError
 from ..model.pixels import IMAGE_EXTENSIONS, to_rgb_uint8  # noqa: F401 (IMAGE_EXTENSIONS: re-exported)
 from .record import FrameRecord
 
+# the file names a folder of recordings is searched for (``stream --source FOLDER``, ``annotate``); DICOM files are
+# found by their content (``DICM`` after the preamble), whatever their extension
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
+
 ACCEPTED_SPECS = (
     "  - a video file readable by FFmpeg (e.g. clip.mp4, clip.avi, clip.mkv, clip.ts)\n"
     "  - a DICOM ultrasound file (multi-frame cine or one frame), or a folder of them\n"
@@ -85,7 +89,9 @@ class FrameSource:
     per_file_outputs: bool = False  # image folders: outputs named after each input file
 
     def __init__(self) -> None:
-        self.warnings: list[str] = []  # e.g. "requested 1920x1080, device delivers 1280x720"
+        self.warnings: list[str] = []  # e.g. "requested 1920x1080, device delivers 1280x720" (also added while read)
+        self.exhausted = False  # the frames ran out by themselves (not closed early)
+        self.ended_early: str | None = None  # why the input ended before its stated end (a truncated file)
         self.stats: dict[str, Any] = {
             "decoded": 0,
             "skipped_packets": 0,
@@ -110,7 +116,11 @@ class FrameSource:
             raise StopIteration
         if self._gen is None:
             self._gen = self._frames()
-        frame = next(self._gen)
+        try:
+            frame = next(self._gen)
+        except StopIteration:
+            self.exhausted = not self._closed
+            raise
         if self._closed:  # closed from another thread while this one was reading
             self._finish()
             raise StopIteration

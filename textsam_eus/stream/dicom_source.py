@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -129,6 +130,17 @@ class DicomSource(FrameSource):
 
     def __init__(self, path: str | os.PathLike, *, fps: float | None = None) -> None:
         super().__init__()
+        with warnings.catch_warnings(record=True) as caught:  # pydicom's, as one line each (before any thread)
+            warnings.simplefilter("always")
+            try:
+                self._open(path, fps)
+            finally:
+                for w in caught:
+                    text = (str(w.message).strip().splitlines() or [w.category.__name__])[0]
+                    if f"pydicom: {text}" not in self.warnings:
+                        self.warnings.append(f"pydicom: {text}")
+
+    def _open(self, path: str | os.PathLike, fps: float | None) -> None:
         import pydicom
         from pydicom.errors import InvalidDicomError
 
@@ -154,7 +166,11 @@ class DicomSource(FrameSource):
         self.photometric = photometric
         self.bits_stored = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
         self.transfer_syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
-        self.n_frames = int(ds.get("NumberOfFrames") or 1)
+        try:
+            self.declared_frames = int(ds.get("NumberOfFrames")) if ds.get("NumberOfFrames") not in (None, "") else 1
+        except (TypeError, ValueError):
+            self.declared_frames = 1
+        self.n_frames = max(1, self.declared_frames)
         self.size = (cols, rows)
         rate, self._times = _frame_rate(ds)
         if fps is not None:
@@ -184,6 +200,13 @@ class DicomSource(FrameSource):
             self._release()
             if "PixelData" in str(e) or "Pixel Data" in str(e):
                 raise SourceError(f"{self.path}: the DICOM file has no pixel data; pass an image file") from None
+            from pydicom.uid import UID
+
+            if not UID(self.transfer_syntax).is_compressed:  # no codec is missing: the data is not there
+                said = (f"NumberOfFrames is {self.declared_frames}" if self.declared_frames < 1 else
+                        f"it declares {self.declared_frames} frame(s) of {self.size[0]}x{self.size[1]}")
+                raise SourceError(f"{self.path}: the DICOM file has no frames to read ({said}, and its pixel data "
+                                  "does not hold one whole frame); export the clip again from the scanner") from None
             raise SourceError(f"{self.path}: cannot decode its pixel data (transfer syntax {self.transfer_syntax}): "
                               f"{str(e).splitlines()[0][:200]}; for JPEG install pylibjpeg and pylibjpeg-libjpeg "
                               "(or Pillow)") from None
@@ -202,6 +225,12 @@ class DicomSource(FrameSource):
             return float(self._times[index])
         return index / self.fps
 
+    def _ended_early(self, index: int, why: str) -> None:
+        """Fewer frames than the file declares: recorded, so the run is not called complete."""
+        self.ended_early = (f"only {index} of the {self.declared_frames} frames of {self.path.name} could be read "
+                            f"({why}); the file is truncated or its NumberOfFrames is wrong")
+        self.warnings.append(self.ended_early)
+
     def _frames(self) -> Iterator[FrameRecord]:
         index = 0
         pending, self._first = self._first, None
@@ -210,11 +239,12 @@ class DicomSource(FrameSource):
                 try:
                     pending = next(self._pixels)
                 except StopIteration:
+                    if index < self.declared_frames:
+                        self._ended_early(index, "the pixel data ends there")
                     return
                 except Exception as e:  # noqa: BLE001 - a damaged frame ends the file; what was read is kept
                     self.stats["decode_errors"] += 1
-                    self.warnings.append(f"{self.path.name}: frame {index + 1} cannot be decoded "
-                                         f"({type(e).__name__}); the run stops there")
+                    self._ended_early(index, f"frame {index + 1} cannot be decoded: {type(e).__name__}")
                     return
             img = self._rgb(pending)
             pending = None

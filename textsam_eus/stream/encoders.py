@@ -19,6 +19,7 @@ import numpy as np
 
 from ..model.errors import UserError
 from ..model.imports import require_pyav
+from .manifest import claim
 
 __all__ = ["SinkError", "VideoEncoder", "MaskVideoEncoder", "read_mask_video", "FRAGMENTED_MP4"]
 
@@ -113,6 +114,7 @@ class _AvVideoEncoder:
         self.input_size = (width, height)
         self.padding = (pw, ph)
         self.size = (width + pw, height + ph)
+        claim(self.path)
         try:
             container = av.open(str(self.path), mode="w", options=self.container_options or None)
         except (av.FFmpegError, OSError, ValueError) as e:
@@ -206,7 +208,8 @@ class _AvVideoEncoder:
         """Flush the encoder and finalise the file. Idempotent.
 
         After a failed write (a full disk) nothing more is written: the file is cut back to its last complete
-        fragment, so what it holds plays cleanly (``stats['truncated_to_bytes']``).
+        fragment, so what it holds plays cleanly (``stats['truncated_to_bytes']``), and ``frames_written`` becomes
+        the number of frames the file really holds. The same when finalising fails (then this raises).
         """
         if self._closed:
             return
@@ -220,9 +223,7 @@ class _AvVideoEncoder:
                 container.close()
             except Exception:
                 pass
-            with open(self.path, "r+b") as f:
-                f.truncate(self._good_bytes)
-            self.stats["truncated_to_bytes"] = self._good_bytes
+            self._cut_back()
             return
         err = None
         try:
@@ -235,7 +236,18 @@ class _AvVideoEncoder:
         except Exception as e:
             err = err or e
         if err is not None:
+            self._cut_back()
             raise SinkError(f"error while finalising {self.path}: {err}") from err
+
+    def _cut_back(self) -> None:
+        """Cut the file back to its last complete fragment and count the frames it holds."""
+        try:
+            with open(self.path, "r+b") as f:
+                f.truncate(self._good_bytes)
+        except OSError:
+            pass
+        self.stats["truncated_to_bytes"] = self._good_bytes
+        self.frames_written = self.stats["written"] = _count_frames(self.path)
 
     @property
     def closed(self) -> bool:
@@ -332,6 +344,18 @@ class MaskVideoEncoder(_AvVideoEncoder):
         if mask.ndim != 2:
             raise SinkError(f"expected an HxW mask, got shape {mask.shape}")
         return np.where(mask > 0, np.uint8(255), np.uint8(0))
+
+
+def _count_frames(path: Path) -> int:
+    """Video frames (packets with data) a file holds, by demuxing it (0 when it does not open)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except Exception:  # noqa: BLE001 - an empty or unreadable file holds no frame
+        return 0
 
 
 def read_mask_video(path: str | os.PathLike) -> Iterator[np.ndarray]:

@@ -8,7 +8,11 @@ every frame, in order.
 
 Every stop — end of input, a lost device, SIGINT/SIGTERM (any number of them), an error in any stage, a full
 disk — finalises the outputs written so far: signals only ask the run to stop and cannot interrupt finalisation;
-on a full disk a reserve file is freed to make room for it. ``summary.json`` is written when the run starts
+on a full disk a reserve file is freed to make room for it. A stop request ends the run within
+``stop_timeout_s`` whatever the engine is doing: stages still busy then (an engine call that does not return) are
+left behind and the outputs are finalised without their frames. ``complete`` means every frame of the input was
+written: a file that ends before its stated end (a truncated DICOM) is not complete, and a signal that arrives
+after the last frame was written does not make the run incomplete. ``summary.json`` is written when the run starts
 (``complete: false``), refreshed every few seconds, and rewritten at the end with ``complete`` and ``stop_reason``,
 so after a SIGKILL it says the run did not finish. The overlay MP4 is fragmented and plays up to the kill.
 """
@@ -30,6 +34,7 @@ from ..common.screen import LayoutTracker
 from ..model.errors import OptionError, UserError
 from ..model.mask_metrics import mask_iou
 from .base import FrameSource
+from .manifest import claim
 from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay, hud_box_size, quiet_corner
 from ..common.presence import PresenceGate
@@ -40,8 +45,12 @@ from .roi import ROI
 from .sinks import (MaskPngSink, MaskVideoSink, OutputIndexSink, OverlayPngSink, OverlayVideoSink, ReportSink,
                     Sink, WindowSink)
 from .stages import FifoQueue, LatestQueue, ReorderQueue, Stage, run_stage
+from .warn import one_line_warnings
 
 HEARTBEAT_S = 2.0  # how often summary.json is refreshed during a run
+MAX_ITERATIONS = 20  # = model.config.MAX_REFINE_ITERATIONS (stream stays free of the model's torch modules)
+MAX_WORKERS = 64
+MAX_FRAMES = 1_000_000_000  # 190 days at 60 fps
 
 
 def _drop_specks(mask: np.ndarray, keep: float = 0.2) -> np.ndarray:
@@ -58,6 +67,33 @@ def _drop_specks(mask: np.ndarray, keep: float = 0.2) -> np.ndarray:
         mask = mask.copy()
         mask[np.isin(labels, small)] = 0
     return mask
+
+
+def _through(source, attr: str, default):
+    """``source.<attr>``, or that of the source it wraps (a ``--realtime`` replay), when it has none."""
+    for _ in range(4):
+        if source is None:
+            break
+        value = getattr(source, attr, None)
+        if value is not None and value is not False:
+            return value
+        source = getattr(source, "inner", None)
+    return default
+
+
+def input_files(source) -> list[Path]:
+    """The files ``source`` reads (a video or DICOM file, the images of a folder; through a ``--realtime``
+    replay): ``--overwrite`` never removes them."""
+    files: list[Path] = []
+    for _ in range(4):
+        if source is None:
+            break
+        path = getattr(source, "path", None)
+        if isinstance(path, Path):
+            files.append(path)
+        files += [p for p in getattr(source, "files", None) or [] if isinstance(p, Path)]
+        source = getattr(source, "inner", None)
+    return files
 
 
 class StreamError(UserError, RuntimeError):
@@ -90,6 +126,8 @@ class PipelineConfig:
     serve: str | int | None = None  # "[HOST:]PORT": a browser live view while the run lasts (stream/serve.py)
     deidentify: bool = False  # DICOM outputs: new UIDs, no patient / study identifiers
     html_report: bool = False  # report.html beside summary.json at the end (the CLI's default)
+    stop_timeout_s: float = 5.0  # after a stop request, how long the stages may take to drain before the outputs
+    # are finalised without them (an engine call that does not return cannot hold the run)
     model: dict | None = None  # the model's name, checkpoint and SHA-256, named by the DICOM/COCO writers
 
     def __post_init__(self) -> None:
@@ -99,12 +137,19 @@ class PipelineConfig:
                 raise OptionError(f"roi={self.roi!r} is invalid: use 'auto', an ROI or None")
         if self.queue_size < 1:
             raise OptionError(f"queue_size={self.queue_size} is invalid: must be >= 1")
-        if self.workers < 1:
-            raise OptionError(f"workers={self.workers} is invalid: must be >= 1")
+        if self.iterations is not None and not (isinstance(self.iterations, int) and
+                                                0 <= self.iterations <= MAX_ITERATIONS):
+            raise OptionError(f"iterations={self.iterations} is invalid: refinement passes are 0 to "
+                              f"{MAX_ITERATIONS} (the default is the model's, 2)")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise OptionError(f"workers={self.workers} is invalid: use 1 to {MAX_WORKERS}")
+        if not 0 < self.stop_timeout_s <= 3600:
+            raise OptionError(f"stop_timeout_s={self.stop_timeout_s} is invalid: use seconds in (0, 3600]")
         if self.workers > 1 and self.temporal:
             raise OptionError("temporal seeding needs the previous frame's result: use workers=1 with --temporal")
-        if self.max_frames is not None and self.max_frames <= 0:
-            raise OptionError(f"max_frames={self.max_frames} is invalid: must be >= 1 (or leave it out for all)")
+        if self.max_frames is not None and not 1 <= self.max_frames <= MAX_FRAMES:
+            raise OptionError(f"max_frames={self.max_frames} is invalid: use 1 to {MAX_FRAMES} (or leave it out "
+                              "for all)")
 
 
 class StreamPipeline:
@@ -132,7 +177,8 @@ class StreamPipeline:
         self.errors: list[BaseException] = []
         self.stop_reason: str | None = None
         self.signals: list[str] = []
-        self.warnings: list[str] = list(getattr(source, "warnings", []) or [])
+        self.warnings: list[str] = []  # the run's and the source's (copied as they appear), printed once each
+        self._source_warnings_seen = 0
         self.stats: dict[str, Any] = {"frames_in": 0, "frames_out": 0, "temporal_seeded": 0, "size_changes": 0}
         self.report: LatencyReport | None = None
         self.sinks: list[Sink] = []
@@ -146,6 +192,10 @@ class StreamPipeline:
         self._stability = [0.0, 0]  # sum, count of consecutive-frame mask IoU
         self._fps_window: deque[float] = deque()  # draw times of the last second (the HUD's fps)
         self._finalised = False
+        self._sink_lock = threading.Lock()  # the write stage's sinks vs. finalising them from the main thread
+        self._sinks_closed = False
+        self._closing = False  # finalisation has begun (it is never cut short)
+        self._input_done = False  # the input ended by itself (or at max_frames), not by a stop request
         self.thumbnails = None  # the report's sample frames (html_report)
         self.live_view = live_view  # the --serve sink
         self._t0 = time.perf_counter()
@@ -227,11 +277,13 @@ class StreamPipeline:
             try:
                 record = next(it)
             except StopIteration:
+                self._input_done = _through(self.source, "exhausted", False)
                 return
             record.timings["video_decode"] = (time.perf_counter() - t) * 1e3
             yield record
             if self.cfg.max_frames and self.stats["frames_in"] >= self.cfg.max_frames:
                 self.stop_reason = self.stop_reason or f"max frames ({self.cfg.max_frames})"
+                self._input_done = True
                 return
 
     def _admit(self, rec: FrameRecord) -> FrameRecord:
@@ -251,10 +303,7 @@ class StreamPipeline:
         roi = self.cfg.roi
         if not isinstance(roi, ROI) or roi.fits(rec.width, rec.height):
             return roi
-        msg = f"ROI {roi} does not fit {rec.width}x{rec.height} frames: those frames are segmented whole"
-        if msg not in self.warnings:
-            self.warnings.append(msg)
-            print(f"warning: {msg}", file=sys.stderr)
+        self.warn(f"ROI {roi} does not fit {rec.width}x{rec.height} frames: those frames are segmented whole")
         rec.info["roi"] = "full frame"
         return None
 
@@ -354,42 +403,84 @@ class StreamPipeline:
         return rec
 
     def _write(self, rec: FrameRecord) -> None:
-        t = time.perf_counter()
-        for sink in self.sinks:
-            sink.write(rec)
-            if sink.stop_requested:
-                self.stop_reason = self.stop_reason or "window closed"
-                self.stop_event.set()
-        rec.timings["sink_write"] = (time.perf_counter() - t) * 1e3
-        rec.timings["capture_to_written"] = (time.monotonic() - rec.timestamp) * 1e3
-        self.report_sink.write(rec)
-        self.stats["frames_out"] += 1
-        if self.progress:
-            self.progress(1)
+        with self._sink_lock:
+            if self._sinks_closed:  # finalised without this stage (it did not stop in time)
+                return None
+            t = time.perf_counter()
+            for sink in self.sinks:
+                sink.write(rec)
+                if sink.stop_requested:
+                    self.stop_reason = self.stop_reason or "window closed"
+                    self.stop_event.set()
+            rec.timings["sink_write"] = (time.perf_counter() - t) * 1e3
+            rec.timings["capture_to_written"] = (time.monotonic() - rec.timestamp) * 1e3
+            self.report_sink.write(rec)
+            self.stats["frames_out"] += 1
+            if self.progress:
+                self.progress(1)
         rec.image = rec.overlay = rec.mask = None  # nothing of the frame outlives its write
         return None
 
-    def _close_sinks(self) -> None:
-        if any(is_disk_full(e) for e in self.errors) and self.folder is not None:
-            self.folder.release_reserve()  # room to finalise what was written
-        if self.index_sink is not None:
+    def _close_sinks(self, timeout: float | None = None) -> None:
+        """Finalise every sink (in the write stage's thread; from the main thread when that stage did not stop in
+        time, waiting at most ``timeout`` for a write in progress)."""
+        self._closing = True
+        if not self._sink_lock.acquire(timeout=-1 if timeout is None else timeout):
+            self.warn(f"a sink write did not return within {timeout:g} s: the outputs could not be finalised")
+            return
+        try:
+            if self._sinks_closed:
+                return
+            self._sinks_closed = True
+            if any(is_disk_full(e) for e in self.errors) and self.folder is not None:
+                self.folder.release_reserve()  # room to finalise what was written
+            for sink in self.sinks:
+                if sink is self.index_sink:
+                    continue
+                try:
+                    sink.close()
+                except BaseException as exc:  # noqa: BLE001 - the others still close
+                    self.errors.append(exc)
+            if self.index_sink is not None:
+                self._close_index()
+            self._finalised = True
+        finally:
+            self._sink_lock.release()
+
+    def _close_index(self) -> None:
+        """outputs.csv last: rows whose frame a video lost (cut back to its last whole fragment on a full disk)
+        say so, then the rows of the inputs that gave no frame."""
+        reason = "disk full" if any(is_disk_full(e) for e in self.errors) else "not written"
+        try:
+            for sink in self.sinks:
+                lost = sink.lost_rows() if hasattr(sink, "lost_rows") else None
+                if lost is not None:
+                    column, first = lost
+                    self.index_sink.mark_lost(column, first, f"{column} lost ({reason})")
+            reasons = _through(self.source, "skip_reasons", None) or {}
             for index, path in getattr(self.source, "unreadable", []) or []:
-                self.index_sink.add_missing(index, path, "unreadable")
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except BaseException as exc:  # noqa: BLE001 - the others still close
-                self.errors.append(exc)
-        self._finalised = True
+                self.index_sink.add_missing(index, path, reasons.get(index, "unreadable"))
+        except BaseException as exc:  # noqa: BLE001
+            self.errors.append(exc)
+        try:
+            self.index_sink.close()
+        except BaseException as exc:  # noqa: BLE001
+            self.errors.append(exc)
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum, _frame) -> None:
         name = signal.Signals(signum).name
         self.signals.append(name)
         if len(self.signals) == 1:
-            self.stop_reason = self.stop_reason or f"stopped by {name}"
             print(f"\n{name}: stopping; finalising the outputs (further signals are ignored until done)",
                   file=sys.stderr, flush=True)
+        self.stop_event.set()
+        self.source.close()
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the run to stop, from any thread (a worker told to stop by its driver): the outputs written so far
+        are finalised and ``summary.json`` says ``complete: false`` with ``reason``."""
+        self.stop_reason = self.stop_reason or reason
         self.stop_event.set()
         self.source.close()
 
@@ -414,8 +505,9 @@ class StreamPipeline:
             self.live_view = LiveViewSink(self.cfg.serve, counters=self._counters)
         old_handlers = self._install_signal_handlers()  # before any output exists: nothing can be half-written
         try:
-            with OutputFolder(self.out, overwrite=self.cfg.overwrite,
-                              reserve_bytes=self.cfg.disk_reserve_bytes) as folder:
+            with one_line_warnings(self.warn), \
+                    OutputFolder(self.out, overwrite=self.cfg.overwrite, reserve_bytes=self.cfg.disk_reserve_bytes,
+                                 protect=input_files(self.source)) as folder:
                 self.folder = folder
                 summary = self._run_in(folder)
         finally:
@@ -437,10 +529,10 @@ class StreamPipeline:
         self.report = LatencyReport(name=getattr(self.source, "name", ""), spool=self.out / "frames.jsonl")
         self.report_sink = ReportSink(self.report)
         stages: list[Stage] = []
+        left_behind = False
         try:
             self.sinks = self._open_sinks()
-            for w in self.warnings:
-                print(f"warning: {w}", file=sys.stderr)
+            self._poll_source_warnings()
             self._write_summary(running=True)
             stages = self.compose()
             self.report.start()
@@ -449,23 +541,60 @@ class StreamPipeline:
                 st.thread = threading.Thread(target=run_stage, args=(st, self.stop_event, self.errors),
                                              name=st.name, daemon=True)
                 st.thread.start()
-            last_beat = time.monotonic()
-            while any(st.thread.is_alive() for st in stages):
-                stages[-1].thread.join(timeout=0.1)
-                if time.monotonic() - last_beat > HEARTBEAT_S:
-                    self._write_summary(running=True)
-                    last_beat = time.monotonic()
+            left_behind = self._wait(stages)
         finally:
             self.stop_event.set()
             self.source.close()
+            end = time.monotonic() + (1.0 if left_behind else self.cfg.stop_timeout_s)
             for st in stages:
                 if st.thread is not None:
-                    st.thread.join(timeout=10)
+                    st.thread.join(timeout=max(0.0, end - time.monotonic()))
             if not stages:  # failed before the stages ran: close what was opened
                 self._close_sinks()
+            if left_behind:  # what a stage left behind may still report an error: not this run's any more
+                self.errors = list(self.errors)
+            self._poll_source_warnings()
             self.report.stop()
             summary = self._write_summary(running=False)
         return summary
+
+    def _wait(self, stages: list[Stage]) -> bool:
+        """Wait for the write stage (which finalises the outputs), refreshing summary.json. After a stop request
+        the stages get ``stop_timeout_s`` to drain; then the outputs are finalised from here without the stages
+        still busy (True: stages were left behind)."""
+        writer = stages[-1].thread
+        last_beat, deadline = time.monotonic(), None
+        while writer.is_alive():
+            writer.join(timeout=0.1)
+            self._poll_source_warnings()
+            now = time.monotonic()
+            if deadline is None and self.stop_event.is_set():
+                deadline = now + self.cfg.stop_timeout_s
+            if deadline is not None and now > deadline and not self._closing and writer.is_alive():
+                busy = [st.name for st in stages if st.thread.is_alive() and st is not stages[-1]]
+                self.warn(f"{', '.join(busy) or 'the writer'} did not stop within {self.cfg.stop_timeout_s:g} s of "
+                          "the stop request (an engine or source call still running): the outputs were finalised "
+                          "without the frames in flight")
+                self._close_sinks(timeout=10.0)
+                return True
+            if now - last_beat > HEARTBEAT_S:
+                self._write_summary(running=True)
+                last_beat = now
+        return False
+
+    # ------------------------------------------------------------------ warnings
+    def warn(self, message: str) -> None:
+        """Record a warning for summary.json and print it once, as one line."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def _poll_source_warnings(self) -> None:
+        """The source's warnings, also those raised while it is read (a truncated file, a skipped still)."""
+        found = list(getattr(self.source, "warnings", None) or [])
+        for w in found[self._source_warnings_seen:]:
+            self.warn(w)
+        self._source_warnings_seen = len(found)
 
     # ------------------------------------------------------------------ summary
     def _stop_reason(self) -> tuple[bool, str]:
@@ -475,9 +604,14 @@ class StreamPipeline:
                 return False, f"disk full: {e}"
             return False, f"error: {type(e).__name__}: {e}"
         dropped = self._frames_queue.dropped if isinstance(self._frames_queue, LatestQueue) else 0
-        if self.signals and self.stats["frames_out"] + dropped < self.stats["frames_in"]:
-            # a signal stopped frames that were already read (also after the input had ended)
+        written = self.stats["frames_out"] + dropped >= self.stats["frames_in"]
+        if self.signals and not (written and self._input_done):
+            # a signal stopped the input, or frames that were already read (also after the input had ended); one
+            # that came after the last frame was written stops nothing
             return False, f"stopped by {self.signals[0]}"
+        early = _through(self.source, "ended_early", None)
+        if early:
+            return False, f"input ended early: {early}"
         if self.stop_reason:
             return self.stop_reason.startswith("max frames"), self.stop_reason
         if self.source.stats.get("lost"):
@@ -537,6 +671,7 @@ class StreamPipeline:
         from .report_html import REPORT_NAME, write_report_html
 
         try:
+            claim(self.out / REPORT_NAME)
             write_report_html(self.out, summary, self.thumbnails or [])
             summary["outputs"]["report"] = REPORT_NAME
         except OSError:

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from .manifest import claim
+
 # --------------------------------------------------------------------------- latency
 
 def json_safe(v):
@@ -36,6 +38,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as JSON (non-finite numbers as null) to a temporary name, then rename it into place."""
     path = Path(path)
     part = path.with_name(path.name + ".part")
+    claim(path)
     try:
         part.write_text(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False), encoding="utf-8")
         os.replace(part, path)
@@ -114,6 +117,7 @@ class LatencyReport:
         self.spool_path = Path(spool) if spool is not None else None
         if self.spool_path is not None:
             self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            claim(self.spool_path)
             self._spool = open(self.spool_path, "w+", encoding="utf-8", buffering=1)
         else:
             self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")
@@ -263,6 +267,7 @@ class LatencyReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(path.name + ".part")
+        claim(path)
         try:
             with open(part, "w", encoding="utf-8") as f:
                 f.write('{"summary": ' + json.dumps(json_safe(self.summary()), indent=2, allow_nan=False)
@@ -281,6 +286,7 @@ class LatencyReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         cols = self._columns()
         part = path.with_name(path.name + ".part")
+        claim(path)
         try:
             with open(part, "w", newline="", encoding="utf-8") as f:
                 w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")

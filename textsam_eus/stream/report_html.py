@@ -201,7 +201,8 @@ def _png(fig) -> str:
 
 def _legend_outside(ax, **kwargs) -> None:
     """The legend to the right of the plot, so it never covers a curve (the PNG is cropped to fit it)."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+    if ax.get_legend_handles_labels()[0]:  # no labelled artist (nothing measured): no legend, no warning
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
 
 
 def _plots(series: dict[str, Any], summary: dict[str, Any]) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .encoders import SinkError
+from .manifest import claim
 from .record import FrameRecord
 from .report import json_safe
 from .sinks import Sink
@@ -55,6 +56,8 @@ class CocoMaskSink(Sink):
         self.final = self.out / name
         self.part = self.out / (name + ".part")
         self.images_part = self.out / (Path(name).stem + ".images.part")
+        claim(self.final)
+        claim(self.images_part)
         try:
             self._f = open(self.part, "w", encoding="utf-8")
             self._images = open(self.images_part, "w+", encoding="utf-8")

@@ -32,6 +32,7 @@ import numpy as np
 
 from .dicom_source import DicomInfo
 from .encoders import SinkError
+from .manifest import claim
 from .record import FrameRecord
 from .sinks import Sink
 
@@ -54,6 +55,7 @@ def _software_version() -> str:
 
 def _save(ds, path: Path) -> None:
     part = path.with_name(path.name + ".part")
+    claim(path)
     try:
         ds.save_as(str(part), enforce_file_format=True)
         os.replace(part, path)
@@ -74,6 +76,7 @@ class DicomSegSink(Sink):
         except ImportError as exc:
             raise SinkError(f"--masks dicom-seg needs highdicom and pydicom ({exc}); pip install highdicom") from None
         self.out, self.folder, self.source, self.deidentify = Path(out), folder, source, bool(deidentify)
+        claim(self.out / folder, is_dir=True)
         (self.out / folder).mkdir(parents=True, exist_ok=True)
         model = dict(model or {})
         sha = str(model.get("sha256") or "unknown")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .encoders import SinkError
+from .manifest import claim
 from .record import FrameRecord
 from .sinks import Sink
 
@@ -63,6 +64,8 @@ class _Volume:
         self.final = out / rel
         self.frames_path = out / (rel[: -len(".gz")] + ".frames.gz.part")
         self.frames = 0
+        claim(self.final)
+        claim(self.frames_path)
         try:
             self._gz = gzip.open(self.frames_path, "wb", compresslevel=level)
         except OSError as exc:

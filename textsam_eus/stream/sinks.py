@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .encoders import MaskVideoEncoder, SinkError, VideoEncoder
+from .manifest import claim
 from .record import FrameRecord
 from .report import LatencyReport
 from .window import Window
@@ -44,6 +46,7 @@ def write_png(path: Path, image: np.ndarray, compression: int = 1) -> None:
     if not ok:
         raise SinkError(f"PNG encoding failed for {path}")
     part = path.with_name(path.name + ".part")
+    claim(path)  # listed as the run's own before it exists (with its .part)
     try:
         buf.tofile(str(part))  # works with non-ASCII paths
         os.replace(part, path)
@@ -99,6 +102,7 @@ class OverlayVideoSink(Sink):
         self.encoder = VideoEncoder(self.out / name, fps)
         self.size: tuple[int, int] | None = None
         self.letterboxed = 0
+        self.records = 0
 
     def write(self, record: FrameRecord) -> None:
         image = record.overlay
@@ -109,10 +113,16 @@ class OverlayVideoSink(Sink):
             image = letterbox(image, self.size)
             self.letterboxed += 1
         self.encoder.write(image, record.pts)
+        self.records += 1
         _note(record, "overlay", self.rel)
 
     def close(self) -> None:
         self.encoder.close()
+
+    def lost_rows(self) -> tuple[str, int] | None:
+        """("overlay", the first record not in the file) when the file lost frames (cut back on a full disk)."""
+        kept = self.encoder.frames_written
+        return ("overlay", kept) if kept < self.records else None
 
     def describe(self) -> dict[str, Any]:
         return {"video": self.rel, "video_frames": self.encoder.frames_written,
@@ -127,6 +137,8 @@ class MaskVideoSink(Sink):
         self.files: list[str] = []
         self.encoder: MaskVideoEncoder | None = None
         self.size: tuple[int, int] | None = None
+        self.records = 0
+        self._segment_records = 0  # records given to the current segment
 
     def _start_segment(self) -> None:
         if self.encoder is not None:
@@ -134,6 +146,7 @@ class MaskVideoSink(Sink):
         rel = "masks.mkv" if not self.files else f"masks_seg{len(self.files):03d}.mkv"
         self.encoder = MaskVideoEncoder(self.out / rel, self.fps)
         self.files.append(rel)
+        self._segment_records = 0
 
     def write(self, record: FrameRecord) -> None:
         size = (record.mask.shape[1], record.mask.shape[0])
@@ -141,11 +154,19 @@ class MaskVideoSink(Sink):
             self._start_segment()
             self.size = size
         self.encoder.write(record.mask, record.pts)
+        self.records += 1
+        self._segment_records += 1
         _note(record, "mask", f"{self.files[-1]}#{self.encoder.frames_written - 1}")
 
     def close(self) -> None:
         if self.encoder is not None:
             self.encoder.close()
+
+    def lost_rows(self) -> tuple[str, int] | None:
+        """("mask", the first record not in the last segment) when it lost frames (cut back on a full disk)."""
+        if self.encoder is None or self.encoder.frames_written >= self._segment_records:
+            return None
+        return "mask", self.records - (self._segment_records - self.encoder.frames_written)
 
     def describe(self) -> dict[str, Any]:
         return {"masks": self.files}
@@ -158,6 +179,7 @@ class _PngPerFrameSink(Sink):
 
     def __init__(self, out: Path, folder: str) -> None:
         self.out, self.folder = Path(out), folder
+        claim(self.out / folder, is_dir=True)
         (self.out / folder).mkdir(parents=True, exist_ok=True)
         self.written = 0
 
@@ -206,31 +228,50 @@ class OutputIndexSink(Sink):
     decision, mask area (line-flushed).
 
     List it after the sinks whose outputs it maps. ``add_missing`` appends rows for inputs that produced nothing
-    (unreadable files).
+    (unreadable files); ``mark_lost`` rewrites the last rows whose output a video lost (on a full disk).
     """
+
+    TAIL = 4096  # rows kept to be rewritten (a video loses at most its last fragment: about a second of frames)
 
     COLUMNS = ("index", "source_file", "width", "height", "mask", "overlay", "iou_pred", "presence", "decision",
                "mask_area", "status")
 
     def __init__(self, out: Path, name: str = "outputs.csv") -> None:
         self.rel = name
+        claim(Path(out) / name)
         self._f = open(Path(out) / name, "w", newline="", encoding="utf-8", buffering=1)
         self._w = csv.DictWriter(self._f, fieldnames=self.COLUMNS)
         self._w.writeheader()
         self.rows = 0
+        self._tail: deque[tuple[int, int, dict]] = deque(maxlen=self.TAIL)  # (row, file offset, row)
 
     def write(self, record: FrameRecord) -> None:
         outputs = record.info.get("outputs", {})
         iou = getattr(record.result, "iou", None)
-        self._w.writerow({"index": record.index, "source_file": record.file or record.source,
-                          "width": record.width, "height": record.height, "mask": outputs.get("mask", ""),
-                          "overlay": outputs.get("overlay", ""),
-                          "iou_pred": "" if iou is None or not np.isfinite(iou) else round(float(iou), 4),
-                          "presence": "" if record.info.get("presence") is None else record.info["presence"],
-                          "decision": record.info.get("decision", ""),
-                          "mask_area": record.info.get("mask_area", ""),
-                          "status": "ok"})
+        row = {"index": record.index, "source_file": record.file or record.source,
+               "width": record.width, "height": record.height, "mask": outputs.get("mask", ""),
+               "overlay": outputs.get("overlay", ""),
+               "iou_pred": "" if iou is None or not np.isfinite(iou) else round(float(iou), 4),
+               "presence": "" if record.info.get("presence") is None else record.info["presence"],
+               "decision": record.info.get("decision", ""),
+               "mask_area": record.info.get("mask_area", ""),
+               "status": "ok"}
+        self._tail.append((self.rows, self._f.tell(), row))
+        self._w.writerow(row)
         self.rows += 1
+
+    def mark_lost(self, column: str, first_row: int, status: str) -> None:
+        """Rows ``first_row`` on lost their ``column`` output: rewritten with it empty and ``status``."""
+        kept = [(r, off, row) for r, off, row in self._tail if r >= first_row]
+        if not kept or self._f.closed:
+            return
+        self._f.seek(kept[0][1])
+        self._f.truncate()
+        for _, _, row in kept:
+            row[column] = ""
+            row["status"] = status if row["status"] == "ok" else f"{row['status']}; {status}"
+            self._w.writerow(row)
+        self._f.flush()
 
     def add_missing(self, index: int | str, source_file: str, status: str) -> None:
         self._w.writerow({"index": index, "source_file": source_file, "status": status})

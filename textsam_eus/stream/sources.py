@@ -20,15 +20,18 @@ This module must stay free of torch and of the engine packages (of ``model`` it 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
+import unicodedata
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ..model.imports import require_pyav
+from ..model.pixels import MIN_FRAME_SIDE
 from .av_live import AvLiveSource
 from .base import ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8, release_quietly
 from .capture import CaptureSource
@@ -194,26 +197,55 @@ class VideoFileSource(FrameSource):
 # --------------------------------------------------------------------------- image folders
 
 
+def _name_key(name: str) -> str:
+    """What makes two output names the same on some file system: case and Unicode normal form."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _safe_stem(stem: str, max_bytes: int = 200) -> str:
+    """``stem`` as a file or folder name: never empty, ``.`` or ``..``; at most ``max_bytes`` bytes (a long one is
+    cut and ends with a hash of the whole, so it stays distinct)."""
+    if not stem.strip("."):
+        stem = "unnamed" + stem.replace(".", "_")
+    raw = stem.encode("utf-8", "surrogateescape")
+    if len(raw) > max_bytes:
+        digest = hashlib.sha1(raw).hexdigest()[:8]
+        stem = raw[:max_bytes - 9].decode("utf-8", "ignore") + "_" + digest
+    return stem
+
+
 def unique_stems(paths: list[Path]) -> dict[Path, str]:
-    """Output stems for input files: the file's stem, or ``stem_ext`` where two files share a stem
-    (``clip.mp4`` and ``clip.mkv`` -> ``clip_mp4``, ``clip_mkv``)."""
+    """Output stems for input files, unique by construction (also where case or the Unicode form is all that
+    differs, as on macOS or Windows): the file's stem; ``stem_ext`` where two files share a stem (``clip.mp4`` and
+    ``clip.mkv`` -> ``clip_mp4``, ``clip_mkv``); and where that is taken too (``clip_mp4.mp4`` keeps ``clip_mp4``)
+    ``stem_ext_2``, ``_3``, ... Names are never empty, ``.`` or ``..``."""
+    own = {p: _safe_stem(p.stem) for p in paths}
     counts: dict[str, int] = {}
-    for p in paths:
-        counts[p.stem.lower()] = counts.get(p.stem.lower(), 0) + 1
-    out = {}
-    for p in paths:
-        out[p] = p.stem if counts[p.stem.lower()] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
-    return out
+    for name in own.values():
+        counts[_name_key(name)] = counts.get(_name_key(name), 0) + 1
+    wanted = {p: own[p] if counts[_name_key(own[p])] == 1 else _safe_stem(f"{p.stem}_{p.suffix.lstrip('.').lower()}")
+              for p in paths}
+    used: set[str] = set()
+    out: dict[Path, str] = {}
+    for p in sorted(paths, key=lambda q: (wanted[q] != own[q], str(q))):  # a file's own stem first
+        name, n = wanted[p], 2
+        while _name_key(name) in used:
+            name, n = _safe_stem(f"{wanted[p]}_{n}"), n + 1
+        used.add(_name_key(name))
+        out[p] = name
+    return {p: out[p] for p in paths}
 
 
 class ImageFolderSource(FrameSource):
     """Images of a folder in natural sort order (``frame2`` before ``frame10``).
 
     Images are read with ``cv2.IMREAD_UNCHANGED``; gray, BGRA, 16-bit and float images are
-    converted to uint8 RGB. Each record's ``index`` is the file's position in the sorted list, ``file`` its path
-    and ``name`` its output stem (:func:`unique_stems`), so outputs are named after their inputs. Unreadable files
-    are skipped, counted in ``decode_errors`` and listed in ``unreadable`` as ``(index, path)``. Images may have
-    different sizes. ``pts`` is ``index / fps``.
+    converted to uint8 RGB (NaN/inf pixels become 0, with a warning naming the file). Each record's ``index`` is
+    the file's position in the sorted list, ``file`` its path and ``name`` its output stem (:func:`unique_stems`),
+    so outputs are named after their inputs. Unreadable files and images smaller than the model takes (8x8) are
+    skipped, listed in ``unreadable`` as ``(index, path)`` with the reason in ``skip_reasons[index]``, and warned
+    about; unreadable ones are counted in ``decode_errors``. Images may have different sizes. ``pts`` is
+    ``index / fps``.
     """
 
     per_file_outputs = True
@@ -239,11 +271,12 @@ class ImageFolderSource(FrameSource):
         self.is_live = False
         self.n_frames = len(self.files)
         self.unreadable: list[tuple[int, str]] = []
-        first = next((img for img in map(self._load, self.files[:8]) if img is not None), None)
+        self.skip_reasons: dict[int, str] = {}
+        first = next((img for img in (self._load(p, warn=False) for p in self.files[:8])
+                      if img is not None and min(img.shape[:2]) >= MIN_FRAME_SIDE), None)
         self.size = (0, 0) if first is None else (first.shape[1], first.shape[0])
 
-    @staticmethod
-    def _load(path: Path) -> np.ndarray | None:
+    def _load(self, path: Path, warn: bool = True) -> np.ndarray | None:
         import cv2
 
         try:
@@ -253,7 +286,19 @@ class ImageFolderSource(FrameSource):
             img = None
         if img is None:
             return None
+        if np.issubdtype(img.dtype, np.floating):
+            bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+            if bad:  # the pixel rule's NaN -> 0, named here with the file (the rule's own warning has no name)
+                img = np.where(np.isfinite(img), img, 0).astype(img.dtype)
+                if warn:
+                    self.warnings.append(f"{path.name}: {bad} pixel values are NaN or infinite; they are set to 0 "
+                                         "(black)")
         return _to_rgb_u8(img, bgr=True)
+
+    def _skip(self, index: int, path: Path, reason: str) -> None:
+        self.unreadable.append((index, str(path)))
+        self.skip_reasons[index] = reason
+        self.warnings.append(f"{path.name}: {reason}: skipped")
 
     def _frames(self) -> Iterator[FrameRecord]:
         for index, path in enumerate(self.files):
@@ -262,6 +307,10 @@ class ImageFolderSource(FrameSource):
                 self.stats["skipped_packets"] += 1
                 self.stats["decode_errors"] += 1
                 self.unreadable.append((index, str(path)))
+                continue
+            if min(img.shape[:2]) < MIN_FRAME_SIDE:
+                self._skip(index, path, f"too small ({img.shape[1]}x{img.shape[0]} pixels; the model takes "
+                                        f"{MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} or more)")
                 continue
             self.stats["decoded"] += 1
             yield FrameRecord(index=index, image=img, timestamp=time.monotonic(), pts=index / self.fps,

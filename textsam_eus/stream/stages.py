@@ -22,19 +22,30 @@ __all__ = ["END", "LatestQueue", "FifoQueue", "ReorderQueue", "Stage", "run_stag
 END = object()  # the end-of-stream marker
 
 
+STOP_GRACE_S = 2.0  # stopping: how long a full queue is given to make room before a record is left out
+
+
 class FifoQueue:
-    """Bounded FIFO (files: every frame, in order). ``put`` blocks while full unless the run is stopping."""
+    """Bounded FIFO (files: every frame, in order). ``put`` blocks while full; once the run is stopping it waits
+    at most :data:`STOP_GRACE_S` for room (the next stage goes on draining what is queued, so a record already
+    made, e.g. a segmented frame, still gets written), then leaves the record out, or makes room for the end
+    marker (a next stage that no longer reads must still see the end)."""
 
     def __init__(self, size: int) -> None:
         self._q: queue.Queue = queue.Queue(size)
 
     def put(self, item, stop: threading.Event) -> None:
+        stopping_since = None
         while True:
             try:
                 self._q.put(item, timeout=0.1)
                 return
             except queue.Full:
                 if stop.is_set():
+                    now = time.monotonic()
+                    stopping_since = now if stopping_since is None else stopping_since
+                    if now - stopping_since < STOP_GRACE_S:
+                        continue
                     if item is not END:
                         return  # stopping: a frame may be left out, the end marker may not
                     try:

@@ -1,6 +1,9 @@
 """Calibrate the presence threshold on validation data and store it in the checkpoint.
 
-The presence score is the IoU head's prediction on the text-only pass (see ``TextSamConfig.presence_threshold``).
+The presence score is the IoU head's prediction on the text-only pass (see ``TextSamConfig.presence_threshold``):
+a raw regression output, trained towards the mask IoU but not confined to [0, 1], so the threshold is chosen on the
+scores' own scale (a model scoring every image below 0 still separates them). A validation set whose scores are
+not finite, or beyond the threshold's bound, leaves presence off with the reason in the note.
 After training, the best checkpoint scores every validation image; the threshold is the most sensitive one that
 keeps at least ``min_specificity`` of the lesion-free validation images below it, in every group of negatives
 (lesion-free images of the datasets, each negative video, phantom frames) separately, so one easy kind of negative
@@ -53,6 +56,10 @@ def calibrate_presence(model, val_pairs: Sequence, min_specificity: float = 0.9,
                 "note": "presence not calibrated: the validation set needs images with and without lesions"}
     groups = list(groups) if groups is not None else ["all"] * len(scores)
     s, y, g = np.asarray(scores), np.asarray(labels), np.asarray(groups)
+    why = _unusable(s)
+    if why:
+        return {"threshold": None, "auc": None, "n_positive": n_pos, "n_negative": n_neg,
+                "note": f"presence not calibrated: {why}"}
     per_group = {}
     for name in sorted(set(g[~y])):
         pick = y | (g == name)  # the positives and this group's negatives
@@ -68,6 +75,20 @@ def calibrate_presence(model, val_pairs: Sequence, min_specificity: float = 0.9,
                  for name in sorted(set(g)) if name.startswith("video:")}
     result["hysteresis"] = calibrate_hysteresis(sequences, t)
     return result
+
+
+def _unusable(s: np.ndarray) -> str | None:
+    """Why these validation scores cannot set a threshold (None when they can)."""
+    from ..model.config import PRESENCE_LIMIT
+
+    bad = int((~np.isfinite(s)).sum())
+    if bad:
+        return (f"{bad} of {s.size} validation presence scores are NaN/Inf (the model's IoU head is not finite: "
+                "check the training run)")
+    if np.abs(s).max() > PRESENCE_LIMIT / 2:
+        return (f"the validation presence scores reach {np.abs(s).max():.3g}, beyond the threshold's bound "
+                f"{PRESENCE_LIMIT:g} (the IoU head diverged: check the training run)")
+    return None
 
 
 def _shown_fraction(scores: Sequence[float], threshold: float, show: int, hide: int) -> float:

@@ -248,13 +248,24 @@ def presence_at(scores: Sequence[float], labels: Sequence[bool], threshold: floa
             "n_positive": int(pos.size), "n_negative": int(neg.size)}
 
 
+def _above_all(scores: np.ndarray) -> float:
+    """A threshold just above every finite score: nothing reaches it."""
+    top = float(np.max(scores)) if scores.size else 0.0
+    return top + max(1e-3, 1e-3 * abs(top))
+
+
 def choose_threshold(scores: Sequence[float], labels: Sequence[bool], min_specificity: float = 0.9) -> float:
     """The lowest threshold whose specificity is at least ``min_specificity`` (the most sensitive such
-    threshold); the best Youden J when none reaches it."""
+    threshold); the best Youden J when none reaches it.
+
+    The candidates are the scores themselves and one above them all, on the scores' own scale: the presence score
+    is the IoU head's raw output, which is not confined to [0, 1] (a model scoring every image below 0 still
+    separates them, and a threshold clipped to 0 would show nothing)."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
-    candidates = np.unique(np.clip(np.concatenate([s[np.isfinite(s)], [0.0, 1.0]]), 0.0, 1.0))  # IoU-like scores
-    best_j, best_t = -np.inf, 1.0
+    finite = s[np.isfinite(s)]
+    candidates = np.unique(np.concatenate([finite, [_above_all(finite)]]))
+    best_j, best_t = -np.inf, float(candidates[-1])
     for t in candidates:  # ascending: the first that is specific enough is the most sensitive one
         r = presence_at(s, y, t)
         if r["specificity"] >= min_specificity:

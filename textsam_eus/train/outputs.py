@@ -8,6 +8,10 @@
   is resumed or ``overwrite`` is given; :func:`clear_run` then removes only those files, never the user's others.
 
 The same rule as the stream's output folders (:mod:`textsam_eus.stream.outdir`): refuse, or ``--overwrite``.
+
+* An output is never one of the same command's inputs (:func:`check_not_inputs`): ``eval --checkpoint m.safetensors
+  --json m.safetensors --overwrite`` is refused before any work, whatever path spells the file (``..``, a symlink, a
+  hard link: existing files are compared with :func:`os.path.samefile`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import IO, Iterator
 from ..model.config import ConfigError
 
 __all__ = ["OutputPathError", "RUN_FILES", "atomic_write", "atomic_write_text", "check_distinct",
-           "check_output_file", "check_run_dir", "clear_run", "earlier_run_files"]
+           "check_not_inputs", "check_output_file", "check_run_dir", "clear_run", "earlier_run_files"]
 
 # what `train` writes into --out; removed by --overwrite (their temporary files too)
 RUN_FILES = ("best.safetensors", "last.safetensors", "train_state.pt", "log.json", "log.csv")
@@ -71,6 +75,35 @@ def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:
         if key in seen:
             raise OutputPathError(f"{seen[key]} and {flag} both name {path}; give each its own file")
         seen[key] = flag
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file: the same inode when both exist (symlinks and hard links), else the
+    same resolved path."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError, ValueError):  # unreadable, a symlink loop, a NUL byte: not provably the same
+        return False
+
+
+def check_not_inputs(outputs: dict[str, str | os.PathLike | None] | list[tuple[str, str | os.PathLike]],
+                     inputs: dict[str, str | os.PathLike | list | tuple | None]) -> None:
+    """Refuse an output path that is one of the command's inputs (writing it would replace that input).
+
+    ``outputs``: flag -> file the command writes (or replaces), or (flag, file) pairs; ``inputs``: flag -> a path,
+    or a list of paths, the command reads (None entries are ignored). Raises OutputPathError naming both flags.
+    """
+    for out_flag, out in (outputs.items() if isinstance(outputs, dict) else outputs):
+        if not out:
+            continue
+        for in_flag, value in inputs.items():
+            for path in (value if isinstance(value, (list, tuple)) else [value]):
+                if path and same_file(out, path):
+                    same = "" if os.fspath(out) == os.fspath(path) else f" ({path})"
+                    raise OutputPathError(f"{out_flag} {out} is also the {in_flag} input of this command{same}: "
+                                          "writing it would replace that input; choose another output path")
 
 
 @contextlib.contextmanager
