@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# one thread: tiny models gain little from two, and a second thread that waits for a busy core makes every small
+# op wait for a time slice (the presence training tests took 20x longer with 2 threads on a loaded 2-core machine)
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -126,11 +126,11 @@ def test_training_with_negatives_learns_and_calibrates_presence(tmp_path, capsys
     torch.manual_seed(0)
     out = tmp_path / "run"
     # fine-tune the shipped demo model (it already outlines phantom lesions) on a few lesion-free frames
-    assert main(["train", "--init", "demo", "--phantom", "8", "--phantom-negatives", "8", "--phantom-val", "4",
-                 "--phantom-val-negatives", "4", "--phantom-size", "256", "--epochs", "3", "--batch-size", "4",
-                 "--lr", "5e-4", "--iou-loss-weight", "1", "--out", str(out), "--no-progress", "--threads", "2"]) == 0
+    assert main(["train", "--init", "demo", "--phantom", "4", "--phantom-negatives", "4", "--phantom-val", "4",
+                 "--phantom-val-negatives", "4", "--phantom-size", "256", "--epochs", "2", "--batch-size", "4",
+                 "--lr", "5e-4", "--iou-loss-weight", "1", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "lesion-free images: train 8 / val 4" in printed
+    assert "lesion-free images: train 4 / val 4" in printed
     model, extra = load_checkpoint(out / "best.safetensors")
     cal = extra["presence_calibration"]
     assert model.cfg.presence_threshold == pytest.approx(cal["threshold"], abs=1e-4)
@@ -277,7 +277,7 @@ def test_positive_video_raises_the_presence_score_and_counts_in_calibration(tmp_
     assert main(["train", "--init", "demo", "--phantom", "4", "--phantom-val", "2", "--phantom-val-negatives", "2",
                  "--phantom-size", "256", "--positive-video", str(clip), "--val-positive-video", str(clip),
                  "--video-every", "2", "--epochs", "3", "--batch-size", "4", "--lr", "1e-3", "--iou-loss-weight", "1",
-                 "--weak-presence-target", "0.8", "--out", str(out), "--no-progress", "--threads", "2"]) == 0
+                 "--weak-presence-target", "0.8", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     assert "tumour-video frames (no outline): train 4 / val 4" in capsys.readouterr().out
     model, extra = load_checkpoint(out / "best.safetensors")
     assert extra["presence_calibration"]["n_positive"] == 2 + 4  # phantom lesions + the video's frames

@@ -22,7 +22,7 @@ from textsam_eus.train.trainer import TrainConfig, Trainer
 
 PCFG = PhantomConfig(height=128, width=128)
 TRAIN = ["train", "--preset", "tiny", "--image-size", "128", "--phantom", "2", "--phantom-val", "1",
-         "--phantom-size", "128", "--epochs", "1", "--max-steps-per-epoch", "1", "--no-progress", "--threads", "2"]
+         "--phantom-size", "128", "--epochs", "1", "--max-steps-per-epoch", "1", "--no-progress", "--threads", "1"]
 
 
 def _pairs(n, seed):
@@ -102,7 +102,7 @@ def test_overwrite_keeps_the_earlier_run_until_the_new_one_has_a_result(tmp_path
 # ------------------------------------------------------------------------------------------- 2. eval outputs
 def _eval_cmd(ckpt, *extra):
     return ["eval", "--checkpoint", str(ckpt), "--phantom", "2", "--phantom-size", "128", "--mode", "auto",
-            "--no-progress", "--threads", "2", *extra]
+            "--no-progress", "--threads", "1", *extra]
 
 
 @pytest.fixture
