@@ -476,3 +476,49 @@ def test_stream_linger_needs_serve_and_a_number_of_seconds(tmp_path, capsys):
                  "--linger", "-1"]) == 1
     assert "--linger -1.0 is invalid" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+                    reason="Chromium is not installed (apt-get install chromium)")
+def test_a_page_opened_after_the_run_ended_shows_its_last_frame(tmp_path):
+    sink = LiveViewSink("127.0.0.1:0", quiet=True, keep_serving=True)
+    assert sink.stats()["state"] == "starting"
+    summary = StreamPipeline(FakeEngine(), SyntheticSource(12, lambda i: _disc(i, 240, 320)), tmp_path / "run",
+                             PipelineConfig(handle_signals=False, masks="none"), live_view=sink).run()
+    assert summary["complete"] and sink.stats()["state"] == "ended" and sink.stats()["frames_in"] == 12
+    proc, port = _start_chromium(shutil.which("chromium") or shutil.which("chromium-browser"), tmp_path / "profile")
+    try:
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+
+        async def browse():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(ws_url, max_msg_size=0) as ws:
+                    dt = _DevTools(ws)
+                    await dt.call("Page.enable")
+                    await dt.call("Page.navigate", url=sink.url)
+                    for _ in range(600):
+                        if await dt.js("(document.getElementById('video') || {}).naturalWidth > 0 && "
+                                       "/ended/.test(document.getElementById('state').textContent)"):
+                            break
+                        await asyncio.sleep(0.05)
+                    width = await dt.js("document.getElementById('video').naturalWidth")
+                    state = await dt.js("document.getElementById('state').textContent")
+                    box = json.loads(await dt.js("JSON.stringify(document.getElementById('video')"
+                                                 ".getBoundingClientRect())"))
+                    shot = await dt.call("Page.captureScreenshot", format="png",
+                                         clip={"x": box["x"], "y": box["y"], "width": box["width"],
+                                               "height": box["height"], "scale": 1})
+                    return width, state, shot["data"]
+
+        width, state, shot = asyncio.run(asyncio.wait_for(browse(), 120))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        sink.shutdown()
+    assert width == 320 and "ended" in state
+    img = cv2.imdecode(np.frombuffer(base64.b64decode(shot), np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.std() > 10, "the page shows no picture after the run ended"

@@ -8,8 +8,9 @@
   wakes the viewers (one thread-safe call, only while a viewer is connected). Each viewer sends the newest frame
   when it is ready for one (a latest-only slot per viewer), so a slow viewer skips frames and a viewer that stops
   reading is dropped after ``stall_timeout_s``. A frame is JPEG-encoded at most once, in the server's thread pool,
-  and only when a viewer asks for it. Every part is followed by the next boundary, so a browser shows a frame as
-  soon as it has it (also the last one of a run).
+  and only when a viewer asks for it. Every part is followed by the next boundary, and a viewer that got no newer
+  frame for a second gets the newest again: browsers show a part only once the next one comes, so the last frame
+  of a run (or of a paused source) stays on the page.
 * Connections that do not send a whole request within ``header_timeout_s`` are closed (aiohttp's
   ``keepalive_timeout``, which runs from the connection's start); a request line or header over aiohttp's limits
   gets its 400 quietly (counted as ``serve_bad_requests``, no traceback on stderr).
@@ -103,6 +104,7 @@ class LiveViewSink(Sink):
         self.counters = counters
         self.max_clients, self.stall_timeout_s, self.quality = int(max_clients), float(stall_timeout_s), int(jpeg_quality)
         self.header_timeout_s, self.shutdown_grace_s = float(header_timeout_s), float(shutdown_grace_s)
+        self.repeat_s = 1.0  # a viewer that got no newer frame for this long gets the newest again
         self.keep_serving = bool(keep_serving)
         # "starting" (a server started before the run: the model is loading), "running", "ended" (the last frame
         # stays on the page)
@@ -323,12 +325,16 @@ class LiveViewSink(Sink):
             await resp.write(delimiter[2:])
             viewer.wake.set()  # send the newest frame at once
             while not self._closing:
-                await viewer.wake.wait()
+                try:
+                    await asyncio.wait_for(viewer.wake.wait(), self.repeat_s)
+                    repeat = False
+                except asyncio.TimeoutError:  # no newer frame: send the newest again, which makes a browser
+                    repeat = True             # show the one before it (the last frame of an ended run)
                 viewer.wake.clear()
                 if self._closing:
                     break
                 seq, jpeg = await self._encoded()
-                if not jpeg or seq == viewer.sent:
+                if not jpeg or (seq == viewer.sent and not repeat):
                     continue
                 part = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + delimiter
                 viewer.writing = True
