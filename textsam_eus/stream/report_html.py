@@ -256,7 +256,7 @@ def _plots(series: dict[str, Any], summary: dict[str, Any]) -> list[tuple[str, s
             ax.invert_yaxis()
             ax.set_xlabel("ms")
             ax.set_title("Per-stage p50 / p99")
-            ax.legend(fontsize=8)
+            _legend_outside(ax, fontsize=8)
             out.append(("Per-stage p50 / p99", _png(fig)))
 
     pres = series["presence"]
