@@ -18,6 +18,7 @@ ALLOWED = {
     "export": {"export", "model", "common"},
     "engines": {"engines", "model", "common"},
     "stream": {"stream", "engines", "model", "common"},
+    "serving": {"serving", "engines", "model", "common"},
 }
 
 # the modules of ``model`` that need no torch: every layer, also ``stream`` and ``common``, may import them

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "compare": ("textsam_eus.commands.compare", "paired t-test between two evaluation JSON files"),
     "export": ("textsam_eus.commands.export", "export ONNX (and TensorRT) deployment bundles"),
     "stream": ("textsam_eus.commands.stream", "segment a video file, folder or capture device"),
+    "serve": ("textsam_eus.commands.serve", "serve the model on Triton Inference Server for stream --engine triton"),
 }
 
 

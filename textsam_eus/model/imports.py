@@ -9,6 +9,8 @@ cached. ``require_*()`` import the package and return the module, or raise an er
   the module ``onnxruntime``, and with both installed only the CPU provider is seen (onnxruntime issue #26996).
 * TensorRT (extra ``trt``) exists only on NVIDIA machines.
 * PyAV (``av``) is a base dependency; a broken environment without it gets a one-line error, not a traceback.
+* PyTriton (``nvidia-pytriton``, extra ``serve``) runs the model server in its own environment: it needs numpy < 2.
+  ``tritonclient`` (extra ``triton-client``) is the client of ``stream --engine triton``.
 
 Needs nothing but the standard library at import time: every layer may import it.
 """
@@ -24,7 +26,9 @@ from .errors import UnavailableError
 
 __all__ = ["TensorRTUnavailable", "ONNXRUNTIME_HINT", "ONNXRUNTIME_GPU_HINT", "TENSORRT_HINT", "PYAV_HINT",
            "is_onnxruntime_available", "is_onnxruntime_gpu_available", "is_tensorrt_available", "is_pyav_available",
-           "installed_onnxruntime_flavours", "require_onnxruntime", "require_tensorrt", "require_pyav"]
+           "installed_onnxruntime_flavours", "require_onnxruntime", "require_tensorrt", "require_pyav",
+           "PYTRITON_HINT", "TRITONCLIENT_HINT", "is_pytriton_available", "is_tritonclient_available",
+           "require_pytriton", "require_tritonclient"]
 
 ONNXRUNTIME_FLAVOURS = ("onnxruntime", "onnxruntime-gpu")  # the distributions of the extras cpu and gpu
 
@@ -37,6 +41,12 @@ TENSORRT_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU and
                  "`pip install 'textsam-eus[trt]'` (the `tensorrt` package), or use another engine "
                  "(torch, onnxruntime)")
 PYAV_HINT = "PyAV is not installed: pip install av (a dependency of textsam-eus; reinstall it)"
+SERVE_ENV = ("python3 -m venv --system-site-packages .venv-serve && .venv-serve/bin/pip install -e '.[cpu,serve]' "
+             "(in a checkout; or pip install 'textsam-eus[cpu,serve]' in a fresh venv), then run "
+             ".venv-serve/bin/textsam-eus serve")
+PYTRITON_HINT = ("the model server needs PyTriton (nvidia-pytriton) in its own environment, because it needs "
+                 "numpy < 2: " + SERVE_ENV)
+TRITONCLIENT_HINT = "the triton engine needs tritonclient: pip install 'textsam-eus[triton-client]'"
 
 
 class TensorRTUnavailable(UnavailableError):
@@ -79,6 +89,18 @@ def is_pyav_available() -> bool:
     return _has_module("av")
 
 
+@lru_cache
+def is_pytriton_available() -> bool:
+    """PyTriton (``pytriton``, the distribution nvidia-pytriton) is installed."""
+    return _has_module("pytriton")
+
+
+@lru_cache
+def is_tritonclient_available() -> bool:
+    """tritonclient with its gRPC client is installed."""
+    return _has_module("tritonclient") and _has_module("tritonclient.grpc")
+
+
 def installed_onnxruntime_flavours() -> list[str]:
     """The ONNX Runtime distributions installed here (more than one is the clash the extras avoid)."""
     from importlib import metadata
@@ -115,3 +137,19 @@ def require_tensorrt() -> ModuleType:
 def require_pyav() -> ModuleType:
     """The ``av`` module, or an UnavailableError naming the fix."""
     return _require("av", is_pyav_available(), UnavailableError, PYAV_HINT)
+
+
+def require_pytriton() -> ModuleType:
+    """The ``pytriton`` module, or an UnavailableError naming the server environment to make (numpy < 2 there)."""
+    import numpy
+
+    mod = _require("pytriton", is_pytriton_available(), UnavailableError, PYTRITON_HINT)
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        raise UnavailableError(f"PyTriton 0.7 needs numpy < 2, this environment has numpy {numpy.__version__} "
+                               f"(batched outputs would come back empty): {SERVE_ENV}")
+    return mod
+
+
+def require_tritonclient() -> ModuleType:
+    """The ``tritonclient.grpc`` module, or an UnavailableError naming the extra to install."""
+    return _require("tritonclient.grpc", is_tritonclient_available(), UnavailableError, TRITONCLIENT_HINT)
