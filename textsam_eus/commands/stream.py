@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                          deidentify=args.deidentify, html_report=not args.no_report)
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
                          args.iterations, args.refine_prompts, threads=threads, resize=args.resize,
-                         attention=args.attention)
+                         attention=args.attention, server=args.server, server_timeout=args.server_timeout)
     from ._model_id import model_identity
     from ..stream.dicom_source import dicom_info_of
 
