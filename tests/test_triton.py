@@ -129,6 +129,46 @@ def test_serve_needs_the_server_environment(capsys):
     assert len(err.splitlines()) == 1 and ".venv-serve" in err and "numpy" in err
 
 
+def test_server_flags_and_ports_are_one_line_errors(capsys):
+    from textsam_eus.cli import main
+    from textsam_eus.serving.triton_server import ServerConfig, check_ports_free
+
+    for argv, flag in ((["--grpc-port", "0"], "--grpc-port"), (["--http-port", "8001"], "must differ"),
+                       (["--max-batch-size", "0"], "--max-batch-size"),
+                       (["--max-queue-delay-us", "-1"], "--max-queue-delay-us")):
+        assert main(["serve", *argv]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0], err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        free = _free_ports(2)
+        with pytest.raises(OptionError, match=f"--metrics-port {busy}: the port is in use"):
+            check_ports_free(ServerConfig(grpc_port=free[0], http_port=free[1], metrics_port=busy))
+    with pytest.raises(OptionError, match="--host 192.0.2.1: cannot listen there"):  # not this machine's address
+        check_ports_free(ServerConfig(host="192.0.2.1", grpc_port=free[0], http_port=free[1], metrics_port=busy))
+
+
+@pytest.mark.slow
+def test_export_serving_adds_the_batched_encoder(tmp_path, capsys):
+    from textsam_eus.cli import main
+    from textsam_eus.model.bundle import BATCH_ENCODER_ROLE, model_id, read_bundle
+    from textsam_eus.model.checkpoint import save_checkpoint
+
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(trained_like_tiny(2), ckpt)
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "b"), "--no-verify"]) == 0
+    before = read_bundle(tmp_path / "b")
+    assert BATCH_ENCODER_ROLE not in before.files and len(before.source["checkpoint_sha256"]) == 64
+    assert main(["export", "--bundle", str(tmp_path / "b"), "--checkpoint", str(ckpt), "--serving"]) == 0
+    after = read_bundle(tmp_path / "b")
+    assert after.files[BATCH_ENCODER_ROLE] == "encoder_batch.onnx"
+    assert after.source["batch_encoder_parity"]["max_abs_diff"] <= 1e-3
+    assert model_id(after) == model_id(before)  # the same model
+    capsys.readouterr()
+
+
 # ---------------------------------------------------------------------- the real server
 
 
