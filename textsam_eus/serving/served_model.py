@@ -80,7 +80,9 @@ class ServedModel:
             if not (1 <= rh <= self.size and 1 <= rw <= self.size and np.asarray(first_points[i]).shape ==
                     (FIRST_POINTS, 3)):
                 lows.append(None)
-                ious.append(np.nan), pres.append(np.nan), passes.append(REFUSED)
+                ious.append(np.nan)
+                pres.append(np.nan)
+                passes.append(REFUSED)
                 continue
             it = int(np.asarray(iterations[i]).reshape(-1)[0])
             timings: dict[str, float] = {}
@@ -89,7 +91,9 @@ class ServedModel:
                                              self.seg.iterations if it < 0 else it, timings)
             low = self.pp.to_numpy(out.lowres).astype(np.float32, copy=False)
             lows.append(low.reshape(1, *low.shape[-2:]))
-            ious.append(out.iou), pres.append(out.presence), passes.append(out.passes)
+            ious.append(out.iou)
+            pres.append(out.presence)
+            passes.append(out.passes)
             dec0[i] = timings.get("decode_0", 0.0)
             dref[i] = sum(v for k, v in timings.items() if k != "decode_0")
         refused = np.full((1, self.lowres, self.lowres), np.nan, np.float32)
