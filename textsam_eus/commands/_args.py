@@ -39,7 +39,13 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="demo", help="TextSAM-EUS checkpoint or 'demo' (the shipped model)")
-    p.add_argument("--engine", default="auto", help="auto (fastest available), torch, onnxruntime, tensorrt")
+    p.add_argument("--engine", default="auto",
+                   help="auto (fastest available), torch, onnxruntime, tensorrt, or triton (a model server: --server)")
+    p.add_argument("--server", default=None, metavar="grpc://HOST:PORT",
+                   help="--engine triton: the 'textsam-eus serve' to use (checked at connect to serve --checkpoint's "
+                        "or --bundle's model)")
+    p.add_argument("--server-timeout", type=float, default=10.0,
+                   help="--engine triton: seconds a request may take before the run stops (finalised)")
     p.add_argument("--bundle", default=None, help="deployment bundle folder (onnxruntime/tensorrt)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", default="fp32",
