@@ -123,7 +123,8 @@ class OrtEngine(Engine):
             path = self.bundle.path(f)
             check_external_data(self.bundle, path)  # weights only from files bundle.json hashes
             self.sessions[role] = _session(ort, path, opts, providers)
-            check_ort_session(self.bundle, role, path, self.sessions[role])  # the graph fits bundle.json
+            check_ort_session(self.bundle, f if f == BATCH_ENCODER_ROLE else role, path,
+                              self.sessions[role])  # the graph fits bundle.json
         self.encodes_batches = batch_encoder  # encode() takes (B, 3, S, S), B >= 1
         self.providers = self.sessions["encoder"].get_providers()
         self.precision = precision
