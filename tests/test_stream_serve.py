@@ -258,3 +258,221 @@ def test_live_page_updates_in_headless_chromium(tmp_path):
     assert a.std() > 10, "the video element shows no picture"
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 1.0, "the overlay did not update between screenshots"
     assert int(frames_text) > 0 and stats["frames"] > 0
+
+
+# --------------------------------------------------------------------------- stopping, slow and malformed clients
+
+
+def _stalled_viewers(sink, n):
+    """``n`` clients that ask for the MJPEG stream and never read it (a tiny receive window)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", sink.port))
+        s.sendall(b"GET /video.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        socks.append(s)
+    _until(lambda: sink.stats()["viewers"] == n, f"{n} viewers")
+    return socks
+
+
+def test_stalled_viewers_do_not_hold_up_the_stop_and_no_task_is_left_pending(caplog):
+    import gc
+
+    from textsam_eus.stream.record import FrameRecord
+
+    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)  # ~40 kB per JPEG
+    sink = LiveViewSink("127.0.0.1:0", quiet=True)
+    socks = _stalled_viewers(sink, 8)
+    state = {"i": 0, "encoded": -1, "still": 0}
+
+    def all_stuck():  # a new frame every 20 ms until none is encoded any more: every viewer waits in a write
+        rec = FrameRecord(state["i"], None, time.monotonic(), None, "x")
+        rec.overlay = np.roll(noise, 3 * state["i"], axis=1)
+        sink.write(rec)
+        state["i"] += 1
+        time.sleep(0.02)
+        state["still"] = state["still"] + 1 if sink.encoded == state["encoded"] else 0
+        state["encoded"] = sink.encoded
+        return state["still"] >= 10 and sink.encoded >= 2
+
+    _until(all_stuck, "every viewer to stop taking frames")
+    t = time.monotonic()
+    sink.close()
+    took = time.monotonic() - t
+    # aiohttp's graceful shutdown would wait its timeout for each stalled handler, then again after cancelling it
+    # (2 x 1 s before): the viewers that do not read are hung up on at once instead
+    assert took < 1.0, f"the stop waited {took:.2f} s on viewers that do not read"
+    assert not sink._thread.is_alive()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(sink.url + "stats.json", timeout=5)
+    for s in socks:
+        s.close()
+    del sink
+    gc.collect()
+    assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
+
+
+def test_connections_that_never_finish_their_request_are_closed_and_streams_are_not(tmp_path):
+    from textsam_eus.stream.record import FrameRecord
+
+    sink = LiveViewSink("127.0.0.1:0", quiet=True, header_timeout_s=1.0)
+    slow = socket.create_connection(("127.0.0.1", sink.port))
+    slow.sendall(b"GET / HTTP/1.1\r\nHo")
+    idle = socket.create_connection(("127.0.0.1", sink.port))  # sends nothing at all
+    t = time.monotonic()
+    parts = []
+
+    async def watch():  # a real viewer, for longer than the header timeout
+        async with aiohttp.ClientSession() as session:
+            async with session.get(sink.url + "video.mjpg") as resp:
+                reader = aiohttp.MultipartReader.from_response(resp)
+                while time.monotonic() - t < 3.0:
+                    part = await reader.next()
+                    parts.append(await part.read())
+
+    def frames():
+        k = 0
+        while time.monotonic() - t < 4.0:
+            rec = FrameRecord(k, None, time.monotonic(), None, "x")
+            rec.overlay = _disc(k)
+            sink.write(rec)
+            k += 1
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=frames, daemon=True)
+    writer.start()
+    closed = {}
+
+    def wait_closed(name, s):
+        s.settimeout(0.3)
+        while time.monotonic() - t < 20:
+            if name == "slow":
+                try:
+                    s.sendall(b"s")  # a byte now and then: the timeout runs from the connection's start
+                except OSError:
+                    break
+            try:
+                if s.recv(1024) == b"":
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+        closed[name] = time.monotonic() - t
+
+    watchers = [threading.Thread(target=wait_closed, args=(n, s), daemon=True) for n, s in (("slow", slow),
+                                                                                           ("idle", idle))]
+    for w in watchers:
+        w.start()
+    asyncio.run(asyncio.wait_for(watch(), 30))
+    for w in watchers:
+        w.join(30)
+    writer.join(10)
+    sink.close()
+    slow.close()
+    idle.close()
+    assert closed["slow"] < 10 and closed["idle"] < 10, closed
+    assert len(parts) >= 10, "the MJPEG viewer was cut off by the header timeout"
+
+
+def test_malformed_requests_get_a_quiet_400(caplog, capfd):
+    sink = LiveViewSink("127.0.0.1:0", quiet=True)
+
+    def status(data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as c:
+            c.sendall(data)
+            return c.recv(64).split(b"\r\n", 1)[0]
+
+    try:
+        replies = [status(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),  # an over-long URL
+                   status(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(300)) + b"\r\n"),
+                   status(b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n")]
+        ok = urllib.request.urlopen(sink.url + "stats.json", timeout=10).status
+    finally:
+        sink.close()
+    assert all(r.split(b" ")[1] == b"400" for r in replies), replies
+    assert ok == 200 and sink.describe()["serve_bad_requests"] == 3
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error handling request" not in err
+    assert not [r for r in caplog.records if r.exc_info or "Error handling request" in r.getMessage()]
+
+
+# --------------------------------------------------------------------------- the stream command's live view
+
+
+class _PresenceFreeEngine(FakeEngine):
+    """A fake engine as the stream command uses one: no presence threshold, a decoder timing."""
+
+    presence: dict = {}
+
+    def segment(self, frame, **kwargs):
+        result = super().segment(frame, **kwargs)
+        result.timings["decode_0"] = 0.5
+        return result
+
+
+def test_stream_serve_is_up_before_the_model_loads_and_lingers_on_the_last_frame(tmp_path, monkeypatch, capsys):
+    """The URL answers before the model loads; a file run's outputs are complete before the linger starts, the
+    page keeps the last frame, and Ctrl-C during the linger ends the command with 0."""
+    import os
+    import re
+    import signal
+
+    from textsam_eus.cli import main
+    from textsam_eus.commands import stream as stream_cmd
+
+    seen = {}
+
+    def fake_load_engine(args, threads, quiet=False):  # stands in for the model load
+        url = re.search(r"live view: (http://\S+)", capsys.readouterr().err).group(1)
+        seen["url"] = url
+        seen["while_loading"] = json.loads(urllib.request.urlopen(url + "stats.json", timeout=10).read())
+        return _PresenceFreeEngine(), {"name": "fake"}
+
+    monkeypatch.setattr(stream_cmd, "load_engine", fake_load_engine)
+    out = tmp_path / "run"
+
+    def during_linger():
+        _until(lambda: getattr(signal.getsignal(signal.SIGINT), "__qualname__", "").startswith("_linger"),
+               "the linger to start", 120)
+        seen["summary"] = json.loads((out / "summary.json").read_text())
+        seen["stats"] = json.loads(urllib.request.urlopen(seen["url"] + "stats.json", timeout=10).read())
+
+        async def one_part():
+            async with aiohttp.ClientSession() as session:
+                async with session.get(seen["url"] + "video.mjpg") as resp:
+                    part = await aiohttp.MultipartReader.from_response(resp).next()
+                    return await part.read()
+
+        seen["jpeg"] = asyncio.run(asyncio.wait_for(one_part(), 30))
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+
+    helper = threading.Thread(target=during_linger, daemon=True)
+    helper.start()
+    rc = main(["stream", "--source", "phantom:4", "--width", "160", "--height", "120", "--out", str(out),
+               "--serve", "127.0.0.1:0", "--linger", "inf", "--masks", "none", "--no-progress"])
+    helper.join(30)
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert seen["while_loading"]["state"] == "starting" and seen["while_loading"]["frames"] == 0
+    assert seen["summary"]["complete"] and seen["summary"]["finalised"] and seen["summary"]["frames_out"] == 4
+    assert (out / "report.html").is_file() and (out / "latency.csv").is_file()
+    assert seen["stats"]["state"] == "ended" and seen["stats"]["frames"] == 4 and seen["stats"]["frames_in"] == 4
+    frame = cv2.imdecode(np.frombuffer(seen["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+    assert frame is not None and frame.shape == (120, 160, 3)
+    assert "still serving its last frame" in err and "until Ctrl-C" in err
+    with pytest.raises(OSError):  # stopped when the command ended
+        urllib.request.urlopen(seen["url"] + "stats.json", timeout=5)
+    assert json.loads((out / "summary.json").read_text()) == seen["summary"]  # nothing changed after the linger
+
+
+def test_stream_linger_needs_serve_and_a_number_of_seconds(tmp_path, capsys):
+    from textsam_eus.cli import main
+
+    assert main(["stream", "--source", "phantom:2", "--out", str(tmp_path / "a"), "--linger", "5"]) == 1
+    assert "--linger applies to the live view; add --serve" in capsys.readouterr().err
+    assert main(["stream", "--source", "phantom:2", "--out", str(tmp_path / "b"), "--serve", "0",
+                 "--linger", "-1"]) == 1
+    assert "--linger -1.0 is invalid" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -37,52 +37,72 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    "validation")
 
 
-def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default="demo", help="TextSAM-EUS checkpoint or 'demo' (the shipped model)")
+# a parser or one of its argument groups (``--help`` lists each group under its title)
+Options = argparse._ActionsContainer
+
+
+def add_engine_arguments(p: Options) -> None:
+    p.add_argument("--checkpoint", default="demo",
+                   help="TextSAM-EUS checkpoint (.safetensors) or 'demo', the shipped model (default: %(default)s)")
     p.add_argument("--engine", default="auto",
-                   help="auto (fastest available), torch, onnxruntime, tensorrt, or triton (a model server: --server)")
+                   help="auto (the fastest available), torch, onnxruntime, tensorrt, or triton (a model server: "
+                        "--server) (default: %(default)s)")
     p.add_argument("--server", default=None, metavar="grpc://HOST:PORT",
                    help="--engine triton: the 'textsam-eus serve' to use (checked at connect to serve --checkpoint's "
                         "or --bundle's model)")
     p.add_argument("--server-timeout", type=float, default=10.0,
-                   help="--engine triton: seconds a request may take before the run stops (finalised)")
-    p.add_argument("--bundle", default=None, help="deployment bundle folder (onnxruntime/tensorrt)")
+                   help="--engine triton: seconds a request may take before the run stops, finalised "
+                        "(default: %(default)s)")
+    p.add_argument("--bundle", default=None,
+                   help="deployment bundle folder (onnxruntime/tensorrt; default: exported from --checkpoint once "
+                        "and cached)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", default="fp32",
-                   help="fp32, fp16 (GPU), bf16 (torch), int8 (onnxruntime on the CPU, a bundle made with export --int8)")
+                   help="fp32, fp16 (GPU), bf16 (torch), int8 (onnxruntime on the CPU, a bundle made with export "
+                        "--int8) (default: %(default)s)")
     p.add_argument("--attention", choices=["auto", "sdpa", "reference"], default="auto",
                    help="torch engine: the image encoder's attention (auto: sdpa on CUDA and at 1024 px on the CPU; "
-                        "reference: bit-exact with segment-anything)")
+                        "reference: bit-exact with segment-anything) (default: %(default)s)")
     p.add_argument("--cuda-graphs", action="store_true", help="torch engine on CUDA: capture CUDA graphs")
     p.add_argument("--iterations", type=int, default=None, help="refinement iterations (default: 2)")
-    p.add_argument("--refine-prompts", default="box+centroid")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch/onnxruntime")
+    p.add_argument("--refine-prompts", default="box+centroid",
+                   help="the prompts each refinement pass takes from the previous mask: none, box, point, "
+                        "box+centroid or box+5points (default: %(default)s, the paper's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch/onnxruntime (default: all cores, shared among --workers)")
     p.add_argument("--resize", choices=["area", "bilinear"], default=None,
                    help="how frames are resized into the model (default: the weights'; bilinear = PIL's, for "
                         "weights trained with the authors' code)")
 
 
-def add_file_pipeline_arguments(p: argparse.ArgumentParser) -> None:
-    """What is done to each frame of a file and what is written for it (``stream`` and ``annotate``)."""
+def add_file_pipeline_arguments(p: Options, *, inputs: Options | None = None, outputs: Options | None = None) -> None:
+    """What is done to each frame of a file (into ``p``), which frames are read (``inputs``) and what is written
+    for them (``outputs``); ``stream`` and ``annotate``. ``inputs`` and ``outputs`` default to ``p``."""
+    inputs, outputs = inputs or p, outputs or p
     p.add_argument("--roi", default=None,
                    help="auto (find and track the B-mode imaging sector: the default for videos and capture), none "
                         "(the whole frame: the default for image folders), x,y,w,h, or a preset (eus800x600: the "
                         "database's 711x457 crop)")
     p.add_argument("--temporal", action="store_true",
                    help="seed each frame with the previous confident frame's box/centroid")
-    p.add_argument("--masks", default="png",
-                   help="comma-separated: png (masks/), video (masks.mkv), nifti (masks.nii.gz), dicom-seg (dicom/: "
-                        "SEG + overlay Secondary Capture per frame), coco (masks_coco.json, RLE); or none")
-    p.add_argument("--deidentify", action="store_true",
-                   help="DICOM outputs get new UIDs and no patient/study identifiers (other outputs never have any)")
-    p.add_argument("--no-report", action="store_true", help="do not write report.html")
-    p.add_argument("--no-video", action="store_true", help="do not write the overlay (overlay.mp4 / overlays/)")
-    p.add_argument("--fps", type=float, default=None, help="capture: requested frame rate; files/folders: frame rate")
-    p.add_argument("--max-frames", type=int, default=None)
+    outputs.add_argument("--masks", default="png",
+                         help="comma-separated: png (masks/), video (masks.mkv), nifti (masks.nii.gz), dicom-seg "
+                              "(dicom/: SEG + overlay Secondary Capture per frame), coco (masks_coco.json, RLE); or "
+                              "none (default: %(default)s)")
+    outputs.add_argument("--deidentify", action="store_true",
+                         help="DICOM outputs get new UIDs and no patient/study identifiers (other outputs never have "
+                              "any)")
+    outputs.add_argument("--no-report", action="store_true", help="do not write report.html")
+    outputs.add_argument("--no-video", action="store_true", help="do not write the overlay (overlay.mp4 / overlays/)")
+    inputs.add_argument("--fps", type=float, default=None,
+                        help="capture: requested frame rate; files/folders: frame rate (default: the file's own)")
+    inputs.add_argument("--max-frames", type=int, default=None, metavar="N",
+                        help="stop after N frames (default: all; the run counts as complete)")
     p.add_argument("--no-presence", action="store_true",
                    help="show every outline (no tumour-presence decision); the default uses the checkpoint's "
                         "calibrated threshold when it has one")
-    p.add_argument("--presence-threshold", type=float, default=None, help="override the calibrated threshold")
+    p.add_argument("--presence-threshold", type=float, default=None,
+                   help="override the calibrated threshold (default: the checkpoint's)")
     p.add_argument("--show-after", type=int, default=None,
                    help="frames in a row at or above the threshold before the outline shows (default: checkpoint's)")
     p.add_argument("--hide-after", type=int, default=None,
@@ -99,10 +119,11 @@ def check_file_pipeline_arguments(args: argparse.Namespace) -> None:
         raise OptionError(f"--fps {args.fps} is invalid: use a positive frame rate")
 
 
-def add_style_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fill-color", default="255,64,64", help="mask fill colour: R,G,B, #rrggbb or a name")
-    p.add_argument("--contour-color", default="255,255,0", help="contour colour")
-    p.add_argument("--alpha", type=float, default=0.35, help="fill opacity 0..1")
+def add_style_arguments(p: Options) -> None:
+    p.add_argument("--fill-color", default="255,64,64",
+                   help="mask fill colour: R,G,B, #rrggbb or a name (default: %(default)s)")
+    p.add_argument("--contour-color", default="255,255,0", help="contour colour (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.35, help="fill opacity 0..1 (default: %(default)s)")
     p.add_argument("--no-hud", action="store_true", help="no fps/latency text on the overlay")
 
 

@@ -50,7 +50,8 @@ def load_engine(args: argparse.Namespace, threads: int | None, quiet: bool = Fal
     return engine, model_identity(args.checkpoint, args.bundle, engine)
 
 
-def run_one(engine, source, out: Path, cfg, progress: bool) -> dict:
+def run_one(engine, source, out: Path, cfg, progress: bool, live_view=None) -> dict:
+    """One run of the pipeline (``live_view``: an already started live-view server to show it on)."""
     from ..stream.pipeline import StreamPipeline
 
     bar = None
@@ -60,7 +61,8 @@ def run_one(engine, source, out: Path, cfg, progress: bool) -> dict:
         bar = tqdm(total=source.n_frames, desc=Path(str(getattr(source, "name", "") or "stream")).name,
                    unit="frame", leave=False)
     try:
-        return StreamPipeline(engine, source, out, cfg, progress=bar.update if bar else None).run()
+        return StreamPipeline(engine, source, out, cfg, progress=bar.update if bar else None,
+                              live_view=live_view).run()
     finally:
         if bar:
             bar.close()

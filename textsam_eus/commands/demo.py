@@ -12,15 +12,17 @@ from ._stream_run import print_summary, run_one
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="textsam_demo", help="output folder (default: ./textsam_demo)")
-    p.add_argument("--frames", type=int, default=90, help="frames of the synthetic clip")
-    p.add_argument("--size", default="480x360", help="frame size WxH of the synthetic clip")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace what --out holds (an earlier demo's output "
-                   "is replaced without it)")
-    add_engine_arguments(p)
-    add_style_arguments(p)
-    p.add_argument("--no-progress", action="store_true")
+    clip = p.add_argument_group("the synthetic clip")
+    outputs = p.add_argument_group("outputs")
+    clip.add_argument("--frames", type=int, default=90, help="frames of the synthetic clip (default: %(default)s)")
+    clip.add_argument("--size", default="480x360", help="frame size WxH of the synthetic clip (default: %(default)s)")
+    clip.add_argument("--seed", type=int, default=0, help="the clip's random seed (default: %(default)s)")
+    outputs.add_argument("--out", default="textsam_demo", help="output folder (default: ./textsam_demo)")
+    outputs.add_argument("--overwrite", action="store_true", help="replace what --out holds (an earlier demo's "
+                         "output is replaced without it)")
+    outputs.add_argument("--no-progress", action="store_true", help="no progress bar on the console")
+    add_engine_arguments(p.add_argument_group("model and engine"))
+    add_style_arguments(p.add_argument_group("overlay style"))
 
 
 def _earlier_demo(out: Path) -> bool:

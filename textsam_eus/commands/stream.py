@@ -16,31 +16,48 @@ from ._stream_run import (load_engine, parse_roi_option, pipeline_config, print_
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", required=True,
-                   help="video file, folder of videos or images, device index or /dev/videoN (OpenCV), "
-                        "v4l2:/dev/videoN (PyAV, kernel timestamps), lavfi:GRAPH, GStreamer pipeline (contains '!'), "
-                        "or phantom[:N]")
-    p.add_argument("--out", required=True, help="output folder (must be empty, or pass --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
-    add_engine_arguments(p)
-    add_file_pipeline_arguments(p)
-    p.add_argument("--realtime", action="store_true",
-                   help="files/folders: replay at the recording's own timestamps as a live source (newest frame "
-                        "wins, drops counted), as from a capture card")
-    p.add_argument("--speed", type=float, default=1.0, help="with --realtime: replay speed factor (default 1)")
-    p.add_argument("--serve", default=None, metavar="[HOST:]PORT",
-                   help="serve a live view while the stream runs: / (page), /video.mjpg, /stats.json; binds "
-                        "127.0.0.1 unless HOST is given")
-    p.add_argument("--show", action="store_true", help="show a window (needs an OpenCV build with GUI)")
-    p.add_argument("--width", type=int, default=None, help="capture devices: requested width")
-    p.add_argument("--height", type=int, default=None, help="capture devices: requested height")
-    p.add_argument("--pixel-format", default=None,
-                   help="capture devices: pixel format (v4l2: mjpeg, yuyv422, ...; OpenCV: a FOURCC such as MJPG)")
-    p.add_argument("--workers", default="auto",
-                   help="files on a CPU: frames segmented in parallel, each worker with cores/N threads (auto: 2 "
-                        "on a CPU with 2+ cores, 1 for live sources, --temporal or a GPU)")
-    add_style_arguments(p)
-    p.add_argument("--no-progress", action="store_true")
+    inputs = p.add_argument_group("input", "what is read, and how")
+    engine = p.add_argument_group("model and engine")
+    frames = p.add_argument_group("segmentation", "what is done to each frame: the region the model sees, the "
+                                  "tumour-presence decision")
+    outputs = p.add_argument_group("outputs", "what is written to --out")
+    style = p.add_argument_group("overlay style")
+    live = p.add_argument_group("live view")
+    inputs.add_argument("--source", required=True,
+                        help="video file, folder of videos or images, device index or /dev/videoN (OpenCV), "
+                             "v4l2:/dev/videoN (PyAV, kernel timestamps), lavfi:GRAPH, GStreamer pipeline (contains "
+                             "'!'), or phantom[:N]")
+    inputs.add_argument("--realtime", action="store_true",
+                        help="files/folders: replay at the recording's own timestamps as a live source (newest frame "
+                             "wins, drops counted), as from a capture card")
+    inputs.add_argument("--speed", type=float, default=1.0,
+                        help="with --realtime: replay speed factor (default: %(default)s)")
+    inputs.add_argument("--width", type=int, default=None, help="capture devices: requested width (default: the "
+                        "device's)")
+    inputs.add_argument("--height", type=int, default=None, help="capture devices: requested height (default: the "
+                        "device's)")
+    inputs.add_argument("--pixel-format", default=None,
+                        help="capture devices: pixel format (v4l2: mjpeg, yuyv422, ...; OpenCV: a FOURCC such as "
+                             "MJPG; default: the device's)")
+    outputs.add_argument("--out", required=True, help="output folder (must be empty, or pass --overwrite)")
+    outputs.add_argument("--overwrite", action="store_true",
+                         help="replace the results of an earlier run in --out (only the files it listed as its own)")
+    add_engine_arguments(engine)
+    engine.add_argument("--workers", default="auto",
+                        help="files on a CPU: frames segmented in parallel, each worker with cores/N threads (auto: 2 "
+                             "on a CPU with 2+ cores, 1 for live sources, --temporal or a GPU) (default: %(default)s)")
+    add_file_pipeline_arguments(frames, inputs=inputs, outputs=outputs)
+    outputs.add_argument("--no-progress", action="store_true", help="no progress bar on the console")
+    add_style_arguments(style)
+    live.add_argument("--serve", default=None, metavar="[HOST:]PORT",
+                      help="serve a live view while the stream runs: / (page), /video.mjpg, /stats.json; binds "
+                           "127.0.0.1 unless HOST is given; the URL is printed once it answers, before the model "
+                           "loads (default: off)")
+    live.add_argument("--linger", type=float, default=None, metavar="SECONDS",
+                      help="with --serve: after a run that ended by itself (a file's end, --max-frames), keep "
+                           "serving its last frame for SECONDS (inf: until Ctrl-C); the outputs are complete before "
+                           "(default: until Ctrl-C when the command runs in a terminal, else 0)")
+    live.add_argument("--show", action="store_true", help="show a window (needs an OpenCV build with GUI)")
 
 
 def _videos_in(folder: Path) -> list[Path]:
@@ -105,6 +122,11 @@ def _check_args(args: argparse.Namespace) -> None:
                           "presence score an outline needs)")
     if args.workers != "auto":
         _workers(args.workers)
+    if args.linger is not None:
+        if not args.linger >= 0:
+            raise OptionError(f"--linger {args.linger} is invalid: use seconds >= 0 (inf: until Ctrl-C)")
+        if args.serve is None:
+            raise OptionError("--linger applies to the live view; add --serve [HOST:]PORT (or leave --linger out)")
     if args.speed != 1.0 and not args.realtime:
         raise OptionError("--speed applies to --realtime replay; add --realtime (files are otherwise processed as "
                           "fast as the model runs)")
@@ -150,8 +172,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..stream.outdir import check_out_dir
     from ..stream.sources import open_source
 
@@ -168,14 +188,39 @@ def _run(args: argparse.Namespace) -> int:
                  "realtime": args.realtime, "speed": args.speed}
     # open the first source before loading the model: bad input fails before any work
     first = open_source(jobs[0][0], **source_kw)
+    live = None
+    if args.serve is not None:  # up before torch and the model load (seconds), for every run of a folder
+        from ..stream.serve import LiveViewSink
+
+        try:
+            live = LiveViewSink(args.serve, keep_serving=True)
+        except BaseException:
+            first.close()
+            raise
+    try:
+        rc, summary = _run_jobs(args, jobs, first, source_kw, roi_arg, roi, live)
+        if live is not None and summary is not None and not summary.get("interrupted_by"):
+            _linger(live, args.linger)  # only after a run that ended by itself
+        return rc
+    finally:
+        if live is not None:
+            live.shutdown()
+
+
+def _run_jobs(args, jobs, first, source_kw, roi_arg, roi, live) -> tuple[int, dict | None]:
+    """(exit code, the last run's summary) of the runs of ``jobs``; ``first``: the first job's opened source."""
+    import torch
+
+    from ..stream.dicom_source import dicom_info_of
+    from ..stream.sources import open_source
+
     roi = roi_for_source(roi_arg, roi, first)
     workers, threads = plan_workers(args, first.is_live)
     if threads:
         torch.set_num_threads(threads)
-    cfg = pipeline_config(args, roi, workers, show=args.show, overwrite=args.overwrite, serve=args.serve)
+    cfg = pipeline_config(args, roi, workers, show=args.show, overwrite=args.overwrite,
+                          serve=None if live is not None else args.serve)
     engine, cfg.model = load_engine(args, threads)
-    from ..stream.dicom_source import dicom_info_of
-
     info = dicom_info_of(first)
     if args.deidentify and info is not None and info.burned_in_annotation:
         print("warning: the DICOM file says its pixels carry burned-in annotation; --deidentify removes identifiers "
@@ -184,22 +229,59 @@ def _run(args: argparse.Namespace) -> int:
         print("notice: this checkpoint has no calibrated presence threshold (it was trained without lesion-free "
               "images), so every outline is shown; train with negatives to calibrate one", file=sys.stderr)
     failures = 0
+    summary = None
     for i, (spec_i, out_i) in enumerate(jobs):
         try:
             source = first if i == 0 else open_source(spec_i, **source_kw)
             with source:
-                summary = run_one(engine, source, out_i, cfg, not args.no_progress)
+                summary = run_one(engine, source, out_i, cfg, not args.no_progress, live_view=live)
             print_summary(summary, out_i)
             if summary.get("interrupted_by"):  # a signal asked to stop: no further video of a folder is started
                 left = len(jobs) - i - 1
                 if left:
                     print(f"stopped by {summary['interrupted_by']}: {left} more video(s) of {args.source} not run")
                 if left or not summary.get("complete"):
-                    return 130
+                    return 130, summary
                 # it came after every frame was written: the run is complete
         except ValueError as exc:
             if len(jobs) == 1:
                 raise
             failures += 1
             print(f"{spec_i}: skipped: {exc}")
-    return 1 if failures else 0
+    return (1 if failures else 0), summary
+
+
+def _linger(live, seconds: float | None) -> None:
+    """Keep serving the ended run's last frame for ``seconds`` (None: until Ctrl-C in a terminal, else not at
+    all); SIGINT or SIGTERM ends it early. Everything is written by then, so the exit code stays the run's."""
+    import signal
+    import threading
+    import time
+
+    if seconds is None:
+        seconds = math.inf if _interactive() else 0.0
+    if not seconds > 0:
+        return
+    done = threading.Event()
+    until = "until Ctrl-C" if math.isinf(seconds) else f"for {seconds:g} s (Ctrl-C ends it)"
+    print(f"live view: the run has ended and its outputs are written; still serving its last frame at {live.url} "
+          f"{until}", file=sys.stderr, flush=True)
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, lambda *_: done.set())
+    end = time.monotonic() + seconds
+    try:
+        while not done.is_set() and time.monotonic() < end:
+            done.wait(min(0.5, max(0.0, end - time.monotonic())))
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _interactive() -> bool:
+    """Whether the command was started from a terminal (its standard input is one)."""
+    try:
+        return bool(sys.stdin is not None and sys.stdin.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False

@@ -157,7 +157,10 @@ class StreamPipeline:
     summary.json."""
 
     def __init__(self, engine, source: FrameSource, out_dir: str | Path, config: PipelineConfig | None = None,
-                 progress: Callable[[int], None] | None = None, extra_sinks: list[Sink] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, extra_sinks: list[Sink] | None = None,
+                 live_view: Sink | None = None) -> None:
+        """``live_view``: an already started :class:`~textsam_eus.stream.serve.LiveViewSink` (the ``stream``
+        command's, ``keep_serving``) to show this run on, instead of one started from ``config.serve``."""
         self.engine = engine
         self.extra_sinks = list(extra_sinks or [])  # more outputs (one class each), after the standard ones
         self.source = source
@@ -194,7 +197,7 @@ class StreamPipeline:
         self._closing = False  # finalisation has begun (it is never cut short)
         self._input_done = False  # the input ended by itself (or at max_frames), not by a stop request
         self.thumbnails = None  # the report's sample frames (html_report)
-        self.live_view = None  # the --serve sink
+        self.live_view = live_view  # the --serve sink
         self._t0 = time.perf_counter()
 
     def _make_gate(self) -> PresenceGate:
@@ -494,7 +497,9 @@ class StreamPipeline:
 
         Raises the first stage error after the outputs are finalised (:class:`StreamError` for a full disk).
         """
-        if self.cfg.serve is not None:  # first: a port in use is an error before anything is written
+        if self.live_view is not None:
+            self.live_view.attach(self._counters)
+        elif self.cfg.serve is not None:  # first: a port in use is an error before anything is written
             from .serve import LiveViewSink
 
             self.live_view = LiveViewSink(self.cfg.serve, counters=self._counters)
@@ -509,7 +514,8 @@ class StreamPipeline:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
             if self.live_view is not None:
-                self.live_view.close()  # idempotent: normally closed with the other sinks
+                self.live_view.close()  # idempotent: normally closed with the other sinks (an outside one only
+                # ends the run: its owner stops it)
         disk = next((e for e in self.errors if is_disk_full(e)), None)
         if disk is not None:
             raise StreamError(f"no space left on the disk of {self.out} ({disk}); {summary['frames_out']} frames "

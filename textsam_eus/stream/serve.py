@@ -8,8 +8,17 @@
   wakes the viewers (one thread-safe call, only while a viewer is connected). Each viewer sends the newest frame
   when it is ready for one (a latest-only slot per viewer), so a slow viewer skips frames and a viewer that stops
   reading is dropped after ``stall_timeout_s``. A frame is JPEG-encoded at most once, in the server's thread pool,
-  and only when a viewer asks for it.
-* The server starts with the sink (a port in use is a one-line error before any frame) and stops at close.
+  and only when a viewer asks for it. Every part is followed by the next boundary, so a browser shows a frame as
+  soon as it has it (also the last one of a run).
+* Connections that do not send a whole request within ``header_timeout_s`` are closed (aiohttp's
+  ``keepalive_timeout``, which runs from the connection's start); a request line or header over aiohttp's limits
+  gets its 400 quietly (counted as ``serve_bad_requests``, no traceback on stderr).
+* The server starts with the sink (a port in use is a one-line error before any frame). ``close()`` stops it,
+  unless ``keep_serving`` (the ``stream`` command's server, started before the model loads and shared by every
+  run of a folder): then ``close()`` only ends the run, the page says so and keeps the last frame, and
+  :meth:`shutdown` stops the server. Stopping never waits on a viewer that is not reading: viewers with unsent
+  data are dropped at once, the others get the end of their stream within ``shutdown_grace_s``, and every task
+  of the server's loop has ended before the loop closes.
 
 This module must stay free of torch and of the model / engine packages.
 """
@@ -17,6 +26,7 @@ This module must stay free of torch and of the model / engine packages.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import threading
 import time
@@ -48,17 +58,43 @@ def parse_serve(spec: str | int) -> tuple[str, int]:
 class _Viewer:
     """One MJPEG client: an event set when a newer frame than the one it sent is there."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport) -> None:
         self.wake = asyncio.Event()
         self.sent = -1
+        self.writing = False  # inside a write that waits for the client to read
+        self.transport = transport
+
+    def behind(self) -> bool:
+        """True when the client has not taken everything it was sent (a stalled or slow viewer)."""
+        t = self.transport
+        return self.writing or (t is not None and not t.is_closing() and t.get_write_buffer_size() > 0)
+
+
+class _QuietBadRequests(logging.Filter):
+    """Drops aiohttp's log records of malformed requests (too long, too many headers, not HTTP): the client gets
+    its 400 and they are counted; any other record (a bug) goes on as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            self.count += 1
+            return False
+        return True
 
 
 class LiveViewSink(Sink):
     """Serves the overlays it is given (see the module docstring); ``url`` once started."""
 
     def __init__(self, spec: str | int = 0, *, counters: Callable[[], dict] | None = None, max_clients: int = 8,
-                 stall_timeout_s: float = 30.0, jpeg_quality: int = 80, window: int = 1000, spark: int = 120,
-                 quiet: bool = False) -> None:
+                 stall_timeout_s: float = 30.0, header_timeout_s: float = 10.0, shutdown_grace_s: float = 0.5,
+                 jpeg_quality: int = 80, window: int = 1000, spark: int = 120, quiet: bool = False,
+                 keep_serving: bool = False) -> None:
         try:
             from aiohttp import web  # noqa: F401
         except ImportError:
@@ -66,6 +102,11 @@ class LiveViewSink(Sink):
         self.host, self.port = parse_serve(spec)
         self.counters = counters
         self.max_clients, self.stall_timeout_s, self.quality = int(max_clients), float(stall_timeout_s), int(jpeg_quality)
+        self.header_timeout_s, self.shutdown_grace_s = float(header_timeout_s), float(shutdown_grace_s)
+        self.keep_serving = bool(keep_serving)
+        # "starting" (a server started before the run: the model is loading), "running", "ended" (the last frame
+        # stays on the page)
+        self.state = "starting" if self.keep_serving else "running"
         self._lock = threading.Lock()
         self._latency: deque[float] = deque(maxlen=int(window))  # the last frames' latencies (p50/p99, sparkline)
         self._times: deque[float] = deque()  # write times in the last second (fps)
@@ -76,9 +117,14 @@ class LiveViewSink(Sink):
         self.frames = 0
         self.encoded = 0  # JPEG encodings done (at most one per frame)
         self.refused = 0  # viewers turned away with 503
+        self.dropped_at_stop = 0  # viewers hung up on at shutdown because they were not reading
+        self._bad_requests = _QuietBadRequests()
+        self._log = logging.Logger("textsam_eus.serve")  # not registered: its parent is aiohttp's server logger
+        self._log.parent = logging.getLogger("aiohttp.server")
+        self._log.addFilter(self._bad_requests)
         self.last: dict[str, Any] = {}
         self._viewers: set[_Viewer] = set()
-        self.running = True
+        self._closing = False  # the server is stopping: every viewer's stream ends
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -92,9 +138,19 @@ class LiveViewSink(Sink):
                             "or host") from None
         self.url = f"http://{'[' + self.host + ']' if ':' in self.host else self.host}:{self.port}/"
         if not quiet:
-            print(f"live view: {self.url}", file=sys.stderr, flush=True)
+            print(f"live view: {self.url}" + (" (the model is loading)" if self.state == "starting" else ""),
+                  file=sys.stderr, flush=True)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
 
     # ------------------------------------------------------------------ pipeline side (write thread)
+    def attach(self, counters: Callable[[], dict] | None = None) -> None:
+        """A run starts writing to this (already started) server; ``counters`` gives its frame counts."""
+        self.counters = counters or self.counters
+        self.state = "running"
+
     def write(self, record: FrameRecord) -> None:
         now = time.monotonic()
         with self._lock:
@@ -108,14 +164,23 @@ class LiveViewSink(Sink):
             self.last = {"index": int(record.index), "presence": record.info.get("presence"),
                          "decision": record.info.get("decision")}
             self._frame, self._seq = record.overlay, self._seq + 1
-        if self._viewers and self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._wake_all)
-            except RuntimeError:  # the loop has closed
-                pass
+        self._wake_soon()
 
     def close(self) -> None:
-        self.running = False
+        """The run's end: stops the server, or with ``keep_serving`` marks the run ended and keeps serving."""
+        if self.keep_serving and self._thread.is_alive():
+            if self.counters is not None:
+                final = dict(self.counters())
+                self.counters = lambda: final  # the page keeps the run's last numbers
+            self.state = "ended"
+            self._wake_soon()
+            return
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the server (idempotent). Bounded: it never waits on a viewer that does not read."""
+        if self.state != "ended":
+            self.state = "ended"
         loop = self._loop
         if loop is not None and self._thread.is_alive():
             try:
@@ -125,18 +190,20 @@ class LiveViewSink(Sink):
             self._thread.join(10)
 
     def describe(self) -> dict[str, Any]:
-        return {"serve": self.url, "serve_jpeg_encoded": self.encoded, "serve_refused": self.refused}
+        return {"serve": self.url, "serve_jpeg_encoded": self.encoded, "serve_refused": self.refused,
+                "serve_bad_requests": self._bad_requests.count}
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             lat = np.fromiter(self._latency, dtype=np.float64)
             spark = [round(v, 1) for v in list(self._latency)[-self.spark:]]
-            fps = float(len(self._times))
+            fps = float(len(self._times)) if self.running else 0.0
             last = dict(self.last)
             frames = self.frames
         counts = self.counters() if self.counters else {}
         pct = np.percentile(lat, (50, 99)) if lat.size else (None, None)
-        return {"running": self.running, "frames": frames, "frames_in": counts.get("frames_in", frames),
+        return {"running": self.running, "state": self.state, "frames": frames,
+                "frames_in": counts.get("frames_in", frames),
                 "frames_dropped": counts.get("frames_dropped", 0), "fps": fps,
                 "latency_ms": {"p50": None if pct[0] is None else float(pct[0]),
                                "p99": None if pct[1] is None else float(pct[1]),
@@ -145,6 +212,13 @@ class LiveViewSink(Sink):
                 "index": last.get("index"), "viewers": len(self._viewers), "max_viewers": self.max_clients}
 
     # ------------------------------------------------------------------ server side (its own thread and loop)
+    def _wake_soon(self) -> None:
+        if self._viewers and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._wake_all)
+            except RuntimeError:  # the loop has closed
+                pass
+
     def _wake_all(self) -> None:
         for v in self._viewers:
             v.wake.set()
@@ -159,7 +233,10 @@ class LiveViewSink(Sink):
         app.router.add_get("/", self._page)
         app.router.add_get("/video.mjpg", self._video)
         app.router.add_get("/stats.json", self._stats)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        # keepalive_timeout runs from a connection's start (aiohttp >= 3.14.4): a client that does not send a
+        # whole request in time is closed; the logger drops the tracebacks of malformed requests
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=self.shutdown_grace_s,
+                               keepalive_timeout=self.header_timeout_s, logger=self._log)
         try:
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, self.host, self.port)
@@ -175,11 +252,28 @@ class LiveViewSink(Sink):
         self._ready.set()
         try:
             loop.run_until_complete(self._stopped.wait())
-            self._wake_all()  # the viewers see running=False and end their responses
-            loop.run_until_complete(runner.cleanup())
+            self._closing = True
+            for v in list(self._viewers):  # not reading: hang up now instead of waiting for it
+                if v.behind():
+                    self.dropped_at_stop += 1
+                    v.transport.abort()
+            self._wake_all()  # the others end their responses
+            loop.run_until_complete(runner.cleanup())  # bounded by shutdown_grace_s
+            self._finish_tasks(loop)
         finally:
             self._loop = None
             loop.close()
+
+    @staticmethod
+    def _finish_tasks(loop: asyncio.AbstractEventLoop) -> None:
+        """Cancel what is left on the loop and let it end, so no task is destroyed while pending."""
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
 
     async def _page(self, request):
         from aiohttp import web
@@ -214,33 +308,37 @@ class LiveViewSink(Sink):
     async def _video(self, request):
         from aiohttp import web
 
-        if len(self._viewers) >= self.max_clients:
+        if len(self._viewers) >= self.max_clients or self._closing:
             self.refused += 1
-            return web.Response(status=503, text=f"too many viewers ({self.max_clients}); close one and reload\n",
-                                headers={"Retry-After": "5"})
-        viewer = _Viewer()
+            why = "the live view is stopping" if self._closing else (f"too many viewers ({self.max_clients}); "
+                                                                     "close one and reload")
+            return web.Response(status=503, text=why + "\n", headers={"Retry-After": "5"})
+        viewer = _Viewer(request.transport)
         self._viewers.add(viewer)
         resp = web.StreamResponse(headers={"Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                                            "Cache-Control": "no-store", "Connection": "close"})
+        delimiter = f"\r\n--{BOUNDARY}\r\n".encode()
         try:
             await resp.prepare(request)
+            await resp.write(delimiter[2:])
             viewer.wake.set()  # send the newest frame at once
-            while self.running:
+            while not self._closing:
                 await viewer.wake.wait()
                 viewer.wake.clear()
-                if not self.running:
+                if self._closing:
                     break
                 seq, jpeg = await self._encoded()
                 if not jpeg or seq == viewer.sent:
                     continue
-                part = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-                        .encode() + jpeg + b"\r\n")
+                part = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + delimiter
+                viewer.writing = True
                 await asyncio.wait_for(resp.write(part), self.stall_timeout_s)  # a stalled viewer is dropped
+                viewer.writing = False
                 viewer.sent = seq
         except asyncio.TimeoutError:  # it stopped reading: hang up instead of waiting on it
             if request.transport is not None:
                 request.transport.abort()
-        except ConnectionError:  # the viewer went away
+        except ConnectionError:  # the viewer went away (or was hung up on at shutdown)
             pass
         finally:
             self._viewers.discard(viewer)

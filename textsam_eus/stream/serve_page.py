@@ -1,7 +1,8 @@
 """The HTML page of ``--serve``: the live overlay (MJPEG), fps, latency p50/p99, drops and a latency sparkline.
 
 A static page: the overlay is an ``<img>`` on ``/video.mjpg`` and the numbers come from ``/stats.json`` every
-half second. No external scripts, fonts or styles (it works without a network).
+half second; the state line says whether the run is starting (the model is loading), running or ended (the last
+frame stays). No external scripts, fonts or styles (it works without a network).
 """
 
 PAGE = """<!doctype html>
@@ -44,7 +45,9 @@ async function tick() {
     document.getElementById("dropped").textContent = s.frames_dropped;
     document.getElementById("presence").textContent = num(s.presence, 2);
     const st = document.getElementById("state");
-    st.textContent = s.running ? "running" : "ended"; st.className = s.running ? "" : "ended";
+    st.textContent = {starting: "starting (the model is loading)", running: "running",
+                      ended: "ended: the run's last frame"}[s.state] || s.state;
+    st.className = s.state === "ended" ? "ended" : "";
     const v = s.latency_recent || [];
     if (v.length) {
       const top = Math.max(...v, 1), w = 640, h = 60;
