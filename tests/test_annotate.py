@@ -220,6 +220,8 @@ def test_rerun_skips_finished_and_redoes_incomplete_from_scratch(first_run, arch
     s.update(complete=False, finalised=False, stop_reason="running")
     (crashed / "summary.json").write_text(json.dumps(s))
     (crashed / "masks" / "mask_999999.png").write_bytes(b"stale")
+    with open(crashed / ".textsam-eus.outputs", "a") as f:  # a killed run had claimed it before writing it
+        f.write('"masks/mask_999999.png"\n')
     (crashed / "my_notes.txt").write_text("mine")
     old_mkv = (crashed / "summary.json").stat().st_mtime_ns
     rc = main(["annotate", "--source", str(archive), "--out", str(out), "--workers", "1", "--threads-per-worker", "1",

@@ -19,6 +19,7 @@ ALLOWED = {
     "engines": {"engines", "model", "common"},
     "stream": {"stream", "engines", "model", "common"},
     "archive": {"archive", "stream", "engines", "model", "common"},
+    "serving": {"serving", "engines", "model", "common"},
 }
 
 # the modules of ``model`` that need no torch: every layer, also ``stream`` and ``common``, may import them

@@ -217,6 +217,7 @@ def test_image_folder_with_clashing_names_writes_one_mask_per_input(tmp_path):
         assert (out / r["overlay"]).exists()
 
 
+@pytest.mark.slow
 def test_video_folder_with_clashing_names_runs_every_video(tmp_path, ckpt):
     from textsam_eus.commands.stream import plan_jobs
     from textsam_eus.stream.encoders import VideoEncoder
@@ -406,6 +407,26 @@ def test_a_signal_that_stops_the_input_leaves_the_run_incomplete(tmp_path):
 
     summary = StreamPipeline(FakeEngine(delay_s=0.02), _phantom(200), tmp_path, progress=progress).run()
     assert summary["complete"] is False and summary["stop_reason"] == "stopped by SIGINT"
+
+
+def test_a_stop_keeps_the_frames_already_queued_for_a_slow_writer():
+    from textsam_eus.stream.stages import END, FifoQueue
+
+    q, stop, got = FifoQueue(2), threading.Event(), []
+    q.put(1, stop)
+    q.put(2, stop)
+    stop.set()  # e.g. the engine failed on a later frame: what was segmented before is still written
+
+    def slow_writer():
+        time.sleep(0.3)
+        got.extend(iter(q.get, END))
+
+    t = threading.Thread(target=slow_writer)
+    t.start()
+    q.put(3, stop)
+    q.put(END, stop)
+    t.join(5)
+    assert got == [1, 2, 3]
 
 
 @pytest.fixture

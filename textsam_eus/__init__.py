@@ -2,7 +2,8 @@
 
 Subpackages: ``model`` (SAM + LoRA + text prompt learner + refinement), ``common`` (synthetic EUS phantom),
 ``train`` (data, losses, trainer, evaluation), ``export`` (ONNX, TensorRT), ``engines`` (torch, onnxruntime,
-tensorrt behind one interface), ``stream`` (sources, pipeline, sinks). The ``textsam-eus`` command is ``cli.main``.
+tensorrt, and the client of a Triton model server, behind one interface), ``serving`` (the Triton model server),
+``stream`` (sources, pipeline, sinks). The ``textsam-eus`` command is ``cli.main``.
 """
 
 __version__ = "0.1.0"

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "export": ("textsam_eus.commands.export", "export ONNX (and TensorRT) deployment bundles"),
     "stream": ("textsam_eus.commands.stream", "segment a video file, folder or capture device"),
     "annotate": ("textsam_eus.commands.annotate", "annotate an archive of recordings on Ray workers (resumable)"),
+    "serve": ("textsam_eus.commands.serve", "serve the model on Triton Inference Server for stream --engine triton"),
 }
 
 

@@ -68,9 +68,9 @@ class ArchiveTable:
         """Check ``out`` (a new or empty folder, or the ``--out`` of an earlier run with the same settings), lock it
         and read what an earlier run left. Raises :class:`ArchiveError` / ``OutputError`` naming the fix."""
         table = cls(Path(out), settings)
-        check_out_dir(table.out, overwrite=True)  # a file, an unwritable place, an over-long name: one-line errors
         if table.out.is_dir():
             table._check_is_archive()  # before the lock file: a folder that is not ours stays as it was
+        check_out_dir(table.out, overwrite=True)  # a file, an unwritable place, an over-long name: one-line errors
         table.out.mkdir(parents=True, exist_ok=True)
         table._lock()
         try:

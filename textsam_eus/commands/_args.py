@@ -45,7 +45,14 @@ def add_engine_arguments(p: Options) -> None:
     p.add_argument("--checkpoint", default="demo",
                    help="TextSAM-EUS checkpoint (.safetensors) or 'demo', the shipped model (default: %(default)s)")
     p.add_argument("--engine", default="auto",
-                   help="auto (the fastest available), torch, onnxruntime or tensorrt (default: %(default)s)")
+                   help="auto (the fastest available), torch, onnxruntime, tensorrt, or triton (a model server: "
+                        "--server) (default: %(default)s)")
+    p.add_argument("--server", default=None, metavar="grpc://HOST:PORT",
+                   help="--engine triton: the 'textsam-eus serve' to use (checked at connect to serve --checkpoint's "
+                        "or --bundle's model)")
+    p.add_argument("--server-timeout", type=float, default=10.0,
+                   help="--engine triton: seconds a request may take before the run stops, finalised "
+                        "(default: %(default)s)")
     p.add_argument("--bundle", default=None,
                    help="deployment bundle folder (onnxruntime/tensorrt; default: exported from --checkpoint once "
                         "and cached)")

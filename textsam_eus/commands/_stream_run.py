@@ -45,7 +45,8 @@ def load_engine(args: argparse.Namespace, threads: int | None, quiet: bool = Fal
 
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
                          args.iterations, args.refine_prompts, threads=threads, resize=args.resize,
-                         attention=args.attention, quiet=quiet)
+                         attention=args.attention, quiet=quiet, server=getattr(args, "server", None),
+                         server_timeout=getattr(args, "server_timeout", 10.0))
     return engine, model_identity(args.checkpoint, args.bundle, engine)
 
 

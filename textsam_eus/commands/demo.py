@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out, overwrite=args.overwrite or _earlier_demo(Path(args.out)))
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
                          args.iterations, args.refine_prompts, threads=args.threads, resize=args.resize,
-                         attention=args.attention)
+                         attention=args.attention, server=args.server, server_timeout=args.server_timeout)
     out = Path(args.out)
     overwrite = args.overwrite or _earlier_demo(out)
     if overwrite and not args.overwrite:

@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true",
                    help="also int8 CPU graphs (ONNX Runtime dynamic quantization of the encoder); refused, with the "
                         "bundle left as it was, when the int8 masks' mean IoU against fp32 is below 0.98")
+    p.add_argument("--serving", action="store_true",
+                   help="also the batched encoder (encoder_batch.onnx, dynamic batch axis) that 'textsam-eus serve' "
+                        "runs; with --bundle DIR, --checkpoint must be the bundle's own checkpoint")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--sam-checkpoint", default=None, help="override the checkpoint's base SAM weights path")
     p.add_argument("--biomedclip-dir", default=None, help="override the checkpoint's BiomedCLIP folder")
@@ -47,6 +50,13 @@ def _run(args: argparse.Namespace) -> int:
 
             bundle = add_int8(folder, *int8_parity_frames(read_bundle(folder, verify=False).image_size))
             print(f"added {', '.join(v for k, v in bundle.files.items() if k.endswith('_int8'))} to {folder}")
+        if args.serving:
+            from ..export.batch_encoder import add_batch_encoder
+            from ..model.checkpoint import load_checkpoint
+
+            model, _ = load_checkpoint(args.checkpoint)
+            bundle = add_batch_encoder(model, folder, verify=not args.no_verify)
+            print(f"added encoder_batch.onnx to {folder}")
     else:
         if not args.out:
             raise OptionError("--out DIR is required (or --bundle DIR to add TensorRT plans to a bundle)")
@@ -57,11 +67,16 @@ def _run(args: argparse.Namespace) -> int:
         overrides = {k: v for k, v in (("sam_checkpoint", args.sam_checkpoint),
                                        ("biomedclip_dir", args.biomedclip_dir)) if v}
         model, _ = load_checkpoint(args.checkpoint, **overrides)
+        ckpt = resolve_checkpoint(args.checkpoint)
         int8_frames, int8_source = int8_parity_frames(model.cfg.image_size) if args.int8 else (None, None)
         bundle = export_bundle(model, args.out, verify=not args.no_verify, fp16=args.fp16, int8=args.int8,
                                int8_frames=int8_frames, int8_frames_source=int8_source,
-                               source={"checkpoint": str(resolve_checkpoint(args.checkpoint))})
+                               source={"checkpoint": str(ckpt), "checkpoint_sha256": _file_sha256(ckpt)})
         folder = args.out
+        if args.serving:
+            from ..export.batch_encoder import add_batch_encoder
+
+            bundle = add_batch_encoder(model, folder, verify=not args.no_verify)
         print(f"wrote {folder}: {', '.join(bundle.files.values())}")
         if "parity" in bundle.source:
             print("ONNX Runtime vs torch: " + json.dumps(bundle.source["parity"]))
@@ -96,6 +111,14 @@ def check_out_folder(args: argparse.Namespace) -> None:
         raise OutputPathError(f"--out {out} is a file, not a folder; give the bundle folder to write (it is created "
                               "if missing)")
     check_not_inputs([("--out", out / name) for name in WRITTEN], inputs)
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def int8_parity_frames(image_size: int, per_clip: int = 6, every: int = 10) -> tuple[list, str]:

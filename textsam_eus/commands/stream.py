@@ -157,7 +157,7 @@ def plan_workers(args: argparse.Namespace, live: bool) -> tuple[int, int | None]
     else:
         on_cpu = args.device == "cpu" or (args.device is None and not torch.cuda.is_available())
         n = 2 if (on_cpu and not live and not args.temporal and cores >= 2) else 1
-    if live:
+    if live or args.engine == "triton":  # a model server's client: one request in flight per stream
         n = 1
     threads = args.threads or (max(1, cores // n) if n > 1 else None)
     return n, threads

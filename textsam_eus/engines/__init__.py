@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from ..model.errors import OptionError, UnavailableError
-from ..model.imports import TENSORRT_HINT, is_tensorrt_available, require_onnxruntime
+from ..model.imports import (TENSORRT_HINT, TRITONCLIENT_HINT, is_tensorrt_available, is_tritonclient_available,
+                             require_onnxruntime)
 from .base import Engine
 
 ENGINES = {  # name -> (module, class)
     "torch": ("textsam_eus.engines.torch_engine", "TorchEngine"),
     "onnxruntime": ("textsam_eus.engines.ort_engine", "OrtEngine"),
     "tensorrt": ("textsam_eus.engines.trt_engine", "TrtEngine"),
+    "triton": ("textsam_eus.engines.triton_engine", "TritonEngine"),  # the client of `textsam-eus serve`
 }
 
 
@@ -31,6 +33,7 @@ def available_engines() -> dict[str, tuple[bool, str]]:
         out["tensorrt"] = (False, TENSORRT_HINT)
     else:
         out["tensorrt"] = (torch.cuda.is_available(), "ok" if torch.cuda.is_available() else "no CUDA GPU visible")
+    out["triton"] = (True, "client of a model server") if is_tritonclient_available() else (False, TRITONCLIENT_HINT)
     return out
 
 
@@ -54,6 +57,7 @@ def create_engine(name: str, **kwargs: Any) -> Engine:
 
     torch: ``create_engine("torch", model=CKPT_OR_MODEL, device=..., precision=..., cuda_graphs=...)``
     onnxruntime / tensorrt: ``create_engine(name, bundle=DIR, ...)``
+    triton: ``create_engine("triton", server="grpc://HOST:PORT", expect_model_id=... or expect_checkpoint_sha256=...)``
     """
     avail = available_engines()
     listing = ", ".join(f"{k} ({'available' if ok else 'unavailable: ' + why})" for k, (ok, why) in avail.items())

@@ -2,7 +2,8 @@
 
 A backend implements ``encode(x)`` and ``decode(embeddings, tokens, coords, labels)`` on torch tensors (or, for a
 backend with ``host_arrays = True`` on the CPU, on NumPy arrays: see :mod:`.cpu_prepost`); the pre-/post-processing
-and the refinement logic are the shared :class:`~textsam_eus.model.refine.Segmenter`.
+and the refinement logic are the shared :class:`~textsam_eus.model.refine.Segmenter`. A client of a model server
+(``triton``) implements ``remote_infer`` instead: the server runs the encoder and the decoder passes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Engine:
     host_arrays = False  # True: encode/decode take NumPy arrays when the NumPy pre-/post-processing runs
     # what to do when the model's outputs are not finite (the weights are damaged)
     non_finite_fix = "re-export the bundle ('textsam-eus export --checkpoint CKPT --out DIR')"
+    remote_infer = None  # a model server's client: (x, resized, first, iterations, timings) -> Refined
 
     def __init__(self, *, image_size: int, pixel_mean, pixel_std, prompt_tokens, device: torch.device | str = "cpu",
                  iterations: int = 2, refine_prompts: str = "box+centroid", threshold: float = 0.0,
@@ -49,7 +51,7 @@ class Engine:
         self.segmenter = Segmenter(self.encode, self._decode, image_size=image_size, pixel_mean=pixel_mean,
                                    pixel_std=pixel_std, device=self.device, dtype=torch.float32,
                                    iterations=iterations, refine_prompts=refine_prompts, threshold=threshold,
-                                   sync=sync, prepost=pp)
+                                   sync=sync, prepost=pp, infer=self.remote_infer)
 
     # ------------------------------------------------------------------ the interface
     def set_prompt(self, tokens) -> None:

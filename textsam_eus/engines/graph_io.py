@@ -33,6 +33,8 @@ def expected_io(bundle: Bundle) -> dict[str, tuple[dict[str, Shape], dict[str, S
     emb = {"image_embeddings": (1, c, g, g), "text_tokens": (1, t, c)}
     masks = {"low_res_masks": (1, 1, h, h), "iou_predictions": (1, 1)}
     return {"encoder": ({"image": (1, 3, s, s)}, {"image_embeddings": (1, c, g, g)}),
+            # export --serving: the same encoder with an open batch axis, for a model server
+            "encoder_batch": ({"image": (DYNAMIC, 3, s, s)}, {"image_embeddings": (DYNAMIC, c, g, g)}),
             "decoder_text": (emb, masks),
             "decoder_refine": ({**emb, "point_coords": (1, DYNAMIC, 2), "point_labels": (1, DYNAMIC)}, masks)}
 

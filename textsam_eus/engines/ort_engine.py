@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.bundle import REEXPORT, Bundle, BundleError, read_bundle
+from ..model.bundle import BATCH_ENCODER_ROLE, REEXPORT, Bundle, BundleError, read_bundle
 from ..model.cpu_features import cpu_features, int8_portability_problem
 from ..model.errors import OptionError, UnavailableError
 from ..model.imports import (ONNXRUNTIME_GPU_HINT, installed_onnxruntime_flavours, is_onnxruntime_gpu_available,
@@ -68,7 +68,9 @@ class OrtEngine(Engine):
 
     def __init__(self, bundle: str | Path | Bundle, *, device: str = "cpu", precision: str = "fp32",
                  threads: int | None = None, iterations: int | None = None, refine_prompts: str = "box+centroid",
-                 prepost: str = "auto") -> None:
+                 prepost: str = "auto", batch_encoder: bool = False) -> None:
+        """``batch_encoder``: the encoder is the bundle's ``encoder_batch.onnx`` (dynamic batch axis: ``encode``
+        takes (B, 3, S, S)), for a model server that batches frames; fp32 only."""
         ort = require_onnxruntime()
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         _check_versions(self.bundle, ort.__version__)
@@ -96,6 +98,12 @@ class OrtEngine(Engine):
                               f"'textsam-eus export --bundle {self.bundle.folder} --int8'")
         if precision == "int8":
             _check_int8_here(self.bundle)
+        if batch_encoder and precision != "fp32":
+            raise OptionError(f"the batched encoder of a model server is fp32; precision {precision!r} is for "
+                              "one stream's engine")
+        if batch_encoder and BATCH_ENCODER_ROLE not in self.bundle.files:
+            raise BundleError(f"bundle {self.bundle.folder} has no batched encoder ({BATCH_ENCODER_ROLE}); add it "
+                              f"with 'textsam-eus export --bundle {self.bundle.folder} --checkpoint CKPT --serving'")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -106,13 +114,18 @@ class OrtEngine(Engine):
         if threads:
             opts.intra_op_num_threads = threads
         # int8 bundles quantize some roles only (bundle.int8["roles"]); the others run their fp32 graph
+        files = {role: role + suffix if precision != "int8" or role + suffix in self.bundle.files else role
+                 for role in ("encoder", "decoder_text", "decoder_refine")}
+        if batch_encoder:
+            files["encoder"] = BATCH_ENCODER_ROLE
         self.sessions = {}
-        for role in ("encoder", "decoder_text", "decoder_refine"):
-            path = self.bundle.path(role + suffix if precision != "int8" or role + suffix in self.bundle.files
-                                    else role)
+        for role, f in files.items():
+            path = self.bundle.path(f)
             check_external_data(self.bundle, path)  # weights only from files bundle.json hashes
             self.sessions[role] = _session(ort, path, opts, providers)
-            check_ort_session(self.bundle, role, path, self.sessions[role])  # the graph fits bundle.json
+            check_ort_session(self.bundle, f if f == BATCH_ENCODER_ROLE else role, path,
+                              self.sessions[role])  # the graph fits bundle.json
+        self.encodes_batches = batch_encoder  # encode() takes (B, 3, S, S), B >= 1
         self.providers = self.sessions["encoder"].get_providers()
         self.precision = precision
         self.use_cuda = device.startswith("cuda")
@@ -150,7 +163,7 @@ class OrtEngine(Engine):
 
     def _output_shape(self, role, name, feeds):
         if role == "encoder":
-            return tuple(self.bundle.embedding_shape)
+            return (feeds["image"].shape[0], *self.bundle.embedding_shape[1:])
         return (1, 1, self.bundle.lowres_size, self.bundle.lowres_size) if name == "low_res_masks" else (1, 1)
 
     # ------------------------------------------------------------------ Engine hooks
@@ -173,6 +186,8 @@ class OrtEngine(Engine):
     def info(self) -> dict[str, Any]:
         info = {**super().info(), "precision": self.precision, "providers": self.providers,
                 "preset": self.bundle.preset}
+        if self.encodes_batches:
+            info["encoder"] = BATCH_ENCODER_ROLE
         if self.precision == "int8":
             info["int8_parity"] = self.bundle.int8.get("parity")
         return info

@@ -123,6 +123,19 @@ def external_data_files(graph: str | Path) -> list[str]:
                        *(t for f in model.functions for t in tensors(f.node))]
              if t.data_location == onnx.TensorProto.EXTERNAL}
     return sorted(found)
+SERVED_ROLES = ("encoder", "decoder_text", "decoder_refine")  # the fp32 graphs: what the model *is*
+BATCH_ENCODER_ROLE = "encoder_batch"  # the encoder with a dynamic batch axis, for a model server (export --serving)
+
+
+def model_id(bundle: Bundle) -> str:
+    """The model's identity (16 hex digits): SHA-256 over its fp32 graphs' hashes, the prompt token(s) and the values
+    the pre-/post-processing uses. Extra graphs (fp16, int8, the batched encoder of ``export --serving``) and TensorRT
+    plans do not change it: they run the same model. A model server publishes it; a client checks it at connect."""
+    values = {"graphs": [bundle.hashes.get(bundle.files.get(r, ""), "") for r in SERVED_ROLES],
+              "prompt_tokens": bundle.prompt_tokens, "image_size": bundle.image_size,
+              "pixel_mean": bundle.pixel_mean, "pixel_std": bundle.pixel_std,
+              "mask_threshold": bundle.mask_threshold, "lowres_size": bundle.lowres_size, "resize": bundle.resize}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_bundle(folder: str | Path, bundle: Bundle) -> Path:

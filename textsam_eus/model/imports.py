@@ -10,6 +10,8 @@ cached. ``require_*()`` import the package and return the module, or raise an er
 * TensorRT (extra ``trt``) exists only on NVIDIA machines.
 * PyAV (``av``) is a base dependency; a broken environment without it gets a one-line error, not a traceback.
 * Ray (extra ``archive``) runs ``annotate`` over an archive of examinations, on one machine or a cluster.
+* PyTriton (``nvidia-pytriton``, extra ``serve``) runs the model server in its own environment: it needs numpy < 2.
+  ``tritonclient`` (extra ``triton-client``) is the client of ``stream --engine triton``.
 
 Needs nothing but the standard library at import time: every layer may import it.
 """
@@ -26,7 +28,9 @@ from .errors import UnavailableError
 __all__ = ["TensorRTUnavailable", "ONNXRUNTIME_HINT", "ONNXRUNTIME_GPU_HINT", "TENSORRT_HINT", "PYAV_HINT",
            "is_onnxruntime_available", "is_onnxruntime_gpu_available", "is_tensorrt_available", "is_pyav_available",
            "installed_onnxruntime_flavours", "require_onnxruntime", "require_tensorrt", "require_pyav",
-           "RAY_HINT", "is_ray_available", "require_ray"]
+           "RAY_HINT", "is_ray_available", "require_ray",
+           "PYTRITON_HINT", "TRITONCLIENT_HINT", "is_pytriton_available", "is_tritonclient_available",
+           "require_pytriton", "require_tritonclient"]
 
 ONNXRUNTIME_FLAVOURS = ("onnxruntime", "onnxruntime-gpu")  # the distributions of the extras cpu and gpu
 
@@ -41,6 +45,12 @@ TENSORRT_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU and
 PYAV_HINT = "PyAV is not installed: pip install av (a dependency of textsam-eus; reinstall it)"
 RAY_HINT = ("Ray is not installed: pip install 'textsam-eus[archive]' (the `ray` package), or annotate the files one "
             "after another with `textsam-eus stream --source FOLDER`")
+SERVE_ENV = ("python3 -m venv --system-site-packages .venv-serve && .venv-serve/bin/pip install -e '.[cpu,serve]' "
+             "(in a checkout; or pip install 'textsam-eus[cpu,serve]' in a fresh venv), then run "
+             ".venv-serve/bin/textsam-eus serve")
+PYTRITON_HINT = ("the model server needs PyTriton (nvidia-pytriton) in its own environment, because it needs "
+                 "numpy < 2: " + SERVE_ENV)
+TRITONCLIENT_HINT = "the triton engine needs tritonclient: pip install 'textsam-eus[triton-client]'"
 
 
 class TensorRTUnavailable(UnavailableError):
@@ -87,6 +97,15 @@ def is_pyav_available() -> bool:
 def is_ray_available() -> bool:
     """Ray (``ray``, for ``annotate``) is installed."""
     return _has_module("ray")
+def is_pytriton_available() -> bool:
+    """PyTriton (``pytriton``, the distribution nvidia-pytriton) is installed."""
+    return _has_module("pytriton")
+
+
+@lru_cache
+def is_tritonclient_available() -> bool:
+    """tritonclient with its gRPC client is installed."""
+    return _has_module("tritonclient") and _has_module("tritonclient.grpc")
 
 
 def installed_onnxruntime_flavours() -> list[str]:
@@ -130,3 +149,17 @@ def require_pyav() -> ModuleType:
 def require_ray() -> ModuleType:
     """The ``ray`` module, or an UnavailableError naming the extra to install."""
     return _require("ray", is_ray_available(), UnavailableError, RAY_HINT)
+def require_pytriton() -> ModuleType:
+    """The ``pytriton`` module, or an UnavailableError naming the server environment to make (numpy < 2 there)."""
+    import numpy
+
+    mod = _require("pytriton", is_pytriton_available(), UnavailableError, PYTRITON_HINT)
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        raise UnavailableError(f"PyTriton 0.7 needs numpy < 2, this environment has numpy {numpy.__version__} "
+                               f"(batched outputs would come back empty): {SERVE_ENV}")
+    return mod
+
+
+def require_tritonclient() -> ModuleType:
+    """The ``tritonclient.grpc`` module, or an UnavailableError naming the extra to install."""
+    return _require("tritonclient.grpc", is_tritonclient_available(), UnavailableError, TRITONCLIENT_HINT)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -43,6 +43,24 @@ class SegmentResult:
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     prompts: list = field(default_factory=list)  # (coords, labels) per pass, input-frame pixels; None = text only
     presence: float | None = None  # the text-only pass's predicted IoU: the tumour presence score
+
+
+@dataclass
+class Refined:
+    """What the decoder passes of one frame leave for the post-processing (see :meth:`Segmenter.decode_and_refine`).
+
+    lowres: the final pass's low-res mask logits (1, 1, h, w); iou: its predicted IoU; presence: the text-only
+    pass's predicted IoU; passes: decoder passes run; prompts: (coords, labels) per pass (None = text only; empty
+    when a model server ran them); logits: the final pass's logits over the resized frame in input pixels when
+    the refinement loop already made them, else None.
+    """
+
+    lowres: Any
+    iou: float
+    presence: float
+    passes: int
+    prompts: list = field(default_factory=list)
+    logits: Any = None
 
 
 def geometric_prompts(box: torch.Tensor, centroid: torch.Tensor, mode: str = "box+centroid",
@@ -122,7 +140,8 @@ class Segmenter:
     def __init__(self, encode: Callable, decode: Callable, *, image_size: int, pixel_mean, pixel_std,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, iterations: int = 2,
                  refine_prompts: str = "box+centroid", threshold: float = 0.0,
-                 sync: Callable[[], None] | None = None, resize: str | None = None, prepost=None) -> None:
+                 sync: Callable[[], None] | None = None, resize: str | None = None, prepost=None,
+                 infer: Callable | None = None) -> None:
         if refine_prompts not in REFINE_PROMPTS:
             raise OptionError(f"refine_prompts={refine_prompts!r} is invalid: choose one of {REFINE_PROMPTS}")
         if not 0 <= iterations <= MAX_REFINE_ITERATIONS:
@@ -136,6 +155,8 @@ class Segmenter:
         self.threshold = threshold
         self.sync = sync or (lambda: None)
         self.prepost = prepost or TorchPrePost(image_size, pixel_mean, pixel_std, device, dtype)
+        # (x, resized, first, iterations, timings) -> Refined: encode + decode here, or a model server's call
+        self.infer = infer or self.infer_input
         if resize is not None:  # how frames are resized into the input (TextSamConfig.resize): kept by prepost
             self.resize = resize
 
@@ -165,6 +186,9 @@ class Segmenter:
         prompts added to the first pass (the paper's manual mode). ``seed_prompt = (box, centroid)`` in frame
         pixels (e.g. the previous video frame's) is added to the first pass the same way. ``encode`` replaces the
         backend's encoder for this call (e.g. one that returns cached embeddings).
+
+        Between the pre- and the post-processing runs ``self.infer`` (:meth:`infer_input` here; a remote backend
+        passes its own, which runs the same passes on a model server).
         """
         iterations = self.iterations if iterations is None else iterations
         timings: dict[str, float] = {}
@@ -173,11 +197,47 @@ class Segmenter:
         hw = rgb.shape[:2]
         pp = self.prepost
         x, resized = pp.preprocess(rgb)
-        t = self._tick(timings, "preprocess", t)
-        emb = (encode or self.encode)(x)
-        t = self._tick(timings, "encode", t)
-
         first = self._first_prompts(hw, resized, points, point_labels, box, seed_prompt)
+        self._tick(timings, "preprocess", t)
+        if encode is not None:
+            out = self.infer_input(x, resized, first, iterations, timings, encode=encode)
+        else:
+            out = self.infer(x, resized, first, iterations, timings)
+        t = time.perf_counter()
+        logits = out.logits if out.logits is not None else pp.lowres_to_input(out.lowres, resized)
+        mask = pp.frame_mask(logits, hw, self.threshold)
+        t = self._tick(timings, "postprocess", t)
+        timings["total"] = (t - t0) * 1e3
+        bc = pp.box_and_centroid(mask)
+        return SegmentResult(
+            mask=mask,
+            iou=out.iou,
+            box=None if bc is None else bc[0],
+            centroid=None if bc is None else bc[1],
+            passes=out.passes,
+            timings=timings,
+            prompts=[None if p is None else (pp.to_numpy(p[0]), pp.to_numpy(p[1])) for p in out.prompts],
+            presence=out.presence,
+        )
+
+    def infer_input(self, x, resized: tuple[int, int], first, iterations: int, timings: dict[str, float],
+                    encode: Callable | None = None) -> "Refined":
+        """Encode the model input ``x`` (1, 3, S, S) once, then :meth:`decode_and_refine`."""
+        t = time.perf_counter()
+        emb = (encode or self.encode)(x)
+        self._tick(timings, "encode", t)
+        return self.decode_and_refine(emb, resized, first, iterations, timings)
+
+    def decode_and_refine(self, emb, resized: tuple[int, int], first, iterations: int,
+                          timings: dict[str, float]) -> "Refined":
+        """The decoder passes of one frame from its image embeddings ``emb`` (1, C, g, g).
+
+        ``first``: the first pass's (coords (1, N, 2), labels (1, N)) in input pixels, or None (text only); then
+        up to ``iterations`` refinement passes, each from the previous mask (over the ``resized`` (h, w) part of
+        the input). The model server runs this per frame after encoding a whole batch.
+        """
+        pp = self.prepost
+        t = time.perf_counter()
         prompts = [first]
         lowres, iou = self.decode(emb, *(first if first is not None else (None, None)))
         t = self._tick(timings, "decode_0", t)
@@ -186,29 +246,18 @@ class Segmenter:
         else:  # a prompted first pass (seeded, manual): the presence score comes from a text-only pass
             presence = float(self.decode(emb, None, None)[1].reshape(-1)[0])
             t = self._tick(timings, "decode_presence", t)
-        logits = pp.lowres_to_input(lowres, resized)
+        logits = None
         for k in range(1, iterations + 1):
+            logits = pp.lowres_to_input(lowres, resized)
             gp = pp.refine_prompt(logits, self.threshold, self.refine_prompts, k)
             if gp is None:  # empty mask (nothing to refine from) or refine_prompts 'none'
                 break
             prompts.append(gp)
             lowres, iou = self.decode(emb, *gp)
+            logits = None  # of the pass before
             t = self._tick(timings, f"decode_{k}", t)
-            logits = pp.lowres_to_input(lowres, resized)
-        mask = pp.frame_mask(logits, hw, self.threshold)
-        t = self._tick(timings, "postprocess", t)
-        timings["total"] = (t - t0) * 1e3
-        bc = pp.box_and_centroid(mask)
-        return SegmentResult(
-            mask=mask,
-            iou=float(iou.reshape(-1)[0]),
-            box=None if bc is None else bc[0],
-            centroid=None if bc is None else bc[1],
-            passes=len(prompts),
-            timings=timings,
-            prompts=[None if p is None else (pp.to_numpy(p[0]), pp.to_numpy(p[1])) for p in prompts],
-            presence=presence,
-        )
+        return Refined(lowres=lowres, iou=float(iou.reshape(-1)[0]), presence=presence, passes=len(prompts),
+                       prompts=prompts, logits=logits)
 
     def _first_prompts(self, hw, resized, points, point_labels, box, seed_prompt):
         pts, labs = [], []
