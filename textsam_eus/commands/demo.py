@@ -83,5 +83,5 @@ def run(args: argparse.Namespace) -> int:
 
 def written_outputs(out: Path) -> str:
     """The files and folders the run left in ``out``, as one comma list (read from the folder, so it is true)."""
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith("."))
-    return ", ".join(str(out / n) for n in names)
+    paths = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    return ", ".join(f"{p}/" if p.is_dir() else str(p) for p in paths)  # a folder keeps its slash
