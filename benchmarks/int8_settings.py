@@ -32,19 +32,12 @@ SETTINGS = {
 
 
 def _model(name: str):
-    import torch
-
     from textsam_eus.model.checkpoint import load_checkpoint, resolve_checkpoint
-    from textsam_eus.model.registry import build_textsam
 
-    if name == "tiny-test":  # tests/conftest.trained_like_tiny(0): the model the int8 tests quantize
-        torch.manual_seed(0)
-        model = build_textsam("tiny").eval()
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n or n.startswith("text."):
-                    p.add_(0.05 * torch.randn_like(p))
-        return model
+    if name == "tiny-test":  # the model the int8 tests quantize
+        from benchmarks.models import trained_like_tiny
+
+        return trained_like_tiny(0)
     return load_checkpoint(resolve_checkpoint(name))[0]
 
 

@@ -6,6 +6,7 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -207,3 +208,14 @@ def machine_info(threads: int) -> dict[str, Any]:
     except ImportError:
         info["onnxruntime_providers"] = None
     return info
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on the loopback interface now (the OS picks them; closed again at once)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports

@@ -40,6 +40,22 @@ def load_tiny(checkpoint: str, seed: int = 0, fallback: str = "any") -> tuple[An
     return build_textsam("tiny").eval(), "random init (seeded)", note
 
 
+def trained_like_tiny(seed: int = 0):
+    """A tiny model whose LoRA/prompt weights are non-trivial (as after training): the tests' model, and
+    ``benchmarks/int8_settings.py --checkpoint tiny-test``."""
+    import torch
+
+    from textsam_eus.model.registry import build_textsam
+
+    torch.manual_seed(seed)
+    model = build_textsam("tiny").eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n or n.startswith("text."):
+                p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
 def build_model(preset: str, size: int, checkpoint: str, seed: int) -> tuple[Any, str, str | None]:
     """(model, weights description, note): tiny from ``checkpoint``; vit_b seeded random at input ``size``."""
     if preset == "tiny":

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,19 +41,9 @@ if not __package__:  # run by path: the benchmarks package from this checkout
     _HERE = Path(__file__).resolve().parent
     sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from benchmarks.machine import REPO, loadavg, machine_info  # noqa: E402
+from benchmarks.machine import REPO, free_ports, loadavg, machine_info  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "triton-rooms"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -113,7 +102,7 @@ def _aggregate(rooms: list[dict]) -> dict:
 
 
 def _start_server(args, work: Path) -> tuple[subprocess.Popen, int, int]:
-    grpc, http, metrics = _free_ports(3)
+    grpc, http, metrics = free_ports(3)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.server_threads)}
     log = open(work / "server.log", "w")
     p = subprocess.Popen([args.serve_python, "-m", "textsam_eus.cli", "serve", "--checkpoint", args.checkpoint,

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.models import trained_like_tiny  # noqa: F401 - the tests' trained-like tiny model
+
 # one thread: tiny models gain little from two, and a second thread that waits for a busy core makes every small
 # op wait for a time slice (the presence training tests took 20x longer with 2 threads on a loaded 2-core machine)
 torch.set_num_threads(1)
@@ -74,14 +76,3 @@ def write_biomedclip_folder(folder: Path, cfg) -> dict:
     return {k[5:]: v for k, v in state.items() if k.startswith("text.")}
 
 
-def trained_like_tiny(seed: int = 0):
-    """A tiny model whose LoRA/prompt weights are non-trivial (as after training)."""
-    from textsam_eus.model.registry import build_textsam
-
-    torch.manual_seed(seed)
-    model = build_textsam("tiny").eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n or n.startswith("text."):
-                p.add_(0.05 * torch.randn_like(p))
-    return model

@@ -24,7 +24,7 @@ ALLOWED = {
 
 # the modules of ``model`` that need no torch: every layer, also ``stream`` and ``common``, may import them
 LIGHT_MODEL_MODULES = ("textsam_eus.model.errors", "textsam_eus.model.pixels", "textsam_eus.model.imports",
-                       "textsam_eus.model.mask_metrics")
+                       "textsam_eus.model.mask_metrics", "textsam_eus.model.config")
 
 
 def _our_imports(path: Path) -> set[str]:

@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 from conftest import REPO, trained_like_tiny
 
+from benchmarks.machine import free_ports
+
 from textsam_eus.engines.triton_protocol import MODEL_NAME, model_version, parse_server_url
 from textsam_eus.model.errors import OptionError
 
@@ -103,6 +105,8 @@ def test_served_model_batches_through_the_encoder(bundle_dir):
         assert abs(out["presence"][i, 0] - w.presence) < 1e-4 and abs(out["iou"][i, 0] - w.iou) < 1e-4
     bad = served.infer(xs[0], np.array([[0, 5]], np.int32), first[:1], np.array([[-1]], np.int32))
     assert bad["passes"][0, 0] == -1  # refused, not a crash of the batch
+    endless = served.infer(xs[0], np.array([hws[0]], np.int32), first[:1], np.array([[10 ** 9]], np.int32))
+    assert endless["passes"][0, 0] == -1  # a request for a billion refinement passes is refused, not run
 
 
 def test_batch_encoder_needs_the_bundles_checkpoint(bundle_dir, tmp_path):
@@ -143,7 +147,7 @@ def test_server_flags_and_ports_are_one_line_errors(capsys):
         s.bind(("127.0.0.1", 0))
         s.listen()
         busy = s.getsockname()[1]
-        free = _free_ports(2)
+        free = free_ports(2)
         with pytest.raises(OptionError, match=f"--metrics-port {busy}: the port is in use"):
             check_ports_free(ServerConfig(grpc_port=free[0], http_port=free[1], metrics_port=busy))
     with pytest.raises(OptionError, match="--host 192.0.2.1: cannot listen there"):  # not this machine's address
@@ -170,16 +174,6 @@ def test_export_serving_adds_the_batched_encoder(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- the real server
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _descendants(pid):
@@ -213,7 +207,7 @@ class Server:
     request may wait 100 ms for a second one: two clients in step then share every encoder run."""
 
     def __init__(self, bundle, log_dir, *extra):
-        self.grpc, self.http, self.metrics = _free_ports(3)
+        self.grpc, self.http, self.metrics = free_ports(3)
         self.url = f"grpc://127.0.0.1:{self.grpc}"
         self.log = Path(log_dir) / f"serve-{self.grpc}.log"
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -345,7 +339,7 @@ def test_wrong_bundle_and_no_server_are_one_line_errors(server, bundle_dir, tmp_
     assert len(err) == 1 and "serves another model" in err[0] and server.url in err[0]
     assert _stream(server.url, tmp_path / "o2", bundle_dir, "--checkpoint", "demo", n=2) == 0  # --bundle decides
     capsys.readouterr()
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     assert _stream(f"grpc://127.0.0.1:{port}", tmp_path / "o3", bundle_dir, n=2) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no Triton server answers" in err[0] and "textsam-eus serve" in err[0]

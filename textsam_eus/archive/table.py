@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..stream.outdir import check_out_dir
-from ..stream.report import write_json_atomic
+from ..stream.report import write_json_atomic, write_text_atomic
 from .plan import ArchiveError, Examination
 
 __all__ = ["ArchiveTable", "COLUMNS", "STATUSES", "TABLE_NAMES"]
@@ -36,16 +36,6 @@ COLUMNS = ("source", "status", "frames", "fps", "speed_fps", "presence_shown", "
 RESULT_COLUMNS = ("frames", "fps", "speed_fps", "presence_shown", "presence_max", "mask_frames", "mask_area_mean",
                   "mask_area_min", "mask_area_max", "report", "model_sha256", "input_sha256", "wall_s", "worker",
                   "worker_rss_mb")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    part = path.with_name(path.name + ".part")
-    try:
-        part.write_text(text, encoding="utf-8")
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
 
 
 class ArchiveTable:
@@ -213,6 +203,6 @@ class ArchiveTable:
         w.writeheader()
         for row in data["examinations"]:
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        _write_text_atomic(self.out / "archive.csv", buf.getvalue())
-        _write_text_atomic(self.out / "archive.html", archive_html(data))
+        write_text_atomic(self.out / "archive.csv", buf.getvalue())
+        write_text_atomic(self.out / "archive.html", archive_html(data))
         write_json_atomic(self.out / "archive.json", data)  # last: it is what a rerun reads

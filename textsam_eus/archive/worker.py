@@ -13,7 +13,6 @@ then it is skipped. ``progress`` and ``stop`` run while a file is being annotate
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..model.bundle import sha256
 from ..model.errors import UserError
 from ..stream.pipeline import StreamPipeline
 from .stats import ExamStatsSink
@@ -42,12 +42,7 @@ class FileSettings(Protocol):
         ...
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = sha256  # an examination's input hash (streamed: recordings can be large)
 
 
 def rss_mb() -> float | None:

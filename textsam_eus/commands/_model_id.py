@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+from ..model.bundle import sha256
 
 
 def model_identity(checkpoint: str | None, bundle: str | None, engine) -> dict:
@@ -22,4 +15,4 @@ def model_identity(checkpoint: str | None, bundle: str | None, engine) -> dict:
     preset = (engine.info() or {}).get("preset")
     path = Path(bundle) / "bundle.json" if bundle else resolve_checkpoint(checkpoint or "demo")
     return {"name": "TextSAM-EUS" + (f" {preset}" if preset else ""), "checkpoint": path.name if not bundle
-            else f"{Path(bundle).name}/bundle.json", "sha256": _sha256(path) if path.is_file() else None}
+            else f"{Path(bundle).name}/bundle.json", "sha256": sha256(path) if path.is_file() else None}

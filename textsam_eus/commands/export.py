@@ -9,6 +9,7 @@ from pathlib import Path
 # real EUS clips for the int8 parity check, when this checkout has the shared data beside it
 EUS_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "eus_clips"
 
+from ..model.bundle import sha256
 from ..model.errors import OptionError
 
 
@@ -71,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         int8_frames, int8_source = int8_parity_frames(model.cfg.image_size) if args.int8 else (None, None)
         bundle = export_bundle(model, args.out, verify=not args.no_verify, fp16=args.fp16, int8=args.int8,
                                int8_frames=int8_frames, int8_frames_source=int8_source,
-                               source={"checkpoint": str(ckpt), "checkpoint_sha256": _file_sha256(ckpt)})
+                               source={"checkpoint": str(ckpt), "checkpoint_sha256": sha256(ckpt)})
         folder = args.out
         if args.serving:
             from ..export.batch_encoder import add_batch_encoder
@@ -111,16 +112,6 @@ def check_out_folder(args: argparse.Namespace) -> None:
         raise OutputPathError(f"--out {out} is a file, not a folder; give the bundle folder to write (it is created "
                               "if missing)")
     check_not_inputs([("--out", out / name) for name in WRITTEN], inputs)
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def int8_parity_frames(image_size: int, per_clip: int = 6, every: int = 10) -> tuple[list, str]:
     """(frames, what they are) for the int8 parity: real EUS frames (``../shared/data/eus_clips/*.mp4``, every
     ``every``-th frame, ROI-cropped) when present, else phantom frames of the same size."""

@@ -11,10 +11,10 @@ Runs in the server environment (PyTriton needs numpy < 2; docs/serving.md)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
+from ..model.bundle import sha256
 from ..model.errors import OptionError
 
 
@@ -40,14 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue-delay-us", type=int, default=2000,
                    help="how long Triton may hold a request to fill a batch, in microseconds")
     p.add_argument("--log-file", default=None, help="write Triton's own log there (default: this terminal)")
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def serving_bundle(checkpoint: str, quiet: bool = False) -> Path:
@@ -117,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         from ..model.checkpoint import resolve_checkpoint
 
         checkpoint = args.checkpoint or "demo"
-        digest = _file_sha256(resolve_checkpoint(checkpoint))
+        digest = sha256(resolve_checkpoint(checkpoint))
         if args.engine == "tensorrt":
             raise OptionError("the tensorrt engine serves a bundle with plans: pass --bundle DIR (textsam-eus "
                               "export --tensorrt)")

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..engines.base import Engine
 from ..engines.triton_protocol import FIRST_POINTS, REFUSED
+from ..model.config import MAX_REFINE_ITERATIONS
 
 
 class ServedModel:
@@ -77,14 +78,14 @@ class ServedModel:
         dref = np.zeros(n, np.float32)
         for i in range(n):
             rh, rw = (int(v) for v in np.asarray(resized_hw[i]).reshape(-1)[:2])
+            it = int(np.asarray(iterations[i]).reshape(-1)[0])
             if not (1 <= rh <= self.size and 1 <= rw <= self.size and np.asarray(first_points[i]).shape ==
-                    (FIRST_POINTS, 3)):
+                    (FIRST_POINTS, 3) and it <= MAX_REFINE_ITERATIONS):  # a bounded request: no client can hang it
                 lows.append(None)
                 ious.append(np.nan)
                 pres.append(np.nan)
                 passes.append(REFUSED)
                 continue
-            it = int(np.asarray(iterations[i]).reshape(-1)[0])
             timings: dict[str, float] = {}
             e = emb[i:i + 1] if self.batched else emb[i]
             out = self.seg.decode_and_refine(e, (rh, rw), self._first(np.asarray(first_points[i], np.float32)),
@@ -101,7 +102,7 @@ class ServedModel:
         total = (time.perf_counter() - t0) * 1e3
         self.batch_sizes[n] += 1
         server_ms = np.stack([np.full(n, t_enc, np.float32), dec0, dref, np.full(n, total, np.float32)], axis=1)
-        return {"low_res_masks": low_res.astype(np.float32),
+        return {"low_res_masks": low_res,
                 "iou": np.asarray(ious, np.float32).reshape(n, 1),
                 "presence": np.asarray(pres, np.float32).reshape(n, 1),
                 "passes": np.asarray(passes, np.int32).reshape(n, 1),

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..common.screen import LayoutTracker
+from ..model.config import MAX_REFINE_ITERATIONS
 from ..model.errors import OptionError, UserError
 from ..model.mask_metrics import mask_iou
 from .base import FrameSource
@@ -48,7 +49,7 @@ from .stages import FifoQueue, LatestQueue, ReorderQueue, Stage, run_stage
 from .warn import one_line_warnings
 
 HEARTBEAT_S = 2.0  # how often summary.json is refreshed during a run
-MAX_ITERATIONS = 20  # = model.config.MAX_REFINE_ITERATIONS (stream stays free of the model's torch modules)
+MAX_ITERATIONS = MAX_REFINE_ITERATIONS  # refinement passes after the first (one bound for every layer)
 MAX_WORKERS = 64
 MAX_FRAMES = 1_000_000_000  # 190 days at 60 fps
 
@@ -69,15 +70,21 @@ def _drop_specks(mask: np.ndarray, keep: float = 0.2) -> np.ndarray:
     return mask
 
 
-def _through(source, attr: str, default):
-    """``source.<attr>``, or that of the source it wraps (a ``--realtime`` replay), when it has none."""
+def _wrapped(source):
+    """``source`` and the sources it wraps (a ``--realtime`` replay wraps a file or folder source)."""
     for _ in range(4):
         if source is None:
-            break
-        value = getattr(source, attr, None)
+            return
+        yield source
+        source = getattr(source, "inner", None)
+
+
+def _through(source, attr: str, default):
+    """``source.<attr>``, or that of the source it wraps, when it has none."""
+    for s in _wrapped(source):
+        value = getattr(s, attr, None)
         if value is not None and value is not False:
             return value
-        source = getattr(source, "inner", None)
     return default
 
 
@@ -85,14 +92,11 @@ def input_files(source) -> list[Path]:
     """The files ``source`` reads (a video or DICOM file, the images of a folder; through a ``--realtime``
     replay): ``--overwrite`` never removes them."""
     files: list[Path] = []
-    for _ in range(4):
-        if source is None:
-            break
-        path = getattr(source, "path", None)
+    for s in _wrapped(source):
+        path = getattr(s, "path", None)
         if isinstance(path, Path):
             files.append(path)
-        files += [p for p in getattr(source, "files", None) or [] if isinstance(p, Path)]
-        source = getattr(source, "inner", None)
+        files += [p for p in getattr(s, "files", None) or [] if isinstance(p, Path)]
     return files
 
 

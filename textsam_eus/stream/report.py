@@ -34,18 +34,24 @@ def json_safe(v):
     return v
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as JSON (non-finite numbers as null) to a temporary name, then rename it into place."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to a temporary name beside ``path``, then rename it into place: readers see the old
+    file or the whole new one, never a part."""
     path = Path(path)
     part = path.with_name(path.name + ".part")
     claim(path)
     try:
-        part.write_text(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False), encoding="utf-8")
+        part.write_text(text, encoding="utf-8")
         os.replace(part, path)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as JSON (non-finite numbers as null) atomically (:func:`write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(json_safe(data), indent=2, default=str, allow_nan=False))
 
 
 class _Series:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .record import FrameRecord
+from .report import write_text_atomic
 from .sinks import Sink
 
 __all__ = ["ThumbnailSink", "write_report_html", "REPORT_NAME"]
@@ -336,12 +337,4 @@ figcaption {{ color: #666; font-size: 12px; }}</style></head><body>
 <div class="strip">{strip or "<p>No frames were written.</p>"}</div>
 </body></html>
 """
-    path = out / REPORT_NAME
-    part = path.with_name(path.name + ".part")
-    try:
-        part.write_text(page, encoding="utf-8")
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(out / REPORT_NAME, page)
