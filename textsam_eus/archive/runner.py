@@ -42,6 +42,8 @@ __all__ = ["RayOptions", "run_archive", "start_local_ray", "connect_ray", "NAMES
 NAMESPACE = "textsam-eus"
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray keeps a loopback node address (ray_constants)
 STOP_GRACE_S = 60.0
+MAX_WORKERS = 1024
+MAX_RETRIES = 100
 POLL_S = 1.0
 
 
@@ -58,14 +60,13 @@ class RayOptions:
     frame_workers: int = 1
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise OptionError(f"--workers {self.workers} is invalid: use 1 or more")
-        if self.threads < 1:
-            raise OptionError(f"--threads-per-worker {self.threads} is invalid: use 1 or more")
-        if self.gpus < 0:
-            raise OptionError(f"--gpus-per-worker {self.gpus} is invalid: use 0 (CPU) or more")
-        if self.retries < 0:
-            raise OptionError(f"--retries {self.retries} is invalid: use 0 (no retry) or more")
+        # every count bounded (a typo's extra zeros are an error, not a run that never ends)
+        for flag, value, lo, hi, what in (("--workers", self.workers, 1, MAX_WORKERS, "model workers"),
+                                          ("--threads-per-worker", self.threads, 1, 1024, "CPU threads"),
+                                          ("--gpus-per-worker", self.gpus, 0, 64, "GPUs; 0 = CPU"),
+                                          ("--retries", self.retries, 0, MAX_RETRIES, "0 = no retry")):
+            if not lo <= value <= hi:
+                raise OptionError(f"{flag} {value} is invalid: use {lo} to {hi} ({what})")
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..model.config import MAX_REFINE_ITERATIONS
 from ..model.errors import OptionError, UserError
 from ..model.imports import require_tritonclient
 from ..model.refine import Refined
@@ -169,8 +170,9 @@ class TritonEngine(Engine):
             request_ms = (time.perf_counter() - t) * 1e3
         passes = int(res.as_numpy("passes").reshape(-1)[0])
         if passes == REFUSED:
-            raise ServerError(f"the server at {self.url} refused a frame: resized_hw {resized} does not fit its "
-                              f"{self.image_size}x{self.image_size} input")
+            raise ServerError(f"the server at {self.url} refused a frame: resized_hw {resized} or {iterations} "
+                              f"refinement passes are outside its bounds ({self.image_size}x{self.image_size} input, "
+                              f"at most {MAX_REFINE_ITERATIONS} passes)")
         server_ms = res.as_numpy("server_ms").reshape(-1)
         batch = int(res.as_numpy("batch_size").reshape(-1)[0])
         timings.update(encode=float(server_ms[0]), decode_0=float(server_ms[1]), decode_refine=float(server_ms[2]),
