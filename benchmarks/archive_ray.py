@@ -145,7 +145,8 @@ def _markdown(data: dict[str, Any]) -> str:
     for name, r in data["runs"].items():
         s = r.get("stats", {})
         pw = ", ".join(f"{w['fps']}" for w in (s.get("per_worker") or {}).values())
-        rss = "; ".join(" ".join(f"{x:.0f}" for x in v if x is not None) for v in (s.get("worker_rss_mb") or {}).values())
+        rss = "; ".join(" ".join(f"{x:.0f}" for x in v if x is not None)
+                        for v in (s.get("worker_rss_mb") or {}).values())
         lines.append(f"| {name} | {r['rc']} | {r['wall_s']} | {s.get('frames')} | {s.get('fps_wall')} | "
                      f"{s.get('fps_after_start')} | {s.get('ray_start_s', '')} | {s.get('first_worker_ready_s', '')} "
                      f"| {pw} | {rss} |")

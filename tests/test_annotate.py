@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dicom_fakes import make_us_dicom, moving_disc_frames
 
 from textsam_eus.archive.plan import exam_folder_name, plan_archive
 from textsam_eus.cli import main
@@ -27,7 +28,8 @@ from textsam_eus.stream.sources import PhantomSource
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE = ["--engine", "torch", "--device", "cpu", "--no-progress"]
-needs_ray = pytest.mark.skipif(not is_ray_available(), reason="ray is not installed (pip install 'textsam-eus[archive]')")
+NO_RAY = "ray is not installed (pip install 'textsam-eus[archive]')"
+needs_ray = pytest.mark.skipif(not is_ray_available(), reason=NO_RAY)
 
 
 def _phantom_video(path: Path, n: int, seed: int, size=(128, 96)) -> Path:
@@ -55,6 +57,8 @@ def test_folder_names_are_unique_by_construction(tmp_path):
         _phantom_video(tmp_path / n, 1, 0, (32, 32)) if n == "clip.mp4" else (tmp_path / n).write_bytes(b"x")
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "clip.mp4").write_bytes((tmp_path / "clip.mp4").read_bytes() + b"")  # same bytes, other file
+    (tmp_path / "out" / "clip.mp4").mkdir(parents=True)  # an earlier run's outputs inside the archive: left out
+    (tmp_path / "out" / "clip.mp4" / "overlay.mp4").write_bytes(b"x")
     exams = plan_archive(str(tmp_path), tmp_path / "out")
     folders = [e.name for e in exams]
     assert len(folders) == len(set(folders)) == len(names) + 1
@@ -126,7 +130,7 @@ def test_missing_ray_is_a_one_line_error_naming_the_extra(monkeypatch, tmp_path,
 @pytest.fixture(scope="module")
 def ray_local():
     if not is_ray_available():
-        pytest.skip("ray is not installed (pip install 'textsam-eus[archive]')")
+        pytest.skip(NO_RAY)
     from textsam_eus.archive.runner import start_local_ray
 
     ray = start_local_ray(num_cpus=4)
@@ -138,7 +142,8 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    """clip.mp4 / clip.mkv / clip_mp4.mp4 (same stems), a truncated recording, a text file named .mp4, a note."""
+    """clip.mp4 / clip.mkv / clip_mp4.mp4 (same stems), a DICOM cine without extension, a truncated recording, a
+    text file named .mp4, a note."""
     root = tmp_path_factory.mktemp("archive")
     src = root / "src"
     src.mkdir()
@@ -148,6 +153,7 @@ def archive(tmp_path_factory):
     data = bytearray(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
     data[len(data) // 2: len(data) // 2 + 2000] = bytes(2000)  # damage in the middle, then cut
     (src / "truncated.ts").write_bytes(bytes(data))
+    make_us_dicom(src / "cine", moving_disc_frames(6))
     (src / "notes.mp4").write_text("not a video")
     (src / "readme.txt").write_text("the examinations of 2025")
     return src
@@ -173,14 +179,14 @@ def test_archive_outputs_equal_stream_per_file_and_bad_files_are_listed(first_ru
     assert rc == 1  # notes.mp4 failed
     rows = _rows(out)
     assert {n: r["status"] for n, r in rows.items()} == {
-        "clip.mp4": "done", "clip.mkv": "done", "clip_mp4.mp4": "done", "truncated.ts": "done",
+        "clip.mp4": "done", "clip.mkv": "done", "clip_mp4.mp4": "done", "truncated.ts": "done", "cine": "done",
         "notes.mp4": "failed", "readme.txt": "skipped"}
     assert "not a video file" in rows["notes.mp4"]["reason"]
     assert "not a video or DICOM file" in rows["readme.txt"]["reason"]
     assert "truncated" in rows["truncated.ts"]["reason"] and 5 < int(rows["truncated.ts"]["frames"]) < 24
     assert len({rows[n]["output"] for n in ("clip.mp4", "clip.mkv", "clip_mp4.mp4")}) == 3
     data = json.loads((out / "archive.json").read_text())
-    assert data["model"]["sha256"] and data["counts"] == {"done": 4, "skipped": 1, "failed": 1, "incomplete": 0}
+    assert data["model"]["sha256"] and data["counts"] == {"done": 5, "skipped": 1, "failed": 1, "incomplete": 0}
     assert [Path(r["source"]).name for r in data["examinations"]] == list(rows)  # the CSV and the JSON agree
     for r in (r for r in data["examinations"] if r["status"] == "done"):
         assert r["model_sha256"] == data["model"]["sha256"] and len(r["input_sha256"]) == 64
@@ -192,15 +198,16 @@ def test_archive_outputs_equal_stream_per_file_and_bad_files_are_listed(first_ru
     # the reference: plain `stream` over the same files (one run over a folder of them: one model load)
     ref_src, ref = tmp_path / "ref_src", tmp_path / "ref"
     ref_src.mkdir()
-    for i, name in enumerate(("clip.mp4", "clip.mkv", "clip_mp4.mp4", "truncated.ts")):
+    names = ("clip.mp4", "clip.mkv", "clip_mp4.mp4", "truncated.ts", "cine")
+    for i, name in enumerate(names):
         os.link(archive / name, ref_src / f"f{i}{Path(name).suffix}")
     assert main(["stream", "--source", str(ref_src), "--out", str(ref), "--workers", "1", "--threads", "1",
                  *ENGINE]) == 0
     refs = {}
     for folder in ref.iterdir():
         s_ref = json.loads((folder / "summary.json").read_text())
-        refs[("clip.mp4", "clip.mkv", "clip_mp4.mp4", "truncated.ts")[int(Path(s_ref["source"]).stem[1:])]] = folder
-    assert len(refs) == 4
+        refs[names[int(Path(s_ref["source"]).stem[1:])]] = folder
+    assert len(refs) == len(names)
     for name, ref_folder in refs.items():
         mine = out / rows[name]["output"]
         assert sorted(p.name for p in mine.iterdir()) == sorted(p.name for p in ref_folder.iterdir())
@@ -265,8 +272,8 @@ def _actor_progress(ray):
 def test_a_killed_worker_is_restarted_and_its_file_retried_then_failed(ray_local, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    _phantom_video(src / "a.mp4", 40, seed=11)
-    _phantom_video(src / "b.mp4", 40, seed=12)
+    _phantom_video(src / "a.mp4", 24, seed=11)
+    _phantom_video(src / "b.mp4", 24, seed=12)
     out = tmp_path / "out"
     result = {}
     runner = threading.Thread(target=lambda: result.update(rc=main(
@@ -291,7 +298,7 @@ def test_a_killed_worker_is_restarted_and_its_file_retried_then_failed(ray_local
     assert rows["a.mp4"]["status"] == "done" and "died" in rows["a.mp4"]["notes"]
     folder = out / rows["a.mp4"]["output"]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["complete"] and summary["frames_out"] == 40 == len(list((folder / "masks").iterdir()))
+    assert summary["complete"] and summary["frames_out"] == 24 == len(list((folder / "masks").iterdir()))
     assert rows["b.mp4"]["status"] == "failed" and "worker process died" in rows["b.mp4"]["reason"]
     assert "--retries 1" in rows["b.mp4"]["reason"]
 

@@ -196,7 +196,9 @@ class _Driver:
                 print(f"annotate: waiting for Ray to start the workers ({time.monotonic() - t0:.0f} s; cluster: "
                       f"{self.ray.cluster_resources()})", file=sys.stderr)
 
-    def _on_ready(self, ref) -> dict | None:
+    def _on_ready(self, ref, fatal: bool = True) -> dict | None:
+        """A worker's ready answer: it joins the idle ones (None when it is left out). A model that cannot load
+        stops the run before the first file (``fatal``); later (a restarted worker) it only leaves that one out."""
         i = self.ready_refs.pop(ref)
         try:
             info = self.ray.get(ref)
@@ -204,7 +206,11 @@ class _Driver:
             print(f"warning: worker {i} could not start: {_short(exc)}", file=sys.stderr)
             return None
         if info.get("error"):
-            raise ArchiveError(f"the workers cannot load the model: {info['error']}")
+            if fatal:
+                raise ArchiveError(f"the workers cannot load the model: {info['error']}")
+            print(f"warning: worker {i} (restarted) cannot load the model: {info['error']}; it is left out",
+                  file=sys.stderr)
+            return None
         if self.table.model is not None and info["model"].get("sha256") != self.table.model.get("sha256"):
             print(f"warning: worker {i} on {info['host']} loaded another model (sha256 "
                   f"{str(info['model'].get('sha256'))[:12]}...): it is left out", file=sys.stderr)
@@ -254,38 +260,53 @@ class _Driver:
               + (f"; {self.n_listed} other file(s) listed in the table with the reason" if self.n_listed else ""),
               file=sys.stderr)
         self.progress.start()
+        failure = None
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug, or an error of Ray itself: the table is finalised all the same
+            failure = exc
+            raise
+        finally:
+            if self.signals:
+                reason = f"not started: the run was stopped by {self.signals[0]}"
+            elif failure is not None:
+                reason = f"not started: the run stopped on an error ({type(failure).__name__}: {failure})"
+            else:
+                reason = "not started: no worker was left to annotate it (see the messages above)"
+            for _, exam in self.busy.values():  # only after an error: the files in progress when it came
+                self.table.update(exam.name, {"status": "incomplete", "reason": reason.replace("not started: ", "")})
+            self.table.mark_unfinished(reason)
+            self.table.run.update(wall_s=round(time.perf_counter() - t0, 3), interrupted_by=self.signals[0]
+                                  if self.signals else None, worker_rss_mb=self.rss,
+                                  finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            self.table.write()
+            self.progress.show(force=True)
+            self.progress.close()
+        counts = self.table.counts()
+        if self.signals:
+            return 130
+        return 1 if counts.get("failed") or counts.get("incomplete") else 0
+
+    def _loop(self) -> None:
         while self.jobs or self.busy:
             if self.signals and self.stopping_since is None:
                 self._begin_stop()
             if self.signals and self.busy and (len(self.signals) > 1 or
                                                 time.monotonic() - self.stopping_since > STOP_GRACE_S):
                 self._kill_busy()
-                break
+                return
             self._submit()
             refs = list(self.busy) + list(self.ready_refs)
             if not refs:
-                break  # files left but no worker
+                return  # files left but no worker
             done, _ = self.ray.wait(refs, num_returns=1, timeout=0.25)
             for ref in done:
                 if ref in self.ready_refs:
-                    self._on_ready(ref)
+                    self._on_ready(ref, fatal=False)
                 else:
                     self._on_result(ref)
             self._poll_progress()
             self._show()
-        reason = (f"not started: the run was stopped by {self.signals[0]}" if self.signals
-                  else "not started: no worker was left to annotate it (see the messages above)")
-        self.table.mark_unfinished(reason)
-        self.table.run.update(wall_s=round(time.perf_counter() - t0, 3), interrupted_by=self.signals[0]
-                              if self.signals else None, worker_rss_mb=self.rss,
-                              finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        self.table.write()
-        self.progress.show(force=True)
-        self.progress.close()
-        counts = self.table.counts()
-        if self.signals:
-            return 130
-        return 1 if counts.get("failed") or counts.get("incomplete") else 0
 
     def _submit(self) -> None:
         while self.idle and self.jobs and not self.signals:

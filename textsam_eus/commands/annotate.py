@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True,
                    help="output folder: one folder per examination, archive.csv/.json/.html; give the --out of an "
                         "earlier run to resume it (finished examinations with unchanged inputs are skipped)")
-    p.add_argument("--workers", type=int, default=1, help="model workers (Ray actors), each with one engine (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="model workers (Ray actors), each with one engine (default 1)")
     p.add_argument("--address", default=None,
                    help="an existing Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: start a local Ray "
                         "instance, loopback only, for this run)")
