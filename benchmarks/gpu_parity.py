@@ -28,8 +28,8 @@ if not __package__:  # run by path: the benchmarks package from this checkout (n
     sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from benchmarks.models import load_tiny  # noqa: E402
-from textsam_eus.model.imports import is_onnxruntime_gpu_available  # noqa: E402
-from textsam_eus.model.mask_metrics import mask_iou  # noqa: E402
+from textsam_eus.core.imports import is_onnxruntime_gpu_available  # noqa: E402
+from textsam_eus.core.mask_metrics import mask_iou  # noqa: E402
 
 
 def parity_frames(n: int, seed: int) -> list[np.ndarray]:

@@ -252,7 +252,7 @@ def _onnxruntime_unavailable(device: str, precision: str) -> str | None:
     if precision == "int8" and device == "cuda":
         return "int8 graphs (dynamic quantization) run on the CPU execution provider only; on CUDA use fp16"
     if device == "cuda":
-        from textsam_eus.model.imports import ONNXRUNTIME_GPU_HINT, is_onnxruntime_gpu_available
+        from textsam_eus.core.imports import ONNXRUNTIME_GPU_HINT, is_onnxruntime_gpu_available
 
         if not is_onnxruntime_gpu_available():
             return f"onnxruntime has no CUDAExecutionProvider here: {ONNXRUNTIME_GPU_HINT}"

@@ -22,7 +22,7 @@ from dicom_fakes import make_us_dicom, moving_disc_frames
 
 from textsam_eus.archive.plan import exam_folder_name, plan_archive
 from textsam_eus.cli import main
-from textsam_eus.model.imports import is_ray_available
+from textsam_eus.core.imports import is_ray_available
 from textsam_eus.stream.encoders import VideoEncoder
 from textsam_eus.stream.sources import PhantomSource
 
@@ -108,7 +108,7 @@ def test_bad_out_and_bad_options_fail_before_anything_is_written(tmp_path, capsy
 
 
 def test_missing_ray_is_a_one_line_error_naming_the_extra(monkeypatch, tmp_path, capsys):
-    from textsam_eus.model import imports
+    from textsam_eus.core import imports
 
     monkeypatch.setitem(sys.modules, "ray", None)
     imports.is_ray_available.cache_clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from textsam_eus.cli import main
-from textsam_eus.model.errors import OptionError, UnavailableError, UserError
+from textsam_eus.core.errors import OptionError, UnavailableError, UserError
 
 
 def _error_classes():
@@ -13,7 +13,7 @@ def _error_classes():
     from textsam_eus.export.tensorrt_build import TensorRTUnavailable
     from textsam_eus.model.bundle import BundleError, PlanMismatchError
     from textsam_eus.model.checkpoint import CheckpointError
-    from textsam_eus.model.config import ConfigError
+    from textsam_eus.core.config import ConfigError
     from textsam_eus.model.transforms import FrameError
     from textsam_eus.stream.base import SourceError
     from textsam_eus.stream.encoders import SinkError

@@ -234,7 +234,7 @@ def test_create_engine_lists_backends():
 def test_tensorrt_glue_without_tensorrt(tmp_path):
     from textsam_eus.export.tensorrt_build import TensorRTUnavailable, check_tag
     from textsam_eus.model.bundle import check_plan_tag
-    from textsam_eus.model.imports import is_tensorrt_available, require_tensorrt
+    from textsam_eus.core.imports import is_tensorrt_available, require_tensorrt
 
     tag = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "10.9.0"}
     here = {"gpu": "NVIDIA L4", "compute_capability": "8.9", "tensorrt": "10.9.0"}
@@ -252,7 +252,7 @@ def test_export_cli(tmp_path, model):
     ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "bundle")]) == 0
     assert read_bundle(tmp_path / "bundle").source["checkpoint"].endswith("m.safetensors")
-    from textsam_eus.model.imports import is_tensorrt_available
+    from textsam_eus.core.imports import is_tensorrt_available
 
     if not is_tensorrt_available():
         assert main(["export", "--bundle", str(tmp_path / "bundle"), "--tensorrt"]) == 1

@@ -9,22 +9,24 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "textsam_eus"
 
-# subpackage -> subpackages of ours it may import. ``common`` and ``stream`` use only the torch-free modules of
-# ``model`` (LIGHT_MODEL_MODULES): test_stream_and_common_stay_free_of_torch checks what they pull in.
+# subpackage -> subpackages of ours it may import. ``core`` is the torch-free light core (errors, pixels, optional
+# imports, mask metrics, the typed config, file safety, hashing, identity): it imports nothing of ours, and every
+# layer may import it. ``common`` and ``stream`` import no ``model`` at all: test_stream_and_common_stay_free_of_torch
+# checks what they pull in.
 ALLOWED = {
-    "model": {"model"},
-    "common": {"common", "model"},
-    "train": {"train", "model", "common"},
-    "export": {"export", "model", "common"},
-    "engines": {"engines", "model", "common"},
-    "stream": {"stream", "engines", "model", "common"},
-    "archive": {"archive", "stream", "engines", "model", "common"},
-    "serving": {"serving", "engines", "model", "common"},
+    "core": {"core"},
+    "model": {"model", "core"},
+    "common": {"common", "core"},
+    "train": {"train", "model", "common", "core"},
+    "export": {"export", "model", "common", "core"},
+    "engines": {"engines", "model", "common", "core"},
+    "stream": {"stream", "engines", "common", "core"},
+    "archive": {"archive", "stream", "engines", "model", "common", "core"},
+    "serving": {"serving", "engines", "model", "common", "core"},
 }
 
-# the modules of ``model`` that need no torch: every layer, also ``stream`` and ``common``, may import them
-LIGHT_MODEL_MODULES = ("textsam_eus.model.errors", "textsam_eus.model.pixels", "textsam_eus.model.imports",
-                       "textsam_eus.model.mask_metrics", "textsam_eus.model.config")
+# the packages that need no torch (checked in a fresh interpreter): every layer may import them
+LIGHT_PACKAGES = ("core", "common", "stream")
 
 
 def _our_imports(path: Path) -> set[str]:
@@ -142,10 +144,10 @@ OPTIONAL_PACKAGES = {"onnxruntime", "tensorrt", "av", "ray"}
 
 
 def test_optional_dependency_probes_live_in_one_module():
-    """``try: import tensorrt / except ImportError`` and ``find_spec`` appear only in model/imports.py."""
+    """``try: import tensorrt / except ImportError`` and ``find_spec`` appear only in core/imports.py."""
     bad = []
     for path in PKG.rglob("*.py"):
-        if path == PKG / "model" / "imports.py":
+        if path == PKG / "core" / "imports.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Try):
@@ -173,18 +175,22 @@ def test_commands_do_not_import_each_other():
     assert not bad, bad
 
 
+def test_every_subpackage_has_its_rules():
+    subs = {p.parent.name for p in PKG.glob("*/__init__.py")}
+    assert "core" in subs and not (subs - set(ALLOWED) - {"commands"}), sorted(subs - set(ALLOWED))
+
+
 def test_stream_and_common_stay_free_of_torch():
-    """Import every stream and common module in a fresh interpreter: no torch, no train/engines, and of ``model``
-    only the light modules (what they import, and what those import in turn)."""
-    mods = sorted(f"textsam_eus.{sub}.{p.stem}" for sub in ("stream", "common") for p in (PKG / sub).glob("*.py")
-                  if p.stem != "__init__") + list(LIGHT_MODEL_MODULES)
+    """Import every module of core, stream and common in a fresh interpreter: no torch, no model, train, engines or
+    export (what they import, and what those import in turn)."""
+    mods = sorted(_module_name(p) for sub in LIGHT_PACKAGES for p in (PKG / sub).rglob("*.py"))
     code = ("import importlib, sys\n"
             f"for m in {mods!r}: importlib.import_module(m)\n"
             "print('\\n'.join(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PKG.parent, capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
-    assert "textsam_eus.stream.pipeline" in loaded and "textsam_eus.common.screen" in loaded
+    assert {"textsam_eus.stream.pipeline", "textsam_eus.common.screen", "textsam_eus.core.config"} <= loaded
     heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "torchvision", "onnxruntime", "tensorrt")
-                   or m.startswith(("textsam_eus.train", "textsam_eus.engines", "textsam_eus.export"))
-                   or (m.startswith("textsam_eus.model.") and m not in LIGHT_MODEL_MODULES))
+                   or m.startswith(("textsam_eus.model", "textsam_eus.train", "textsam_eus.engines",
+                                    "textsam_eus.export")))
     assert not heavy, heavy

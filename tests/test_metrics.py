@@ -203,7 +203,7 @@ def test_per_case_table():
 
 
 def test_mask_iou_and_dice_have_one_home():
-    from textsam_eus.model.mask_metrics import mask_dice, mask_iou
+    from textsam_eus.core.mask_metrics import mask_dice, mask_iou
     from textsam_eus.train import metrics
 
     a = np.zeros((4, 6), np.uint8)

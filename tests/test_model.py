@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from textsam_eus.cli import main
-from textsam_eus.model.config import ConfigError, TextSamConfig
+from textsam_eus.core.config import ConfigError, TextSamConfig
 from textsam_eus.model.lora import LoRALinear, LoRAQKV, has_lora
 from textsam_eus.model.predictor import TextSamPredictor
 from textsam_eus.model.refine import Segmenter, geometric_prompts

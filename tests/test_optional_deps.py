@@ -1,4 +1,4 @@
-"""Optional dependencies are probed in one module (model/imports.py); a missing one is a one-line error naming the
+"""Optional dependencies are probed in one module (core/imports.py); a missing one is a one-line error naming the
 extra to install."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from textsam_eus.model import imports
-from textsam_eus.model.errors import UnavailableError
+from textsam_eus.core import imports
+from textsam_eus.core.errors import UnavailableError
 
 PROBES = (imports.is_onnxruntime_available, imports.is_onnxruntime_gpu_available, imports.is_tensorrt_available,
           imports.is_pyav_available)

@@ -1,4 +1,4 @@
-"""The one pixel rule (model/pixels.py): every reader converts 16-bit, float and bool images the same way."""
+"""The one pixel rule (core/pixels.py): every reader converts 16-bit, float and bool images the same way."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from textsam_eus.model.pixels import IMAGE_EXTENSIONS, FrameError, to_rgb_uint8, to_uint8
+from textsam_eus.core.pixels import IMAGE_EXTENSIONS, FrameError, to_rgb_uint8, to_uint8
 
 
 def test_uint8_is_unchanged_and_bool_is_0_or_255():

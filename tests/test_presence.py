@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fakes import FakeEngine, SyntheticSource
 
-from textsam_eus.model.config import ConfigError, TextSamConfig
+from textsam_eus.core.config import ConfigError, TextSamConfig
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
 from textsam_eus.common.presence import PresenceGate
 

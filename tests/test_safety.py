@@ -406,7 +406,7 @@ def test_bilinear_resize_matches_pil_and_the_default_is_unchanged():
     from PIL import Image
 
     from textsam_eus.model import transforms as T
-    from textsam_eus.model.config import TextSamConfig
+    from textsam_eus.core.config import TextSamConfig
 
     cfg = TextSamConfig()
     img = _test_image()
@@ -426,7 +426,7 @@ def test_bilinear_resize_matches_pil_and_the_default_is_unchanged():
 
 def test_resize_is_stored_and_used_everywhere(tmp_path):
     from textsam_eus.engines.torch_engine import TorchEngine
-    from textsam_eus.model.config import ConfigError
+    from textsam_eus.core.config import ConfigError
     from textsam_eus.model.predictor import TextSamPredictor
     from textsam_eus.train.training_set import SegmentationTorchDataset
 

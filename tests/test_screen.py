@@ -14,7 +14,7 @@ from fakes import FakeEngine, SyntheticSource
 
 from textsam_eus.common.phantom import PhantomClip, PhantomConfig, fan_mask
 from textsam_eus.common.screen import LayoutTracker
-from textsam_eus.model.mask_metrics import mask_iou
+from textsam_eus.core.mask_metrics import mask_iou
 from textsam_eus.model.refine import SegmentResult
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
 from textsam_eus.stream.sources import VideoFileSource

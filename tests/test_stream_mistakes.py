@@ -264,7 +264,7 @@ def test_every_count_is_bounded_before_any_work(tmp_path, capsys, monkeypatch, e
 
 
 def test_library_bounds_on_iterations():
-    from textsam_eus.model.errors import OptionError
+    from textsam_eus.core.errors import OptionError
 
     with pytest.raises(OptionError, match="iterations=1000000000"):
         PipelineConfig(iterations=10 ** 9)

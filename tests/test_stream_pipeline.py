@@ -61,7 +61,7 @@ def test_real_model_on_real_eus_clip_with_roi(tmp_path):
     assert len(frames) == 12 and (frames[0].width, frames[0].height) == (800, 600)  # back in the full screen
     import cv2
 
-    from textsam_eus.model.mask_metrics import mask_iou
+    from textsam_eus.core.mask_metrics import mask_iou
 
     masks = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted((tmp_path / "masks").glob("mask_*.png"))]
     assert len(masks) == 12 and all(m.shape == (600, 800) for m in masks)

@@ -27,7 +27,7 @@ from conftest import REPO, trained_like_tiny
 from benchmarks.machine import free_ports
 
 from textsam_eus.engines.triton_protocol import MODEL_NAME, model_version, parse_server_url
-from textsam_eus.model.errors import OptionError
+from textsam_eus.core.errors import OptionError
 
 SERVE_PYTHON = Path(os.environ.get("TEXTSAM_EUS_SERVE_PYTHON") or REPO / ".venv-serve" / "bin" / "python")
 
@@ -124,7 +124,7 @@ def test_serve_needs_the_server_environment(capsys):
     import numpy
 
     from textsam_eus.cli import main
-    from textsam_eus.model.imports import is_pytriton_available
+    from textsam_eus.core.imports import is_pytriton_available
 
     if is_pytriton_available() and int(numpy.__version__.split(".")[0]) < 2:
         pytest.skip("this is the server environment")

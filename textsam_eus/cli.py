@@ -3,7 +3,7 @@
 Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports happen inside
 ``run`` so ``textsam-eus --help`` stays fast.
 
-A :class:`~textsam_eus.model.errors.UserError` (bad input or environment: its message names the problem and the
+A :class:`~textsam_eus.core.errors.UserError` (bad input or environment: its message names the problem and the
 fix) is printed as ``textsam-eus COMMAND: error: MESSAGE`` and the command returns 1; any other exception is a bug
 and keeps its traceback.
 """
@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-from .model.errors import UserError
+from .core.errors import UserError
 
 # name -> (module, help)
 SUBCOMMANDS = {

@@ -23,7 +23,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model.errors import UserError
+from ..core.errors import UserError
 
 __all__ = ["ArchiveError", "Examination", "exam_folder_name", "plan_archive", "MAX_NAME_BYTES"]
 

@@ -30,8 +30,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..model.errors import OptionError
-from ..model.imports import require_ray
+from ..core.errors import OptionError
+from ..core.imports import require_ray
 from .plan import ArchiveError, Examination
 from .progress import ArchiveProgress
 from .table import ArchiveTable

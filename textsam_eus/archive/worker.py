@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..core.errors import UserError
 from ..model.bundle import sha256
-from ..model.errors import UserError
 from ..stream.pipeline import StreamPipeline
 from .stats import ExamStatsSink
 

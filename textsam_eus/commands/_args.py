@@ -111,7 +111,7 @@ def add_file_pipeline_arguments(p: Options, *, inputs: Options | None = None, ou
 
 def check_file_pipeline_arguments(args: argparse.Namespace) -> None:
     """The checks of :func:`add_file_pipeline_arguments`'s values that argparse cannot do."""
-    from ..model.errors import OptionError
+    from ..core.errors import OptionError
 
     if args.max_frames is not None and args.max_frames <= 0:
         raise OptionError(f"--max-frames {args.max_frames} is invalid: use a positive number (or leave it out)")

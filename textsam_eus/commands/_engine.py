@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import OptionError
+from ..core.imports import require_onnxruntime
 from ..model.bundle import sha256
-from ..model.errors import OptionError
-from ..model.imports import require_onnxruntime
 
 
 def cache_dir() -> Path:

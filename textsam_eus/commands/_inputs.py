@@ -15,8 +15,8 @@ def checkpoint_inputs(value: str | os.PathLike | None, flag: str = "--checkpoint
     """flag -> the checkpoint file (``demo``: the shipped one) and the base weights its config names (the SAM
     checkpoint file, the BiomedCLIP folder's files). A missing or damaged checkpoint gives only its path here: the
     command's own checkpoint check reports it."""
+    from ..core.errors import UserError
     from ..model.checkpoint import demo_checkpoint_path, read_checkpoint_meta
-    from ..model.errors import UserError
 
     if not value:
         return {}

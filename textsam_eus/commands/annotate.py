@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from ..archive.plan import ArchiveError, plan_archive
     from ..archive.runner import RayOptions, run_archive
     from ..archive.table import ArchiveTable
-    from ..model.errors import UnavailableError
-    from ..model.imports import RAY_HINT, is_ray_available
+    from ..core.errors import UnavailableError
+    from ..core.imports import RAY_HINT, is_ray_available
 
     _check_args(args)
     threads, frame_workers = plan_threads(args)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 from ._args import add_engine_arguments, add_style_arguments, style_from
 from ._stream_run import print_summary, run_one
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     from ..common.phantom import PhantomClip, PhantomConfig
-    from ..model.mask_metrics import mask_dice
+    from ..core.mask_metrics import mask_dice
     from ..stream.pipeline import PipelineConfig
     from ..stream.sources import PhantomSource
     from ._engine import make_engine

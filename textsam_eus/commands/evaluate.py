@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 from ._args import add_data_arguments
 
 

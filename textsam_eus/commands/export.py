@@ -9,8 +9,8 @@ from pathlib import Path
 # real EUS clips for the int8 parity check, when this checkout has the shared data beside it
 EUS_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "eus_clips"
 
+from ..core.errors import OptionError
 from ..model.bundle import sha256
-from ..model.errors import OptionError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     overrides = {k: getattr(args, k) for k in ("lora_rank", "prompt_depth") if getattr(args, k) is not None}
     if args.checkpoint and overrides:
-        from ..model.config import ConfigError
+        from ..core.config import ConfigError
 
         flags = ", ".join("--" + k.replace("_", "-") for k in overrides)
         raise ConfigError(f"{flags} describe a preset, not --checkpoint (whose values are its own); drop {flags} "

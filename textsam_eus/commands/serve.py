@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.errors import OptionError
 from ..model.bundle import sha256
-from ..model.errors import OptionError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,8 +86,8 @@ def _info(engine, bundle, checkpoint_sha256: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.imports import require_pytriton
     from ..model.bundle import read_bundle
-    from ..model.imports import require_pytriton
     from ..serving.served_model import ServedModel
     from ..serving.triton_server import ServerConfig, check_ports_free, serve
 

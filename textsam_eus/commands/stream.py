@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 from ._args import (add_engine_arguments, add_file_pipeline_arguments, add_style_arguments,
                     check_file_pipeline_arguments)
 from ._stream_run import (load_engine, parse_roi_option, pipeline_config, print_summary, roi_for_source,

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 from ._args import add_data_arguments
 
 MODEL_FLAGS = {  # CLI flag -> config field (ablations from config)

@@ -55,7 +55,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 
 __all__ = ["PhantomConfig", "PhantomClip", "make_phantom", "make_phantom_dataset", "fan_mask", "fan_geometry"]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model.mask_metrics import mask_iou
+from ..core.mask_metrics import mask_iou
 
 __all__ = ["ScreenLayout", "LayoutTracker", "EUS_DB_CROP", "EUS_DB_SCREEN_SIZE"]
 

@@ -6,8 +6,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..model.errors import OptionError, UnavailableError
-from ..model.imports import (TENSORRT_HINT, TRITONCLIENT_HINT, is_tensorrt_available, is_tritonclient_available,
+from ..core.errors import OptionError, UnavailableError
+from ..core.imports import (TENSORRT_HINT, TRITONCLIENT_HINT, is_tensorrt_available, is_tritonclient_available,
                              require_onnxruntime)
 from .base import Engine
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.config import MAX_REFINE_ITERATIONS
-from ..model.errors import OptionError, UserError
+from ..core.config import MAX_REFINE_ITERATIONS
+from ..core.errors import OptionError, UserError
 from ..model.refine import Segmenter, SegmentResult
 from .cpu_prepost import select_prepost
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..core.errors import OptionError
 from ..model import transforms as T
-from ..model.errors import OptionError
 from ..model.refine import REFINE_PROMPTS, TorchPrePost
 
 PREPOSTS = ("auto", "numpy", "torch")

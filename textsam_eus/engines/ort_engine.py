@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.errors import OptionError, UnavailableError
 from ..model.bundle import BATCH_ENCODER_ROLE, REEXPORT, Bundle, BundleError, read_bundle
 from ..model.cpu_features import cpu_features, int8_portability_problem
-from ..model.errors import OptionError, UnavailableError
-from ..model.imports import (ONNXRUNTIME_GPU_HINT, installed_onnxruntime_flavours, is_onnxruntime_gpu_available,
+from ..core.imports import (ONNXRUNTIME_GPU_HINT, installed_onnxruntime_flavours, is_onnxruntime_gpu_available,
                              require_onnxruntime)
 from .base import Engine
 from .graph_io import check_external_data, check_ort_session

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..model.errors import OptionError, UnavailableError
+from ..core.errors import OptionError, UnavailableError
 from ..model.textsam import TextSam, to_dtype
 from .base import Engine
 

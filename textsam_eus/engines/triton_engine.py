@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ..model.config import MAX_REFINE_ITERATIONS
-from ..model.errors import OptionError, UserError
-from ..model.imports import require_tritonclient
+from ..core.config import MAX_REFINE_ITERATIONS
+from ..core.errors import OptionError, UserError
+from ..core.imports import require_tritonclient
 from ..model.refine import Refined
 from .base import Engine
 from .triton_protocol import FIRST_POINTS, INFO_MODEL, MODEL_NAME, OUTPUTS, REFUSED, model_version, parse_server_url

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 
 MODEL_NAME = "textsam_eus"
 INFO_MODEL = "textsam_eus_info"

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from ..core.imports import TensorRTUnavailable, require_tensorrt
 from ..model.bundle import Bundle, BundleError, check_plan_tag, read_bundle
-from ..model.imports import TensorRTUnavailable, require_tensorrt
 from .base import Engine
 from .graph_io import check_graph_io
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.imports import require_onnxruntime
 from ..model.bundle import BATCH_ENCODER_ROLE as BATCH_ROLE, Bundle, BundleError, read_bundle, write_bundle
-from ..model.imports import require_onnxruntime
 from ..model.textsam import TextSam
 from .onnx_export import LOGIT_TOL, EncoderGraph, ExportError, _export, deployable
 

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.errors import UserError
+from ..core.imports import is_onnxruntime_available, require_onnxruntime
+from ..core.mask_metrics import mask_iou
 from ..model import transforms as T
 from ..model.bundle import Bundle, write_bundle
-from ..model.errors import UserError
-from ..model.imports import is_onnxruntime_available, require_onnxruntime
 from ..model.lora import has_lora
-from ..model.mask_metrics import mask_iou
 from ..model.textsam import TextSam, decode_single_mask, embed_points
 
 OPSET = 17

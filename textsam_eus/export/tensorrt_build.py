@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..core.imports import TensorRTUnavailable, require_tensorrt  # noqa: F401 (TensorRTUnavailable: re-exported)
 from ..model.bundle import PlanMismatchError, check_plan_tag, read_bundle, write_bundle
-from ..model.imports import TensorRTUnavailable, require_tensorrt  # noqa: F401 (TensorRTUnavailable: re-exported)
 
 POINT_PROFILE = ((1, 1, 2), (1, 3, 2), (1, 8, 2))
 

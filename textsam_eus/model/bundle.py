@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import MAX_PRESENCE_FRAMES, MAX_REFINE_ITERATIONS
-from .errors import UserError
+from ..core.config import MAX_PRESENCE_FRAMES, MAX_REFINE_ITERATIONS
+from ..core.errors import UserError
 
 BUNDLE_FORMAT = "textsam-eus-bundle"
 BUNDLE_VERSION = 1

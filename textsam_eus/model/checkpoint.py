@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ConfigError, TextSamConfig
+from ..core.config import ConfigError, TextSamConfig
 from .registry import build_textsam
 from .weights import CheckpointError, check_state_dict, torch_load_problem  # noqa: F401 (re-exported)
 

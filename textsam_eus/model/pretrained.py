@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .config import TextSamConfig
+from ..core.config import TextSamConfig
 from .weights import CheckpointError, check_state_dict, torch_load_state_dict
 
 __all__ = ["load_sam_checkpoint", "biomedclip_vocab", "load_biomedclip_text"]

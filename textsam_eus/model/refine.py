@@ -24,9 +24,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..core.config import MAX_REFINE_ITERATIONS
+from ..core.errors import OptionError
 from . import transforms as T
-from .config import MAX_REFINE_ITERATIONS
-from .errors import OptionError
 
 REFINE_PROMPTS = ("none", "box", "point", "box+centroid", "box+5points")
 

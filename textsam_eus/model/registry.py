@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .config import ConfigError, TextSamConfig, TextTowerConfig
+from ..core.config import ConfigError, TextSamConfig, TextTowerConfig
 from .pretrained import biomedclip_vocab, load_biomedclip_text, load_sam_checkpoint
 from .text_branch import TextPromptLearner, build_text_tower
 from .textsam import TextSam, build_sam

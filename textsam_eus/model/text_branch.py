@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TextSamConfig, TextTowerConfig
+from ..core.config import TextSamConfig, TextTowerConfig
 
 
 def build_text_tower(cfg: TextTowerConfig) -> nn.Module:

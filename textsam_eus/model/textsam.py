@@ -20,7 +20,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .config import TextSamConfig
+from ..core.config import TextSamConfig
 from .lora import LORA_TYPES, apply_lora, has_lora, merge_lora
 
 #: Mask-decoder parts trained by the paper (besides LoRA).

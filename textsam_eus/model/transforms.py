@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .pixels import COLOR_ORDERS, MIN_FRAME_SIDE, FrameError, to_rgb_uint8  # noqa: F401 (COLOR_ORDERS, FrameError: re-exported)
-from .config import RESIZE_METHODS  # noqa: F401 (TextSamConfig.resize)
+from ..core.config import RESIZE_METHODS  # noqa: F401 (TextSamConfig.resize)
+from ..core.pixels import COLOR_ORDERS, MIN_FRAME_SIDE, FrameError, to_rgb_uint8  # noqa: F401 (COLOR_ORDERS, FrameError: re-exported)
 
 
 def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -37,7 +37,7 @@ def to_rgb(frame: np.ndarray, color_order: str = "rgb") -> np.ndarray:
         raise FrameError(f"color_order={color_order!r} is invalid: must be one of {COLOR_ORDERS}")
     if frame.dtype != np.uint8:
         raise FrameError(f"expected a uint8 frame (0..255), got dtype {frame.dtype}; convert it with "
-                         "textsam_eus.model.pixels.to_uint8 (16-bit: 8-bit content kept, else / 257; float: [0, 1] "
+                         "textsam_eus.core.pixels.to_uint8 (16-bit: 8-bit content kept, else / 257; float: [0, 1] "
                          "x 255, else 0..255)")
     if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))):
         raise FrameError(f"expected a frame of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {frame.shape}")

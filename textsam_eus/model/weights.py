@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from .errors import UserError
+from ..core.errors import UserError
 
 __all__ = ["CheckpointError", "check_state_dict", "torch_load_problem", "torch_load_state_dict"]
 

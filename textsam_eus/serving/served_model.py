@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.config import MAX_REFINE_ITERATIONS
 from ..engines.base import Engine
 from ..engines.triton_protocol import FIRST_POINTS, REFUSED
-from ..model.config import MAX_REFINE_ITERATIONS
 
 
 class ServedModel:

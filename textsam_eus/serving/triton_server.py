@@ -25,9 +25,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.errors import OptionError
+from ..core.imports import require_pytriton
 from ..engines.triton_protocol import INFO_MODEL, MODEL_NAME, model_version
-from ..model.errors import OptionError
-from ..model.imports import require_pytriton
 from .served_model import ServedModel
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..model.imports import require_pyav
+from ..core.imports import require_pyav
 from .base import FrameSource, SourceError, list_video_devices, release_quietly
 from .record import FrameRecord
 

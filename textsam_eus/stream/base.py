@@ -11,8 +11,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..model.errors import UserError
-from ..model.pixels import IMAGE_EXTENSIONS, to_rgb_uint8  # noqa: F401 (IMAGE_EXTENSIONS: re-exported)
+from ..core.errors import UserError
+from ..core.pixels import IMAGE_EXTENSIONS, to_rgb_uint8  # noqa: F401 (IMAGE_EXTENSIONS: re-exported)
 from .record import FrameRecord
 
 # the file names a folder of recordings is searched for (``stream --source FOLDER``, ``annotate``); DICOM files are
@@ -40,7 +40,7 @@ class SourceError(UserError, ValueError):
 
 def _to_rgb_u8(img: np.ndarray, bgr: bool = True) -> np.ndarray:
     """Gray / BGR(A) / RGB(A), 8/16-bit or float images as C-contiguous uint8 RGB, by the one pixel rule of
-    :mod:`textsam_eus.model.pixels` (what training reads the same files with)."""
+    :mod:`textsam_eus.core.pixels` (what training reads the same files with)."""
     return to_rgb_uint8(img, "bgr" if bgr else "rgb")
 
 

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ..model.errors import UserError
+from ..core.errors import UserError
 from .manifest import MANIFEST_NAME, RUN_OUTPUTS, Manifest, claim, plan_overwrite
 
 __all__ = ["OutputError", "OutputFolder", "RUN_OUTPUTS", "MANIFEST_NAME", "check_out_dir", "claim", "is_disk_full"]

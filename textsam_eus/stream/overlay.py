@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 
 __all__ = ["OverlayStyle", "parse_color", "draw_overlay", "NAMED_COLORS"]
 

@@ -31,9 +31,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..common.screen import LayoutTracker
-from ..model.config import MAX_REFINE_ITERATIONS
-from ..model.errors import OptionError, UserError
-from ..model.mask_metrics import mask_iou
+from ..core.config import MAX_REFINE_ITERATIONS
+from ..core.errors import OptionError, UserError
+from ..core.mask_metrics import mask_iou
 from .base import FrameSource
 from .manifest import claim
 from .outdir import OutputFolder, is_disk_full

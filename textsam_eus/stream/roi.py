@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..common.screen import EUS_DB_CROP
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 from .base import SourceError
 
 # --------------------------------------------------------------------------- ROI

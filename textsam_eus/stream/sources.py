@@ -30,8 +30,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..model.imports import require_pyav
-from ..model.pixels import MIN_FRAME_SIDE
+from ..core.imports import require_pyav
+from ..core.pixels import MIN_FRAME_SIDE
 from .av_live import AvLiveSource
 from .base import ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8, release_quietly
 from .capture import CaptureSource

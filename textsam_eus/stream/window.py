@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from ..model.errors import UnavailableError
+from ..core.errors import UnavailableError
 
 __all__ = ["DisplayUnavailableError", "Window", "opencv_has_gui", "HEADLESS_HINT"]
 

@@ -79,7 +79,7 @@ def calibrate_presence(model, val_pairs: Sequence, min_specificity: float = 0.9,
 
 def _unusable(s: np.ndarray) -> str | None:
     """Why these validation scores cannot set a threshold (None when they can)."""
-    from ..model.config import PRESENCE_LIMIT
+    from ..core.config import PRESENCE_LIMIT
 
     bad = int((~np.isfinite(s)).sum())
     if bad:

@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 from . import metrics
 from .readers import DatasetError
 from .outputs import atomic_write, atomic_write_text

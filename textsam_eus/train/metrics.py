@@ -1,6 +1,6 @@
 """Segmentation metrics for TextSAM-EUS (numpy / scipy only).
 
-* :func:`dice` - Dice similarity coefficient of two binary 2-D masks (:mod:`textsam_eus.model.mask_metrics`, with
+* :func:`dice` - Dice similarity coefficient of two binary 2-D masks (:mod:`textsam_eus.core.mask_metrics`, with
   the masks checked to be 2-D; ``mask_iou`` / ``mask_dice`` are re-exported from there).
 * :func:`surface_dice` - standard 2-D normalized surface distance (NSD,
   "surface Dice", Nikolov et al. 2021, as in DeepMind's ``surface-distance``).
@@ -23,8 +23,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage, stats
 
-from ..model.errors import OptionError
-from ..model.mask_metrics import mask_dice, mask_iou  # noqa: F401 (re-exported)
+from ..core.errors import OptionError
+from ..core.mask_metrics import mask_dice, mask_iou  # noqa: F401 (re-exported)
 
 __all__ = [
     "dice",

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import IO, Iterator
 
-from ..model.config import ConfigError
+from ..core.config import ConfigError
 
 __all__ = ["OutputPathError", "RUN_FILES", "atomic_write", "atomic_write_text", "check_distinct",
            "check_not_inputs", "check_output_file", "check_run_dir", "clear_run", "earlier_run_files"]

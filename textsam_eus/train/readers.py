@@ -7,7 +7,7 @@ which always returns
 
 * ``image``: ``uint8`` array ``H x W x 3`` in **RGB** order (grayscale
   frames are replicated to three channels; 16-bit and floating-point images,
-  e.g. TIFF exports, are converted by the one rule of :mod:`textsam_eus.model.pixels`);
+  e.g. TIFF exports, are converted by the one rule of :mod:`textsam_eus.core.pixels`);
 * ``mask``: ``uint8`` array ``H x W`` with values ``0``/``1`` where any
   nonzero mask pixel counts as tumour.  Samples without a mask (healthy
   frames) give an all-zero mask.
@@ -40,8 +40,8 @@ import cv2
 import numpy as np
 
 from ..common.screen import EUS_DB_CROP, EUS_DB_SCREEN_SIZE
-from ..model.errors import UserError
-from ..model.pixels import IMAGE_EXTENSIONS, FrameError, to_rgb_uint8, to_uint8  # noqa: F401 (to_uint8: re-exported)
+from ..core.errors import UserError
+from ..core.pixels import IMAGE_EXTENSIONS, FrameError, to_rgb_uint8, to_uint8  # noqa: F401 (to_uint8: re-exported)
 
 __all__ = [
     "DatasetError",
@@ -192,7 +192,7 @@ def _imread_any(path: Path, what: str) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``uint8`` ``H x W x 3`` RGB (the pixel rule of :mod:`textsam_eus.model.pixels`)."""
+    """Read an image file as ``uint8`` ``H x W x 3`` RGB (the pixel rule of :mod:`textsam_eus.core.pixels`)."""
     arr = _imread_any(Path(path), "image")
     try:
         return to_rgb_uint8(arr, "bgr")

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..model.errors import OptionError
+from ..core.errors import OptionError
 from .readers import _SPLIT_ALIASES, SPLITS, DatasetError, Sample, read_dataset
 
 # --------------------------------------------------------------------------- #

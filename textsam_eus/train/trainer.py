@@ -30,8 +30,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..core.config import ConfigError
 from ..model.checkpoint import CheckpointError, check_state_dict, save_checkpoint, torch_load_problem
-from ..model.config import ConfigError
 from ..model.textsam import TextSam
 from .readers import DatasetError
 from .training_set import AugmentConfig, SegmentationTorchDataset, gt_prompts
@@ -413,7 +413,7 @@ def read_resume_files(out: str | Path) -> dict:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from ..model.config import TextSamConfig
+    from ..core.config import TextSamConfig
 
     out = Path(out)
     state_file, last = out / "train_state.pt", out / "last.safetensors"

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..common.phantom import PhantomConfig, make_phantom_dataset
 from ..common.screen import LayoutTracker
-from ..model.imports import require_pyav
+from ..core.imports import require_pyav
 from .readers import DatasetError
 
 __all__ = ["video_frames", "video_negatives", "video_positives", "phantom_negatives"]
