@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from textsam_eus.core.files import write_text_atomic
+
 from .machine import proc_status, reset_peak_rss, ru_maxrss_mb
 from .models import Bundles, VariantUnavailable, build_model, timed_call
 from .modes import run_model_mode, run_stream_mode
@@ -72,9 +74,7 @@ class Bench:
     def save_json(self) -> None:
         data = {"meta": {**self.meta, "wall_s": round(time.perf_counter() - self.t0, 2)}, "notes": self.notes,
                 "setup": self.setup, "rows": self.rows}
-        tmp = self.out / "results.json.tmp"
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        tmp.replace(self.out / "results.json")
+        write_text_atomic(self.out / "results.json", json.dumps(data, indent=1, default=str))
 
     # ---------------------------------------------------------------- the run
     def run(self, plans: list[Plan], frames: list[np.ndarray], clip: dict[str, Any]) -> None:

@@ -84,6 +84,22 @@ def test_train_overwrite_removes_only_the_runs_files(tmp_path, capsys):
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # written whole, then renamed
 
 
+def test_clear_run_removes_the_runs_temporaries_of_either_style(tmp_path):
+    from textsam_eus.train.outputs import clear_run
+
+    for name in ("log.json", "best.safetensors.part", "train_state.pt.part", ".log.csv.77.tmp", "notes.txt",
+                 "notes.txt.part", ".x.1.tmp"):
+        (tmp_path / name).write_text("x")
+    assert sorted(clear_run(tmp_path)) == [".log.csv.77.tmp", "best.safetensors.part", "log.json",
+                                           "train_state.pt.part"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.1.tmp", "notes.txt", "notes.txt.part"]
+
+
+def test_checkpoints_and_logs_leave_no_temporary(tmp_path):
+    path = save_checkpoint(_tiny(), tmp_path / "m.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"] and load_checkpoint(path)[0] is not None
+
+
 def test_overwrite_keeps_the_earlier_run_until_the_new_one_has_a_result(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

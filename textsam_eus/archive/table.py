@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.files import write_text_atomic
 from ..stream.outdir import check_out_dir
-from ..stream.report import write_json_atomic, write_text_atomic
+from ..stream.report import write_json_atomic
 from .plan import ArchiveError, Examination
 
 __all__ = ["ArchiveTable", "COLUMNS", "STATUSES", "TABLE_NAMES"]

@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from ..train.readers import DatasetError
     from ..train.evaluate import compare
-    from ..train.outputs import atomic_write_text, check_not_inputs, check_output_file
+    from ..core.files import write_text_atomic
+    from ..train.outputs import check_not_inputs, check_output_file
 
     check_not_inputs({"--json": args.json}, {"A": args.a, "B": args.b})
     if args.json:
@@ -39,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{key:5s} mean difference (A - B) {100 * r['mean_diff']:+.2f} points, t = {r['t']:.3f}, "
               f"p = {r['p']:.4g} (paired two-sided, n = {r['n']})")
     if args.json:
-        atomic_write_text(args.json, json.dumps(res, indent=2))
+        write_text_atomic(args.json, json.dumps(res, indent=2), parents=True)
     return 0

@@ -11,7 +11,6 @@ the file and the preset expected. Imports run one way: checkpoint -> registry ->
 from __future__ import annotations
 
 import json
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from ..core.config import ConfigError, TextSamConfig
+from ..core.files import atomic_path
 from .registry import build_textsam
 from .weights import CheckpointError, check_state_dict, torch_load_problem  # noqa: F401 (re-exported)
 
@@ -75,12 +75,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, full: bool | None = N
             "config": json.dumps(model.cfg.to_dict()), "extra": json.dumps(extra or {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # written whole, then renamed: never a torn file
-    try:
-        save_file(out, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as part:  # written whole, then renamed: never a torn file
+        save_file(out, str(part), metadata=meta)
     return path
 
 

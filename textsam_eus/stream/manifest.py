@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from ..core.files import PART_SUFFIX, part_path
+
 __all__ = ["MANIFEST_NAME", "RUN_OUTPUTS", "Manifest", "claim", "is_run_output", "plan_overwrite",
            "OverwritePlan"]
 
@@ -42,7 +44,7 @@ _OPEN_LOCK = threading.Lock()
 
 def is_run_output(name: str) -> bool:
     """True for a top-level name a run may write."""
-    return name in RUN_OUTPUTS or name.endswith(".part") or (name.startswith("masks_seg") and
+    return name in RUN_OUTPUTS or name.endswith(PART_SUFFIX) or (name.startswith("masks_seg") and
                                                              name.endswith((".mkv", ".nii.gz")))
 
 
@@ -215,7 +217,7 @@ def plan_overwrite(folder: Path, protect: Iterable[str | os.PathLike] = (), *,
             if target.is_dir() and not target.is_symlink():
                 dirs.add(target)
             continue
-        for t in (target, target.with_name(target.name + ".part")):
+        for t in (target, part_path(target)):
             if os.path.lexists(t) and (t.is_symlink() or not t.is_dir()):
                 files.add(t)
     guarded = {os.path.realpath(p): p for p in protect}

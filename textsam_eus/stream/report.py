@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from ..core.files import atomic_open, write_text_atomic
 from .manifest import claim
 
 # --------------------------------------------------------------------------- latency
@@ -34,23 +35,10 @@ def json_safe(v):
     return v
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary name beside ``path``, then rename it into place: readers see the old
-    file or the whole new one, never a part."""
-    path = Path(path)
-    part = path.with_name(path.name + ".part")
-    claim(path)
-    try:
-        part.write_text(text, encoding="utf-8")
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as JSON (non-finite numbers as null) atomically (:func:`write_text_atomic`)."""
+    """Write ``data`` as JSON (non-finite numbers as null) atomically, claimed first as an output of the open run
+    (:func:`textsam_eus.core.files.write_text_atomic`)."""
+    claim(path)
     return write_text_atomic(path, json.dumps(json_safe(data), indent=2, default=str, allow_nan=False))
 
 
@@ -272,37 +260,25 @@ class LatencyReport:
         """``{"summary": ..., "frames": [...]}``, streamed from the spool and put in place atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part")
         claim(path)
-        try:
-            with open(part, "w", encoding="utf-8") as f:
-                f.write('{"summary": ' + json.dumps(json_safe(self.summary()), indent=2, allow_nan=False)
-                        + ',\n"frames": [')
-                for i, row in enumerate(self._flat_rows()):
-                    f.write(("," if i else "") + "\n" + json.dumps(row, default=str, allow_nan=False))
-                f.write("\n]}\n")
-            os.replace(part, path)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.write('{"summary": ' + json.dumps(json_safe(self.summary()), indent=2, allow_nan=False)
+                    + ',\n"frames": [')
+            for i, row in enumerate(self._flat_rows()):
+                f.write(("," if i else "") + "\n" + json.dumps(row, default=str, allow_nan=False))
+            f.write("\n]}\n")
         return path
 
     def write_csv(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         cols = self._columns()
-        part = path.with_name(path.name + ".part")
         claim(path)
-        try:
-            with open(part, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-                w.writeheader()
-                for row in self._flat_rows():
-                    w.writerow({k: ("" if v is None else v) for k, v in row.items()})
-            os.replace(part, path)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for row in self._flat_rows():
+                w.writerow({k: ("" if v is None else v) for k, v in row.items()})
         return path
 
     def write(self, json_path: str | os.PathLike | None = None,

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.files import write_text_atomic
+from .manifest import claim
 from .record import FrameRecord
-from .report import write_text_atomic
 from .sinks import Sink
 
 __all__ = ["ThumbnailSink", "write_report_html", "REPORT_NAME"]
@@ -337,4 +338,5 @@ figcaption {{ color: #666; font-size: 12px; }}</style></head><body>
 <div class="strip">{strip or "<p>No frames were written.</p>"}</div>
 </body></html>
 """
+    claim(out / REPORT_NAME)
     return write_text_atomic(out / REPORT_NAME, page)

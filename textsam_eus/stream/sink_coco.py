@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..core.files import AtomicFile, part_path
 from .encoders import SinkError
 from .manifest import claim
 from .record import FrameRecord
@@ -54,12 +54,13 @@ class CocoMaskSink(Sink):
         self.out, self.rel, self.source = Path(out), name, source
         self.run_state, self.model = run_state, dict(model or {})
         self.final = self.out / name
-        self.part = self.out / (name + ".part")
+        self.part = part_path(self.final)
         self.images_part = self.out / (Path(name).stem + ".images.part")
         claim(self.final)
         claim(self.images_part)
         try:
-            self._f = open(self.part, "w", encoding="utf-8")
+            self._atomic = AtomicFile(self.final, "w", encoding="utf-8")  # put in place at close
+            self._f = self._atomic.file
             self._images = open(self.images_part, "w+", encoding="utf-8")
         except OSError as exc:
             raise SinkError(f"cannot create {self.part}: {exc.strerror or exc}; check --out") from None
@@ -105,9 +106,8 @@ class CocoMaskSink(Sink):
                     "source": self.source, "frames": self.frames, "complete": bool(complete),
                     "stop_reason": reason, "model": self.model}
             self._f.write("\n],\n\"info\": " + json.dumps(json_safe(info), allow_nan=False) + "}\n")
-            self._f.close()
             self._images.close()
-            os.replace(self.part, self.final)
+            self._atomic.commit()
             self.images_part.unlink(missing_ok=True)
         finally:
             for f in (self._f, self._images):

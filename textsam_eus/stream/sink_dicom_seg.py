@@ -24,12 +24,12 @@ This module must stay free of torch and of the model / engine packages.
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.files import atomic_path
 from .dicom_source import DicomInfo
 from .encoders import SinkError
 from .manifest import claim
@@ -54,14 +54,9 @@ def _software_version() -> str:
 
 
 def _save(ds, path: Path) -> None:
-    part = path.with_name(path.name + ".part")
     claim(path)
-    try:
+    with atomic_path(path, sync=False) as part:  # per-frame instances: renamed whole, not synced each
         ds.save_as(str(part), enforce_file_format=True)
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
 
 
 class DicomSegSink(Sink):

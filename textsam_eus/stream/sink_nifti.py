@@ -18,12 +18,12 @@ This module must stay free of torch and of the model / engine packages.
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.files import atomic_open
 from .encoders import SinkError
 from .manifest import claim
 from .record import FrameRecord
@@ -84,18 +84,12 @@ class _Volume:
         if self.frames == 0:
             self.frames_path.unlink(missing_ok=True)
             return
-        part = self.final.with_name(self.final.name + ".part")
-        try:
-            with open(part, "wb") as f:
-                with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as head:
-                    head.write(nifti_header(*self.size, self.frames, self.spacing, self.fps))
-                with open(self.frames_path, "rb") as body:  # the frames' gzip member, as it is
-                    while chunk := body.read(1 << 20):
-                        f.write(chunk)
-            os.replace(part, self.final)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
+        with atomic_open(self.final, "wb") as f:
+            with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as head:
+                head.write(nifti_header(*self.size, self.frames, self.spacing, self.fps))
+            with open(self.frames_path, "rb") as body:  # the frames' gzip member, as it is
+                while chunk := body.read(1 << 20):
+                    f.write(chunk)
         self.frames_path.unlink(missing_ok=True)
 
 

@@ -21,13 +21,13 @@ This module must stay free of torch and of the model / engine packages.
 from __future__ import annotations
 
 import csv
-import os
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.files import write_bytes_atomic
 from .encoders import MaskVideoEncoder, SinkError, VideoEncoder
 from .manifest import claim
 from .record import FrameRecord
@@ -45,14 +45,8 @@ def write_png(path: Path, image: np.ndarray, compression: int = 1) -> None:
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
     if not ok:
         raise SinkError(f"PNG encoding failed for {path}")
-    part = path.with_name(path.name + ".part")
     claim(path)  # listed as the run's own before it exists (with its .part)
-    try:
-        buf.tofile(str(part))  # works with non-ASCII paths
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, buf, sync=False)  # one of many per-frame files: renamed whole, not synced each
 
 
 def _note(record: FrameRecord, key: str, rel: str) -> None:

@@ -22,9 +22,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..core.errors import OptionError
+from ..core.files import atomic_open, write_text_atomic
 from . import metrics
 from .readers import DatasetError
-from .outputs import atomic_write, atomic_write_text
 
 MODES = ("auto", "auto+refine", "manual", "sam-box", "sam-point", "predictions")
 
@@ -171,10 +171,10 @@ def summarize(records: list[dict], presence_threshold: float | None = None, **me
 def write_results(result: dict, json_path: str | Path | None, csv_path: str | Path | None = None) -> None:
     """Write the JSON and/or per-image CSV, each whole (a temporary file renamed into place)."""
     if json_path:
-        atomic_write_text(json_path, json.dumps(result, indent=2, default=float))
+        write_text_atomic(json_path, json.dumps(result, indent=2, default=float), parents=True)
     if csv_path:
         rows = result["per_image"]
-        with atomic_write(csv_path, "w", newline="") as f:
+        with atomic_open(csv_path, "w", newline="", parents=True) as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
             w.writeheader()
             w.writerows(rows)

@@ -3,7 +3,8 @@
 * A results file (``eval --json/--csv``, ``compare --json``) must be a file path whose folder exists or can be
   created and written; an existing folder, a trailing ``/``, a device or an existing file (without ``overwrite``)
   is a one-line :class:`OutputPathError` naming the fix. Files are written to a temporary name beside the target
-  and renamed over it (:func:`atomic_write`), so a crash leaves the old file or the new one, never half of one.
+  and renamed over it (:mod:`textsam_eus.core.files`), so a crash leaves the old file or the new one, never half of
+  one.
 * A training run's folder (``train --out``) holding an earlier run (:data:`RUN_FILES`) is refused unless the run
   is resumed or ``overwrite`` is given; :func:`clear_run` then removes only those files, never the user's others.
 
@@ -16,15 +17,14 @@ The same rule as the stream's output folders (:mod:`textsam_eus.stream.outdir`):
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import IO, Iterator
 
 from ..core.config import ConfigError
+from ..core.files import PART_SUFFIX
 
-__all__ = ["OutputPathError", "RUN_FILES", "atomic_write", "atomic_write_text", "check_distinct",
-           "check_not_inputs", "check_output_file", "check_run_dir", "clear_run", "earlier_run_files"]
+__all__ = ["OutputPathError", "RUN_FILES", "check_distinct", "check_not_inputs", "check_output_file", "check_run_dir",
+           "clear_run", "earlier_run_files"]
 
 # what `train` writes into --out; removed by --overwrite (their temporary files too)
 RUN_FILES = ("best.safetensors", "last.safetensors", "train_state.pt", "log.json", "log.csv")
@@ -106,29 +106,6 @@ def check_not_inputs(outputs: dict[str, str | os.PathLike | None] | list[tuple[s
                                           "writing it would replace that input; choose another output path")
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success it is flushed, synced and renamed over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    return Path(path)
-
-
 def earlier_run_files(folder: Path) -> list[str]:
     return [name for name in RUN_FILES if (folder / name).exists()]
 
@@ -164,13 +141,15 @@ def check_run_dir(path: str | os.PathLike, resume: bool = False, overwrite: bool
 
 
 def clear_run(folder: str | os.PathLike) -> list[str]:
-    """Remove an earlier run's files (:data:`RUN_FILES` and their temporaries) from ``folder``; nothing else."""
+    """Remove an earlier run's files (:data:`RUN_FILES` and their temporaries: ``<name>.part``, and the
+    ``.<name>.<pid>.tmp`` of runs by versions before the one atomic write) from ``folder``; nothing else."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        if p.name in RUN_FILES or any(p.name.startswith(f".{n}.") and p.name.endswith(".tmp") for n in RUN_FILES):
+        if p.name in RUN_FILES or any(p.name == n + PART_SUFFIX or (p.name.startswith(f".{n}.") and
+                                      p.name.endswith(".tmp")) for n in RUN_FILES):
             if p.is_file() or p.is_symlink():
                 p.unlink()
                 removed.append(p.name)

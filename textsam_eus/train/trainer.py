@@ -31,12 +31,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..core.config import ConfigError
+from ..core.files import atomic_open, write_text_atomic
 from ..model.checkpoint import CheckpointError, check_state_dict, save_checkpoint, torch_load_problem
 from ..model.textsam import TextSam
 from .readers import DatasetError
 from .training_set import AugmentConfig, SegmentationTorchDataset, gt_prompts
 from .losses import dice_bce_loss, dice_bce_per_sample
-from .outputs import atomic_write, atomic_write_text, check_run_dir, clear_run
+from .outputs import check_run_dir, clear_run
 
 STATE_VERSION = 2  # train_state.pt: 2 adds "rng" (every generator) and "scaler"
 # config fields that may differ between a run and its resumption (inference settings, base-weight paths)
@@ -345,14 +346,15 @@ class Trainer:
         state = {"version": STATE_VERSION, "epoch": epoch, "best": self.best,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict(), "history": json.dumps(self.history), "rng": self._rng_state()}
-        with atomic_write(self.out / "train_state.pt", "wb") as f:
+        with atomic_open(self.out / "train_state.pt", "wb", parents=True) as f:
             torch.save(state, f)
 
     def _write_logs(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "log.json", json.dumps({"history": self.history, "config": asdict(self.cfg),
-                                                             "model": self.model.cfg.to_dict()}, indent=2))
-        with atomic_write(self.out / "log.csv", "w", newline="") as f:
+        write_text_atomic(self.out / "log.json", json.dumps({"history": self.history, "config": asdict(self.cfg),
+                                                             "model": self.model.cfg.to_dict()}, indent=2),
+                          parents=True)
+        with atomic_open(self.out / "log.csv", "w", newline="", parents=True) as f:
             w = csv.DictWriter(f, fieldnames=list(self.history[0]))
             w.writeheader()
             w.writerows(self.history)
