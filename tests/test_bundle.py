@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from textsam_eus.model.bundle import Bundle, BundleError, read_bundle, sha256, write_bundle
+from textsam_eus.core.hashing import file_sha256 as sha256
+from textsam_eus.model.bundle import Bundle, BundleError, read_bundle, write_bundle
 
 WIDTH = 8
 FILES = {"encoder": "encoder.onnx", "decoder_text": "decoder_text.onnx", "decoder_refine": "decoder_refine.onnx"}

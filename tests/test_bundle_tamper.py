@@ -20,7 +20,8 @@ from textsam_eus.engines import create_engine
 from textsam_eus.engines.base import NonFiniteOutputError
 from textsam_eus.engines.graph_io import check_graph_io
 from textsam_eus.export.onnx_export import export_bundle
-from textsam_eus.model.bundle import BundleError, read_bundle, sha256, write_bundle
+from textsam_eus.core.hashing import file_sha256 as sha256
+from textsam_eus.model.bundle import BundleError, read_bundle, write_bundle
 
 REEXPORT = "re-export the bundle"
 

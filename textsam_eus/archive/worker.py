@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import UserError
-from ..model.bundle import sha256
+from ..core.hashing import file_sha256
 from ..stream.pipeline import StreamPipeline
 from .stats import ExamStatsSink
 
-__all__ = ["ExamWorker", "FileSettings", "file_sha256", "summary_is_complete", "rss_mb"]
+__all__ = ["ExamWorker", "FileSettings", "summary_is_complete", "rss_mb"]
 
 
 class FileSettings(Protocol):
@@ -42,7 +42,6 @@ class FileSettings(Protocol):
         ...
 
 
-file_sha256 = sha256  # an examination's input hash (streamed: recordings can be large)
 
 
 def rss_mb() -> float | None:

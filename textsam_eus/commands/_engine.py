@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import OptionError
+from ..core.hashing import file_sha256
 from ..core.imports import require_onnxruntime
-from ..model.bundle import sha256
 
 
 def cache_dir() -> Path:
@@ -23,7 +23,7 @@ def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path
     from ..model.bundle import BundleError, read_bundle
 
     path = resolve_checkpoint(checkpoint)
-    full = sha256(path)
+    full = file_sha256(path)
     digest = full[:16]
     folder = cache_dir() / "bundles" / f"{path.stem}-{digest}{'-fp16' if fp16 else ''}"
     try:
@@ -105,7 +105,7 @@ def triton_engine(server, checkpoint, bundle, iterations, refine_prompts, timeou
     from ..model.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint or "demo")
-    digest = sha256(path)
+    digest = file_sha256(path)
     return create_engine("triton", server=server, expect_checkpoint_sha256=digest,
                          expect_what=f"checkpoint {checkpoint or 'demo'} ({path.name})", timeout_s=timeout_s,
                          iterations=iterations,

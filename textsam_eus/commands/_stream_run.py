@@ -40,14 +40,15 @@ def pipeline_config(args: argparse.Namespace, roi, workers: int, **extra):
 
 def load_engine(args: argparse.Namespace, threads: int | None, quiet: bool = False):
     """(engine, model identity) for the engine options (:func:`~textsam_eus.commands._args.add_engine_arguments`)."""
+    from ..core.identity import model_identity
     from ._engine import make_engine
-    from ._model_id import model_identity
+    from ._model_id import model_file
 
     engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
                          args.iterations, args.refine_prompts, threads=threads, resize=args.resize,
                          attention=args.attention, quiet=quiet, server=getattr(args, "server", None),
                          server_timeout=getattr(args, "server_timeout", 10.0))
-    return engine, model_identity(args.checkpoint, args.bundle, engine)
+    return engine, model_identity(engine, *model_file(args.checkpoint, args.bundle))
 
 
 def run_one(engine, source, out: Path, cfg, progress: bool, live_view=None) -> dict:

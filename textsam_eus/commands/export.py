@@ -10,7 +10,7 @@ from pathlib import Path
 EUS_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "eus_clips"
 
 from ..core.errors import OptionError
-from ..model.bundle import sha256
+from ..core.hashing import file_sha256
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         int8_frames, int8_source = int8_parity_frames(model.cfg.image_size) if args.int8 else (None, None)
         bundle = export_bundle(model, args.out, verify=not args.no_verify, fp16=args.fp16, int8=args.int8,
                                int8_frames=int8_frames, int8_frames_source=int8_source,
-                               source={"checkpoint": str(ckpt), "checkpoint_sha256": sha256(ckpt)})
+                               source={"checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt)})
         folder = args.out
         if args.serving:
             from ..export.batch_encoder import add_batch_encoder

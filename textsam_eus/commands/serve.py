@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..core.errors import OptionError
-from ..model.bundle import sha256
+from ..core.hashing import file_sha256
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         from ..model.checkpoint import resolve_checkpoint
 
         checkpoint = args.checkpoint or "demo"
-        digest = sha256(resolve_checkpoint(checkpoint))
+        digest = file_sha256(resolve_checkpoint(checkpoint))
         if args.engine == "tensorrt":
             raise OptionError("the tensorrt engine serves a bundle with plans: pass --bundle DIR (textsam-eus "
                               "export --tensorrt)")

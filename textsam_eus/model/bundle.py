@@ -24,6 +24,7 @@ from typing import Any
 
 from ..core.config import MAX_PRESENCE_FRAMES, MAX_REFINE_ITERATIONS
 from ..core.errors import UserError
+from ..core.hashing import file_sha256
 
 BUNDLE_FORMAT = "textsam-eus-bundle"
 BUNDLE_VERSION = 1
@@ -46,14 +47,6 @@ def check_plan_tag(plan: str | Path, tag: dict[str, Any], current: dict[str, Any
         raise PlanMismatchError(f"{plan} was built for another GPU or TensorRT version ({'; '.join(problems)}). "
                                 "TensorRT plans are not portable: rebuild them here with "
                                 "'textsam-eus export --bundle DIR --tensorrt' (or use --engine onnxruntime)")
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -152,7 +145,7 @@ def write_bundle(folder: str | Path, bundle: Bundle) -> Path:
     listed = {**bundle.files, **{k: v for k, v in bundle.tensorrt.items() if k.startswith("plan_")},
               **{f"{g}:{n}": n for g, refs in bundle.external_data.items() for n in refs}}
     for role, name in listed.items():
-        bundle.hashes[name] = sha256(folder / name)
+        bundle.hashes[name] = file_sha256(folder / name)
     path = folder / "bundle.json"
     path.write_text(bundle.to_json())
     bundle.folder = str(folder)
@@ -229,7 +222,7 @@ def _check_contained(folder: Path, role: str, name: str, path: Path) -> None:
 def _check_digest(f: Path, digest: str) -> None:
     if not f.is_file():
         raise BundleError(f"bundle file {f} is missing; re-export the bundle")
-    got = sha256(f)
+    got = file_sha256(f)
     if got != digest:
         raise BundleError(f"{f} does not match bundle.json (sha256 {got[:12]}... expected {digest[:12]}...): "
                           "the file was changed or belongs to another export; re-export the bundle")

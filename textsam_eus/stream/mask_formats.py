@@ -13,7 +13,7 @@ from .dicom_source import dicom_info_of
 from .encoders import SinkError
 from .sinks import Sink
 
-__all__ = ["MASK_FORMATS", "parse_mask_formats", "open_mask_format_sinks", "model_identity"]
+__all__ = ["MASK_FORMATS", "parse_mask_formats", "open_mask_format_sinks"]
 
 MASK_FORMATS = ("png", "video", "nifti", "dicom-seg", "coco")
 _ALIASES = {"dicom": "dicom-seg", "seg": "dicom-seg", "nii": "nifti", "mkv": "video"}
@@ -35,13 +35,6 @@ def parse_mask_formats(spec: str | None) -> tuple[str, ...]:
         if item not in out:
             out.append(item)
     return tuple(out)
-
-
-def model_identity(engine) -> dict:
-    """What the writers name as the algorithm when the caller gives no identity: the engine's name and preset."""
-    info = engine.info() if hasattr(engine, "info") else {}
-    preset = info.get("preset")
-    return {"name": "TextSAM-EUS" + (f" {preset}" if preset else ""), "checkpoint": None, "sha256": None}
 
 
 def open_mask_format_sinks(formats: tuple[str, ...], out: Path, *, fps: float | None, source, model: dict,

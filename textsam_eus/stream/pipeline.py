@@ -33,6 +33,7 @@ import numpy as np
 from ..common.screen import LayoutTracker
 from ..core.config import MAX_REFINE_ITERATIONS
 from ..core.errors import OptionError, UserError
+from ..core.identity import model_identity
 from ..core.mask_metrics import mask_iou
 from .base import FrameSource
 from .manifest import claim
@@ -41,7 +42,7 @@ from .overlay import OverlayStyle, draw_overlay, hud_box_size, quiet_corner
 from ..common.presence import PresenceGate
 from .record import FrameRecord, NoSegmentation
 from .report import LatencyReport, write_json_atomic
-from .mask_formats import model_identity, open_mask_format_sinks, parse_mask_formats
+from .mask_formats import open_mask_format_sinks, parse_mask_formats
 from .roi import ROI
 from .sinks import (MaskPngSink, MaskVideoSink, OutputIndexSink, OverlayPngSink, OverlayVideoSink, ReportSink,
                     Sink, WindowSink)
