@@ -92,7 +92,7 @@ class Bundles:
     def onnx_int8(self, key: tuple[str, int], model) -> Path:
         """A copy of the fp32 ONNX bundle with int8 graphs (``textsam-eus export --int8``'s ``add_int8``; its
         parity on the synthetic frames is in the copy's bundle.json)."""
-        from textsam_eus.export.onnx_export import ExportError
+        from textsam_eus.export.errors import ExportError
         from textsam_eus.export.quantize import add_int8
 
         k = key + ("int8",)

@@ -9,7 +9,7 @@ from textsam_eus.core.errors import OptionError, UnavailableError, UserError
 
 
 def _error_classes():
-    from textsam_eus.export.onnx_export import ExportError
+    from textsam_eus.export.errors import ExportError
     from textsam_eus.export.tensorrt_build import TensorRTUnavailable
     from textsam_eus.model.bundle import BundleError, PlanMismatchError
     from textsam_eus.model.checkpoint import CheckpointError

@@ -15,7 +15,8 @@ from conftest import shared_data
 from textsam_eus.cli import main
 from textsam_eus.common.phantom import PhantomConfig, make_phantom_dataset
 from textsam_eus.engines import available_engines, create_engine, fastest_engine
-from textsam_eus.export.onnx_export import ExportError, _logit_diff, _mask_iou, check_parity, export_bundle
+from textsam_eus.export.errors import ExportError
+from textsam_eus.export.onnx_export import _logit_diff, _mask_iou, check_parity, export_bundle
 from textsam_eus.core.hashing import file_sha256 as sha256
 from textsam_eus.model.bundle import BundleError, PlanMismatchError, read_bundle
 from textsam_eus.model.checkpoint import save_checkpoint

@@ -11,7 +11,8 @@ from conftest import trained_like_tiny
 from textsam_eus.cli import main
 from textsam_eus.engines import create_engine
 from textsam_eus.export import quantize
-from textsam_eus.export.onnx_export import ExportError, export_bundle
+from textsam_eus.export.errors import ExportError
+from textsam_eus.export.onnx_export import export_bundle
 from textsam_eus.model.bundle import BundleError, read_bundle
 from textsam_eus.model.bundle import write_bundle
 from textsam_eus.model.checkpoint import save_checkpoint

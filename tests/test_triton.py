@@ -111,7 +111,7 @@ def test_served_model_batches_through_the_encoder(bundle_dir):
 
 def test_batch_encoder_needs_the_bundles_checkpoint(bundle_dir, tmp_path):
     from textsam_eus.export.batch_encoder import add_batch_encoder
-    from textsam_eus.export.onnx_export import ExportError
+    from textsam_eus.export.errors import ExportError
 
     other = tmp_path / "b"
     shutil.copytree(bundle_dir, other)

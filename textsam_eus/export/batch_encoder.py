@@ -20,7 +20,8 @@ import torch
 from ..core.imports import require_onnxruntime
 from ..model.bundle import BATCH_ENCODER_ROLE as BATCH_ROLE, Bundle, BundleError, read_bundle, write_bundle
 from ..model.textsam import TextSam
-from .onnx_export import LOGIT_TOL, EncoderGraph, ExportError, _export, deployable
+from .errors import ExportError
+from .onnx_export import LOGIT_TOL, EncoderGraph, _export, deployable
 
 BATCH_ROLE = "encoder_batch"
 BATCH_FILE = "encoder_batch.onnx"

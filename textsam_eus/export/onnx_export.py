@@ -20,22 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.errors import UserError
 from ..core.imports import is_onnxruntime_available, require_onnxruntime
 from ..core.mask_metrics import mask_iou
 from ..model import transforms as T
 from ..model.bundle import Bundle, write_bundle
 from ..model.lora import has_lora
 from ..model.textsam import TextSam, decode_single_mask, embed_points
+from .errors import ExportError
+from .parity_frames import parity_frames
 
 OPSET = 17
 MAX_POINTS = 8
 LOGIT_TOL = 1e-3
 IOU_MIN = 0.99
-
-
-class ExportError(UserError, RuntimeError):
-    """An exported graph disagrees with the torch model, or the export could not be made."""
 
 
 class EncoderGraph(nn.Module):
@@ -205,19 +202,6 @@ def check_parity(model: TextSam, folder: str | Path, frames: list[np.ndarray]) -
             coords = torch.cat([bc[1].view(1, 2), bc[0].view(2, 2)]).unsqueeze(0)
             labels = torch.tensor([[1.0, 2.0, 3.0]])
     return worst
-
-
-def parity_frames(image_size: int, n: int = 3, seed: int = 0) -> list[np.ndarray]:
-    """Synthetic frames of varied sizes (incl. a non-square one) for the parity check."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n):
-        h, w = (image_size, image_size) if i == 0 else (int(image_size * 0.75), image_size + 16 * i)
-        base = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1), dtype=np.uint8)
-        img = np.kron(base, np.ones((8, 8), np.uint8))[:h, :w]
-        img[h // 3: 2 * h // 3, w // 3: 2 * w // 3] //= 4  # a dark blob
-        frames.append(np.ascontiguousarray(img))
-    return frames
 
 
 def export_bundle(model: TextSam, out: str | Path, *, verify: bool = True, frames: list[np.ndarray] | None = None,

@@ -30,7 +30,8 @@ import torch
 from ..model.bundle import Bundle, read_bundle, write_bundle
 from ..model.cpu_features import cpu_features
 from ..model.refine import Segmenter
-from .onnx_export import ExportError, parity_frames
+from .errors import ExportError
+from .parity_frames import parity_frames
 
 INT8_MIN_MEAN_IOU = 0.98
 INT8_MIN_MASK_FRAMES = 3  # parity frames in which the fp32 model must find something

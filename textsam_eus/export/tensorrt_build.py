@@ -49,7 +49,7 @@ def read_tag(plan: str | Path) -> dict[str, Any]:
 def build_plan(onnx_path: str | Path, plan_path: str | Path, *, fp16: bool, timing_cache: str | Path | None = None,
                workspace_gib: float = 4.0) -> dict[str, Any]:
     """Build one serialized engine from an ONNX file; returns its tag."""
-    from .onnx_export import ExportError
+    from .errors import ExportError
 
     trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
