@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..core.files import write_text_atomic
+from ..core.files import PART_SUFFIX, write_text_atomic
 from ..stream.outdir import check_out_dir
 from ..stream.report import write_json_atomic
 from .plan import ArchiveError, Examination
@@ -94,7 +94,7 @@ class ArchiveTable:
     def _check_is_archive(self) -> None:
         if (self.out / "archive.json").exists():
             return
-        others = sorted(p.name for p in self.out.iterdir() if p.name != LOCK_NAME and not p.name.endswith(".part"))
+        others = sorted(p.name for p in self.out.iterdir() if p.name != LOCK_NAME and not p.name.endswith(PART_SUFFIX))
         if others:
             shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
             raise ArchiveError(f"--out {self.out} holds files that are not an annotate run ({shown}); choose a new "
