@@ -32,9 +32,24 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video-val-tail", type=float, default=0.0,
                    help="move the last FRACTION of the frames of each --negative-video/--positive-video to "
                         "validation (so the presence threshold is calibrated on those recordings too)")
+    p.add_argument("--negative-split", default=None, metavar="TRAIN,CAL,TEST",
+                   help="honest calibration: the lesion-free images of --data (no mask file: e.g. "
+                        "ultrasound_normal/manifest.csv, healthy EUS frames) are split by patient/near-duplicate "
+                        "group into train / calibration / test with these shares (e.g. 0.6,0.2,0.2); train fits the "
+                        "presence threshold on the calibration part only, eval --subset test judges it on the test "
+                        "part (give eval the same data and split flags)")
+    p.add_argument("--lesion-free-crops", type=int, default=0, metavar="K",
+                   help="more negatives: up to K crops of each lesion image that hold no lesion pixel (each side at "
+                        "least half the shorter side), in their image's part of the split (default: 0)")
     p.add_argument("--phantom-negatives", type=int, default=0, help="add N lesion-free phantom frames to training")
     p.add_argument("--phantom-val-negatives", type=int, default=0, help="add N lesion-free phantom frames to "
                    "validation")
+
+
+def negative_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``split_samples`` that :func:`add_data_arguments`'s negative flags give."""
+    return {"negative_split": getattr(args, "negative_split", None),
+            "lesion_free_crops": getattr(args, "lesion_free_crops", 0) or 0}
 
 
 # a parser or one of its argument groups (``--help`` lists each group under its title)
