@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ..model.errors import OptionError
-from ._args import add_data_arguments
+from ._args import add_data_arguments, negative_options
 
 MODEL_FLAGS = {  # CLI flag -> config field (ablations from config)
     "lora_rank": int, "lora_alpha": float, "n_ctx": int, "prompt_depth": int, "image_size": int,
@@ -29,14 +30,19 @@ def model_overrides(args: argparse.Namespace) -> dict:
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, list]:
-    """{'train': [...], 'val': [...], 'test': [...]} of (image, mask) sequences, split by case."""
+    """{'train', 'val', 'calibration', 'test'}: lists of (image, mask) pairs, split by case (the lesion-free images
+    by group into train / calibration / test with --negative-split); 'val_groups' names the kind of each
+    validation pair, 'parts' counts the data images of each part."""
     from ..common.phantom import PhantomConfig, make_phantom_dataset
+    from ..train.negative_split import part_counts
     from ..train.splits import split_samples
 
-    splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed)
+    splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed,
+                           **negative_options(args))
     from ..train.readers import SegmentationDataset
 
     out = {k: list(SegmentationDataset(v)) if v else [] for k, v in splits.items()}
+    out["parts"] = part_counts(splits)
     # what each validation image is, so the presence threshold is calibrated on every kind of negative
     groups = ["data"] * len(out["val"])
     pcfg = PhantomConfig(height=args.phantom_size, width=args.phantom_size)
@@ -74,6 +80,14 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
     return out
 
 
+def calibration_set(splits: dict) -> tuple[list, list[str]]:
+    """The pairs the presence threshold is fitted on, and the kind of each: the validation pairs (lesion images,
+    videos' and phantom frames; never trained on) and the calibration part's lesion-free images."""
+    pairs = list(splits["val"]) + list(splits.get("calibration", []))
+    groups = list(splits.get("val_groups") or ["data"] * len(splits["val"]))
+    return pairs, groups + ["data"] * len(splits.get("calibration", []))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_data_arguments(p)
@@ -106,8 +120,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; a new schedule)")
     p.add_argument("--half-frozen", action="store_true", help="store frozen tensors in fp16 (smaller files)")
     p.add_argument("--presence-specificity", type=float, default=0.9,
-                   help="calibrate the presence threshold on validation: the most sensitive one that keeps this "
-                        "share of lesion-free validation images below it (needs negatives in validation)")
+                   help="calibrate the presence threshold on validation (and the calibration part of "
+                        "--negative-split): the most sensitive one that keeps this share of their lesion-free images "
+                        "below it (needs negatives there; fewer than 100 get a warning)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -131,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         from ..model.registry import get_config
 
         get_config(args.preset, **model_overrides(args))  # a bad preset or field fails before data is read
+    if getattr(args, "negative_split", None) is not None:
+        from ..train.negative_split import parse_fractions
+
+        parse_fractions(args.negative_split)  # a bad value fails before data is read
     splits = load_splits(args)
     torch.manual_seed(args.seed)
     if args.init:
@@ -150,24 +169,30 @@ def run(args: argparse.Namespace) -> int:
                       progress=not args.no_progress, half_frozen=args.half_frozen,
                       extra={"data": args.data, "phantom": args.phantom, "split": args.split,
                              "init": args.init, "negative_video": [Path(v).name for v in args.negative_video],
-                             "positive_video": [Path(v).name for v in args.positive_video]})
+                             "positive_video": [Path(v).name for v in args.positive_video],
+                             **_split_extra(args)})
     total, trainable = model.count_parameters()
     print(f"model {model.cfg.preset}: {trainable:,} trainable of {total:,} parameters; "
           f"train {len(splits['train'])} / val {len(splits['val'])} / test {len(splits['test'])} images", flush=True)
     import numpy as np
 
-    n_neg = {k: sum(1 for _, m in splits[k] if m is not None and not np.asarray(m).any())
-             for k in ("train", "val", "test")}
+    n_neg = {k: sum(1 for _, m in splits.get(k, []) if m is not None and not np.asarray(m).any())
+             for k in ("train", "val", "calibration", "test")}
     n_weak = {k: sum(1 for _, m in splits[k] if m is None) for k in ("train", "val")}
     print(f"lesion-free images: train {n_neg['train']} / val {n_neg['val']}"
+          + (f" / calibration {n_neg['calibration']} / test {n_neg['test']}"
+             if getattr(args, "negative_split", None) is not None else "")
           + (f"; tumour-video frames (no outline): train {n_weak['train']} / val {n_weak['val']}"
              if any(n_weak.values()) else ""), flush=True)
+    cal_pairs, cal_groups = calibration_set(splits)
+    warnings = _calibration_warnings(cal_pairs, cal_groups, splits.get("parts"))
     trainer = Trainer(model, splits["train"], splits["val"], cfg)
     history = trainer.fit()
     if trainer.rank == 0 and history:
         best = min(history, key=lambda r: r["val_loss"])
-        presence = calibrate_best(Path(args.out) / "best.safetensors", splits["val"], args.presence_specificity,
-                                  splits.get("val_groups"))
+        presence = calibrate_best(Path(args.out) / "best.safetensors", cal_pairs, args.presence_specificity,
+                                  cal_groups, parts=_parts_note(args, splits.get("parts")))
+        add_to_log(Path(args.out) / "log.json", warnings=warnings, presence_calibration=presence)
         print(json.dumps({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
                           "best_val_dice": best["val_dice"], "presence": presence,
                           "checkpoint": str(Path(args.out) / "best.safetensors")}))
@@ -185,13 +210,55 @@ def train_inputs(args: argparse.Namespace) -> dict:
     return found
 
 
-def calibrate_best(path: Path, val_pairs, min_specificity: float, groups=None) -> dict:
-    """Calibrate the presence threshold of the checkpoint at ``path`` on the validation pairs and store it there."""
+def _split_extra(args: argparse.Namespace) -> dict:
+    """The honest-calibration flags for the checkpoint's record (none when they are off, as before them)."""
+    opts = negative_options(args)
+    if opts["negative_split"] is None and not opts["lesion_free_crops"]:
+        return {}
+    return {**opts, "split_seed": args.split_seed, "val_fraction": args.val_fraction,
+            "test_fraction": args.test_fraction}
+
+
+def _parts_note(args: argparse.Namespace, parts: dict | None) -> dict | None:
+    if parts is None:
+        return None
+    return {**parts, **_split_extra(args)} if _split_extra(args) else parts
+
+
+def _calibration_warnings(pairs, groups, parts: dict | None) -> list[str]:
+    """The warnings about the calibration set, each printed as one line now (and kept for log.json)."""
+    import numpy as np
+
+    from ..train.calibrate import few_negatives_warning
+
+    neg_kinds = [g for (_, m), g in zip(pairs, groups) if m is not None and not np.asarray(m).any()]
+    data_groups = sum(p.get("negative_groups", 0) for k, p in (parts or {}).items() if k in ("val", "calibration"))
+    kinds = len(set(neg_kinds) - {"data"}) + data_groups
+    line = few_negatives_warning(len(neg_kinds), kinds if parts is not None else None)
+    if line is None:
+        return []
+    if os.environ.get("RANK", "0") == "0":
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    return [line]
+
+
+def add_to_log(path: Path, **fields) -> None:
+    """Add ``fields`` to the run's log.json (written whole, renamed into place)."""
+    from ..train.outputs import atomic_write_text
+
+    log = json.loads(path.read_text()) if path.is_file() else {}
+    log.update(fields)
+    atomic_write_text(path, json.dumps(log, indent=2, default=float))
+
+
+def calibrate_best(path: Path, val_pairs, min_specificity: float, groups=None, parts: dict | None = None) -> dict:
+    """Calibrate the presence threshold of the checkpoint at ``path`` on the calibration pairs (the validation
+    pairs and the calibration part's negatives) and store it there, with ``parts`` (the split's sizes)."""
     from ..model.checkpoint import load_checkpoint, save_checkpoint
     from ..train.calibrate import calibrate_presence
 
     model, extra = load_checkpoint(path)
-    result = calibrate_presence(model, val_pairs, min_specificity, groups)
+    result = calibrate_presence(model, val_pairs, min_specificity, groups, parts=parts)
     if result.get("threshold") is None:
         print(f"notice: {result['note']}; presence stays off in {path}", flush=True)
         return result
