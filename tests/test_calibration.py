@@ -254,6 +254,11 @@ def test_calibration_note_records_the_parts(monkeypatch):
     assert "30 of the negatives from the calibration part (12 group(s))" in r["note"]
     assert "test part (25 lesion-free, 15 lesion image(s))" in r["note"]
     assert len(r["specificity_ci95"]) == 2
+    plain = {"val": {"images": 50, "negatives": 30, "negative_crops": 0, "negative_groups": 20, "positives": 20},
+             "calibration": {"images": 0, "negatives": 0, "negative_crops": 0, "negative_groups": 0, "positives": 0}}
+    r = calibrate.calibrate_presence(None, [None] * 50, 0.9, parts=plain)  # no --negative-split: said so
+    assert "fitted on the validation split (30 lesion-free, 20 lesion image(s))" in r["note"]
+    assert "--negative-split" in r["note"]
 
 
 @pytest.mark.slow

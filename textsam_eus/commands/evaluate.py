@@ -72,11 +72,22 @@ def _items(args, splits) -> list:
 def _check_same_split(args: argparse.Namespace, extra: dict) -> None:
     """Warn when the checkpoint's threshold was fitted on a --negative-split that this evaluation does not repeat:
     its test part may then hold the very negatives the threshold was fitted on."""
-    trained = {k: extra.get(k) for k in ("negative_split", "lesion_free_crops", "split_seed") if k in extra}
+    keys = ("negative_split", "lesion_free_crops", "split_seed", "val_fraction", "test_fraction")
+    trained = {k: extra[k] for k in keys if k in extra}
     if not trained:
         return
-    now = {**negative_options(args), "split_seed": args.split_seed}
-    differ = [f"--{k.replace('_', '-')} {trained[k]} (now {now[k]})" for k in trained if trained[k] != now[k]]
+    from ..train.negative_split import parse_fractions
+
+    now = {**negative_options(args), "split_seed": args.split_seed, "val_fraction": args.val_fraction,
+           "test_fraction": args.test_fraction}
+
+    def same(k):
+        a, b = trained[k], now[k]
+        if k == "negative_split" and a is not None and b is not None:
+            return parse_fractions(a) == parse_fractions(b)
+        return a == b
+
+    differ = [f"--{k.replace('_', '-')} {trained[k]} (now {now[k]})" for k in trained if not same(k)]
     if differ:
         print(f"warning: the checkpoint's presence threshold was calibrated with {', '.join(differ)}: evaluate with "
               "the same flags, or the test part may hold images the threshold was fitted on", file=sys.stderr)

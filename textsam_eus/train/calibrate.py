@@ -81,14 +81,20 @@ def calibrate_presence(model, val_pairs: Sequence, min_specificity: float = 0.9,
     result = _calibrate(model, val_pairs, min_specificity, groups)
     if parts is not None:
         result["parts"] = parts
-        cal = parts.get("calibration") or {}
-        if cal and result.get("threshold") is not None:
-            test = parts.get("test") or {}
+        cal, test = parts.get("calibration") or {}, parts.get("test") or {}
+        if result.get("threshold") is None:
+            pass
+        elif cal.get("negatives"):
             result["note"] = (f"threshold fitted on {result['n_negative']} lesion-free and {result['n_positive']} "
-                              f"lesion image(s), {cal.get('negatives', 0)} of the negatives from the calibration "
-                              f"part ({cal.get('negative_groups', 0)} group(s)); judge it on the test part "
+                              f"lesion image(s), {cal['negatives']} of the negatives from the calibration part "
+                              f"({cal.get('negative_groups', 0)} group(s)); judge it on the test part "
                               f"({test.get('negatives', 0)} lesion-free, {test.get('positives', 0)} lesion "
                               "image(s)) with eval --subset test and the same data and split flags")
+        else:
+            result["note"] = (f"threshold fitted on the validation split ({result['n_negative']} lesion-free, "
+                              f"{result['n_positive']} lesion image(s)), which also chose the best epoch: its "
+                              "specificity there is optimistic; split the negatives with --negative-split and judge "
+                              "it with eval --subset test")
     return result
 
 
