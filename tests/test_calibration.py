@@ -299,3 +299,58 @@ def test_train_calibrates_on_the_calibration_part_warns_and_eval_reports_the_tes
     assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--data", lesions, "--data", normal,
                  "--test-fraction", "0.2", "--mode", "auto", "--no-progress", "--threads", "1"]) == 0
     assert "calibrated with --negative-split 0.5,0.25,0.25 (now None)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- ultrasound-like variations
+def test_ultrasound_variants_vary_like_scanners_and_stay_lesion_free():
+    from textsam_eus.model.config import ConfigError
+    from textsam_eus.train.negative_variants import VariantConfig, negative_variants, ultrasound_variant
+
+    image = np.repeat(_texture(3, 96)[..., None], 3, axis=2)
+    a = ultrasound_variant(image, np.random.default_rng(0))
+    assert a.shape == image.shape and a.dtype == np.uint8 and not np.array_equal(a, image)
+    assert np.array_equal(a, ultrasound_variant(image, np.random.default_rng(0)))
+    fan = ultrasound_variant(image, np.random.default_rng(1), VariantConfig(sector=1.0, overlay=0.0, zoom=(1, 1)))
+    assert (fan.max(axis=2) == 0).mean() > 0.05 and fan[0, 0].max() == 0  # outside the fan: black corners
+    text = ultrasound_variant(image, np.random.default_rng(2), VariantConfig(sector=0.0, overlay=1.0, speckle=0.0,
+                                                                             gain=(1, 1), gamma=(1, 1), zoom=(1, 1)))
+    assert (np.abs(text.astype(int) - image).max(axis=2) > 40).sum() > 20  # drawn text/graphics
+    deeper = ultrasound_variant(image, np.random.default_rng(3), VariantConfig(sector=0.0, overlay=0.0, speckle=0.0,
+                                                                               gain=(1, 1), gamma=(1, 1),
+                                                                               zoom=(1.5, 1.5)))
+    assert deeper[-20:].max() == 0 and deeper[:40].max() > 0  # more depth: the anatomy shrinks to the top
+    with pytest.raises(ConfigError, match=r"VariantConfig.zoom=\(1.3, 0.7\) is invalid"):
+        VariantConfig(zoom=(1.3, 0.7))
+    with pytest.raises(ConfigError, match="VariantConfig.sector=2 is invalid"):
+        VariantConfig(sector=2)
+    lesion = np.zeros((96, 96), np.uint8)
+    lesion[10:20, 10:20] = 1
+    pairs = [(image, np.zeros((96, 96), np.uint8)), (image, lesion)]
+    out = negative_variants(pairs, 3, seed=0)
+    assert len(out) == 3 and all(m.shape == (96, 96) and m.max() == 0 for _, m in out)  # lesion images skipped
+    with pytest.raises(OptionError, match="--negative-variants -1 is invalid"):
+        negative_variants(pairs, -1)
+
+
+def test_train_adds_variants_to_train_and_calibration_but_never_counts_them(tmp_path):
+    import argparse
+
+    from textsam_eus.commands import train as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    lesions = str(_lesions_manifest(tmp_path / "l", n_cases=10))
+    normal = str(_negatives_manifest(tmp_path / "n"))
+    base = ["--out", str(tmp_path / "o"), "--data", lesions, "--data", normal, "--val-fraction", "0.2",
+            "--test-fraction", "0.2", "--negative-split", "0.5,0.25,0.25"]
+    plain = cmd.load_splits(parser.parse_args(base))
+    varied = cmd.load_splits(parser.parse_args(base + ["--negative-variants", "2"]))
+    n_train_neg = plain["parts"]["train"]["negatives"]
+    assert len(varied["train"]) == len(plain["train"]) + 2 * n_train_neg
+    assert varied["parts"]["calibration"]["variants"] == 2 * plain["parts"]["calibration"]["negatives"]
+    assert len(varied["val"]) == len(plain["val"])  # the epoch is still chosen on real images only
+    pairs, groups = cmd.calibration_set(varied)
+    assert groups.count(cmd.VARIANT_GROUP) == varied["parts"]["calibration"]["variants"] > 0
+    (line,) = cmd._calibration_warnings(pairs, groups, varied["parts"])
+    n_real = plain["parts"]["calibration"]["negatives"]
+    assert f"only {n_real} lesion-free image(s)" in line  # the variants are no new evidence

@@ -43,6 +43,16 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
 
     out = {k: list(SegmentationDataset(v)) if v else [] for k, v in splits.items()}
     out["parts"] = part_counts(splits)
+    k = getattr(args, "negative_variants", 0)
+    if k:  # varied copies of the data's lesion-free images, in their own part (never in val: it picks the epoch)
+        from ..train.negative_variants import negative_variants
+
+        train_variants = negative_variants(out["train"], k, seed=5000 + args.split_seed)
+        out["train"] += train_variants
+        out["calibration_variants"] = negative_variants(out["val"] + out["calibration"], k,
+                                                        seed=6000 + args.split_seed)
+        out["parts"]["train"]["variants"] = len(train_variants)
+        out["parts"]["calibration"]["variants"] = len(out["calibration_variants"])
     # what each validation image is, so the presence threshold is calibrated on every kind of negative
     groups = ["data"] * len(out["val"])
     pcfg = PhantomConfig(height=args.phantom_size, width=args.phantom_size)
@@ -80,12 +90,17 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
     return out
 
 
+VARIANT_GROUP = "variants"  # calibration pairs made by --negative-variants (not counted as calibration negatives)
+
+
 def calibration_set(splits: dict) -> tuple[list, list[str]]:
     """The pairs the presence threshold is fitted on, and the kind of each: the validation pairs (lesion images,
     videos' and phantom frames; never trained on) and the calibration part's lesion-free images."""
     pairs = list(splits["val"]) + list(splits.get("calibration", []))
     groups = list(splits.get("val_groups") or ["data"] * len(splits["val"]))
-    return pairs, groups + ["data"] * len(splits.get("calibration", []))
+    groups += ["data"] * len(splits.get("calibration", []))
+    variants = list(splits.get("calibration_variants", []))  # --negative-variants: a group of their own
+    return pairs + variants, groups + [VARIANT_GROUP] * len(variants)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,6 +115,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-lr-ratio", type=float, default=0.0, help="cosine floor as a fraction of --lr")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", action="store_true", help="ultrasound augmentation (gain, speckle, small affine)")
+    p.add_argument("--negative-variants", type=int, default=0, metavar="K",
+                   help="more negatives: K varied copies of each lesion-free image of --data in the train and "
+                        "calibration parts (gain, depth/zoom, speckle, sector shape and position, scanner text and "
+                        "graphics); the threshold must hold on them too (default: 0)")
     p.add_argument("--train-refinement", type=float, default=0.0,
                    help="probability of training steps with GT box+centroid prompts (0: the paper)")
     p.add_argument("--iou-loss-weight", type=float, default=0.0,
@@ -213,10 +232,11 @@ def train_inputs(args: argparse.Namespace) -> dict:
 def _split_extra(args: argparse.Namespace) -> dict:
     """The honest-calibration flags for the checkpoint's record (none when they are off, as before them)."""
     opts = negative_options(args)
-    if opts["negative_split"] is None and not opts["lesion_free_crops"]:
+    variants = getattr(args, "negative_variants", 0)
+    if opts["negative_split"] is None and not opts["lesion_free_crops"] and not variants:
         return {}
     return {**opts, "split_seed": args.split_seed, "val_fraction": args.val_fraction,
-            "test_fraction": args.test_fraction}
+            "test_fraction": args.test_fraction, **({"negative_variants": variants} if variants else {})}
 
 
 def _parts_note(args: argparse.Namespace, parts: dict | None) -> dict | None:
@@ -231,7 +251,8 @@ def _calibration_warnings(pairs, groups, parts: dict | None) -> list[str]:
 
     from ..train.calibrate import few_negatives_warning
 
-    neg_kinds = [g for (_, m), g in zip(pairs, groups) if m is not None and not np.asarray(m).any()]
+    neg_kinds = [g for (_, m), g in zip(pairs, groups)
+                 if m is not None and not np.asarray(m).any() and g != VARIANT_GROUP]  # variants: no new evidence
     data_groups = sum(p.get("negative_groups", 0) for k, p in (parts or {}).items() if k in ("val", "calibration"))
     kinds = len(set(neg_kinds) - {"data"}) + data_groups
     line = few_negatives_warning(len(neg_kinds), kinds if parts is not None else None)
