@@ -266,11 +266,19 @@ def test_train_calibrates_on_the_calibration_part_warns_and_eval_reports_the_tes
     from textsam_eus.cli import main
     from textsam_eus.model.checkpoint import load_checkpoint
 
+    from test_presence import _write_clip
+
     lesions = str(_lesions_manifest(tmp_path / "l", n_cases=10, size=64))
     normal = str(_negatives_manifest(tmp_path / "n", n_cases=12))
+    healthy_a = str(_write_clip(tmp_path / "healthy_a.mp4", 6, seed=1))
+    healthy_b = str(_write_clip(tmp_path / "healthy_b.mp4", 4, seed=2))
     data = ["--data", lesions, "--data", normal, "--val-fraction", "0.2", "--test-fraction", "0.2",
-            "--negative-split", "0.5,0.25,0.25", "--lesion-free-crops", "1"]
+            "--negative-split", "0.5,0.25,0.25", "--lesion-free-crops", "1", "--calibration-negative-video",
+            healthy_a, "--test-negative-video", healthy_b, "--video-every", "2"]
     out = tmp_path / "run"
+    # a recording that calibrates cannot judge: refused before any data is read
+    assert main(["train", "--preset", "tiny", *data, "--test-negative-video", healthy_a, "--out", str(out)]) != 0
+    assert "both a --test-negative-video and a --calibration-negative-video" in capsys.readouterr().err
     assert main(["train", "--preset", "tiny", "--image-size", "64", *data, "--epochs", "1",
                  "--max-steps-per-epoch", "2", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     captured = capsys.readouterr()
@@ -285,11 +293,13 @@ def test_train_calibrates_on_the_calibration_part_warns_and_eval_reports_the_tes
     assert cal["parts"]["calibration"] == part_counts(sp)["calibration"]
     assert cal["parts"]["negative_split"] == "0.5,0.25,0.25" and extra["negative_split"] == "0.5,0.25,0.25"
     n_cal = part_counts(sp)["calibration"]["negatives"]
-    assert cal["n_negative"] == n_cal  # only the calibration part's negatives set it (val holds none)
+    assert cal["n_negative"] == n_cal + 3  # the calibration part's negatives and healthy_a's 3 frames (val: none)
+    assert cal["groups"]["video:healthy_a.mp4"]["n"] == 3 and "video:healthy_a.mp4" in cal["hysteresis"]["shown"]
     assert main(["eval", "--checkpoint", str(out / "best.safetensors"), *data, "--mode", "auto",
                  "--json", str(tmp_path / "e.json"), "--no-progress", "--threads", "1"]) == 0
     e = json.loads((tmp_path / "e.json").read_text())
-    assert e["subset"] == "test" and e["n_negative"] == part_counts(sp)["test"]["negatives"]
+    assert e["subset"] == "test" and e["n_negative"] == part_counts(sp)["test"]["negatives"] + 2  # + healthy_b
+    assert sum(r["case"] == "video:healthy_b.mp4" for r in e["per_image"]) == 2
     assert len(e["presence_auc_ci95"]) == 2
     assert cal["threshold"] is not None and e["presence"]["threshold"] == pytest.approx(cal["threshold"], abs=1e-4)
     assert e["presence"]["n_negative"] == e["n_negative"] and len(e["presence"]["specificity_ci95"]) == 2

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ..model.errors import OptionError
-from ._args import add_data_arguments, negative_options
+from ._args import add_data_arguments, check_held_out_videos, negative_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,7 +45,8 @@ def _items(args, splits) -> list:
     from ..train.evaluate import EvalItem
     from ..train.readers import DatasetError, load_pair
 
-    subset = args.subset or ("test" if splits["test"] else "val")
+    has_test = splits["test"] or getattr(args, "test_negative_video", None)
+    subset = args.subset or ("test" if has_test else "val")
     chosen = ([s for k in ("train", "val", "calibration", "test") for s in splits.get(k, [])] if subset == "all"
               else splits.get(subset, []))
     items = []
@@ -53,6 +55,16 @@ def _items(args, splits) -> list:
         # a lesion-free crop of a lesion image: the image's path and the window, so ids stay unique
         crop = f"#crop={','.join(str(v) for v in s.crop)}" if isinstance(s.crop, tuple) and s.mask is None else ""
         items.append(EvalItem(id=str(s.image) + crop, case=s.case, image=image, mask=mask))
+    held = {"test": ["test_negative_video"], "calibration": ["calibration_negative_video"],
+            "all": ["calibration_negative_video", "test_negative_video"]}.get(subset, [])
+    for flag in held:  # lesion-free recordings held out of training: each frame a negative, a case per recording
+        from ..train.video_labels import video_negatives
+
+        for v in getattr(args, flag, None) or []:
+            name = Path(v).name
+            for i, (image, mask) in enumerate(video_negatives(v, every=args.video_every)):
+                items.append(EvalItem(id=f"{name}#frame{i}", case=f"video:{name}",
+                                      image=image, mask=mask))
     pcfg = PhantomConfig(height=args.phantom_size, width=args.phantom_size)
     if args.phantom:
         from ..common.phantom import make_phantom_dataset
@@ -73,6 +85,12 @@ def _check_same_split(args: argparse.Namespace, extra: dict) -> None:
     """Warn when the checkpoint's threshold was fitted on a --negative-split that this evaluation does not repeat:
     its test part may then hold the very negatives the threshold was fitted on."""
     keys = ("negative_split", "lesion_free_crops", "split_seed", "val_fraction", "test_fraction")
+    trained_videos = {Path(v).name for k in ("calibration_negative_video",) for v in extra.get(k, [])}
+    trained_videos |= {v for k in ("negative_video", "positive_video") for v in extra.get(k, []) or []}
+    reused = sorted(trained_videos & {Path(v).name for v in args.test_negative_video})
+    if reused:
+        print(f"warning: {', '.join(reused)} trained or calibrated this checkpoint: as a --test-negative-video it "
+              "does not judge it honestly", file=sys.stderr)
     trained = {k: extra[k] for k in keys if k in extra}
     if not trained:
         return
@@ -108,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     check_not_inputs(outputs, {**(checkpoint_inputs(args.checkpoint) if uses_checkpoint else {}),
                                "--data": paths(args.data),
                                "--predictions": [args.predictions, *folder_files(args.predictions)],
-                               "--sam-checkpoint": args.sam_checkpoint})
+                               "--sam-checkpoint": args.sam_checkpoint,
+                               "--calibration-negative-video": paths(args.calibration_negative_video),
+                               "--test-negative-video": paths(args.test_negative_video)})
     if args.json:
         check_output_file(args.json, "--json", args.overwrite, "results.json")
     if args.csv:
@@ -124,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         from ..train.negative_split import parse_fractions
 
         parse_fractions(args.negative_split)  # a bad value fails before data is read
+    check_held_out_videos(args)
     splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed,
                            **negative_options(args))
     existing = {k: v for k, v in outputs.items() if v and os.path.exists(v)}

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..model.errors import OptionError
-from ._args import add_data_arguments, negative_options
+from ._args import TRAIN_VIDEO_FLAGS, add_data_arguments, check_held_out_videos, negative_options
 
 MODEL_FLAGS = {  # CLI flag -> config field (ablations from config)
     "lora_rank": int, "lora_alpha": float, "n_ctx": int, "prompt_depth": int, "image_size": int,
@@ -81,6 +81,11 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
             frames = read(v, every=args.video_every)
             out["val"] += frames
             groups += [f"video:{Path(v).name}"] * len(frames)
+    out["calibration_videos"], out["calibration_video_groups"] = [], []
+    for v in getattr(args, "calibration_negative_video", []):
+        frames = video_negatives(v, every=args.video_every)
+        out["calibration_videos"] += frames
+        out["calibration_video_groups"] += [f"video:{Path(v).name}"] * len(frames)
     if getattr(args, "phantom_negatives", 0):
         out["train"] += phantom_negatives(args.phantom_negatives, 3000 + args.split_seed, args.phantom_size)
     if getattr(args, "phantom_val_negatives", 0):
@@ -99,6 +104,8 @@ def calibration_set(splits: dict) -> tuple[list, list[str]]:
     pairs = list(splits["val"]) + list(splits.get("calibration", []))
     groups = list(splits.get("val_groups") or ["data"] * len(splits["val"]))
     groups += ["data"] * len(splits.get("calibration", []))
+    pairs += list(splits.get("calibration_videos", []))  # --calibration-negative-video: each its own group
+    groups += list(splits.get("calibration_video_groups", []))
     variants = list(splits.get("calibration_variants", []))  # --negative-variants: a group of their own
     return pairs + variants, groups + [VARIANT_GROUP] * len(variants)
 
@@ -169,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         from ..train.negative_split import parse_fractions
 
         parse_fractions(args.negative_split)  # a bad value fails before data is read
+    check_held_out_videos(args)
     splits = load_splits(args)
     torch.manual_seed(args.seed)
     if args.init:
@@ -197,10 +205,11 @@ def run(args: argparse.Namespace) -> int:
 
     n_neg = {k: sum(1 for _, m in splits.get(k, []) if m is not None and not np.asarray(m).any())
              for k in ("train", "val", "calibration", "test")}
+    n_neg["calibration"] += len(splits["calibration_videos"])
     n_weak = {k: sum(1 for _, m in splits[k] if m is None) for k in ("train", "val")}
     print(f"lesion-free images: train {n_neg['train']} / val {n_neg['val']}"
           + (f" / calibration {n_neg['calibration']} / test {n_neg['test']}"
-             if getattr(args, "negative_split", None) is not None else "")
+             if getattr(args, "negative_split", None) is not None or splits["calibration_videos"] else "")
           + (f"; tumour-video frames (no outline): train {n_weak['train']} / val {n_weak['val']}"
              if any(n_weak.values()) else ""), flush=True)
     cal_pairs, cal_groups = calibration_set(splits)
@@ -224,7 +233,7 @@ def train_inputs(args: argparse.Namespace) -> dict:
 
     found = {"--data": paths(args.data), "--sam-checkpoint": args.sam_checkpoint,
              "--biomedclip-dir": folder_files(args.biomedclip_dir), **checkpoint_inputs(args.init, "--init")}
-    for flag in ("negative_video", "val_negative_video", "positive_video", "val_positive_video"):
+    for flag in TRAIN_VIDEO_FLAGS:
         found["--" + flag.replace("_", "-")] = paths(getattr(args, flag, None))
     return found
 
@@ -233,10 +242,13 @@ def _split_extra(args: argparse.Namespace) -> dict:
     """The honest-calibration flags for the checkpoint's record (none when they are off, as before them)."""
     opts = negative_options(args)
     variants = getattr(args, "negative_variants", 0)
-    if opts["negative_split"] is None and not opts["lesion_free_crops"] and not variants:
+    videos = {flag: [Path(v).name for v in getattr(args, flag, None) or []]
+              for flag in ("calibration_negative_video", "test_negative_video")}
+    videos = {k: v for k, v in videos.items() if v}
+    if opts["negative_split"] is None and not opts["lesion_free_crops"] and not variants and not videos:
         return {}
     return {**opts, "split_seed": args.split_seed, "val_fraction": args.val_fraction,
-            "test_fraction": args.test_fraction, **({"negative_variants": variants} if variants else {})}
+            "test_fraction": args.test_fraction, **({"negative_variants": variants} if variants else {}), **videos}
 
 
 def _parts_note(args: argparse.Namespace, parts: dict | None) -> dict | None:
