@@ -225,7 +225,7 @@ def test_eval_summary_reports_intervals_and_negatives_only():
     assert f"presence AUC {s['presence_auc']:.3f} [{lo:.3f}, {hi:.3f}]" in text
     only_neg = summarize(records[30:], presence_threshold=0.5)  # a test part of lesion-free images alone
     assert only_neg["presence"]["n_negative"] == 30 and "presence_auc" not in only_neg
-    assert f"of 30 lesion-free ({30 - k} outlined)" in format_summary({**only_neg, "mode": "auto"})
+    assert f"of 30 lesion-free ({30 - k} shown as tumour)" in format_summary({**only_neg, "mode": "auto"})
 
 
 # ------------------------------------------------------------------------------------ the warning and the note

@@ -204,7 +204,7 @@ def format_summary(result: dict) -> str:
         if p["n_positive"]:
             text += f"sensitivity {_rate(p, 'sensitivity')}, "
         text += (f"specificity {_rate(p, 'specificity')} of {p['n_negative']} lesion-free "
-                 f"({p['n_negative'] - round(p['specificity'] * p['n_negative'])} outlined)")
+                 f"({p['n_negative'] - round(p['specificity'] * p['n_negative'])} shown as tumour)")
         if "dice_positive_gated" in result:
             text += f"; Dice on lesion images with presence gating {pm('dice_positive_gated')}"
     return text
