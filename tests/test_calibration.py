@@ -285,6 +285,9 @@ def test_train_calibrates_on_the_calibration_part_warns_and_eval_reports_the_tes
     warning = [line for line in captured.err.splitlines() if "calibrated on only" in line]
     assert len(warning) == 1 and warning[0].startswith("warning: ") and "fewer than 100" in warning[0]
     assert "/ calibration " in captured.out
+    n_cal_data = part_counts(split_samples([lesions, normal], "auto", 0.2, 0.2, 0, negative_split="0.5,0.25,0.25",
+                                           lesion_free_crops=1))["calibration"]["negatives"]
+    assert f"presence calibration set: {n_cal_data + 3} lesion-free image(s) in " in captured.out
     log = json.loads((out / "log.json").read_text())
     assert log["warnings"] == [warning[0][len("warning: "):]] and log["history"]
     _, extra = load_checkpoint(out / "best.safetensors")

@@ -267,6 +267,12 @@ def _calibration_warnings(pairs, groups, parts: dict | None) -> list[str]:
                  if m is not None and not np.asarray(m).any() and g != VARIANT_GROUP]  # variants: no new evidence
     data_groups = sum(p.get("negative_groups", 0) for k, p in (parts or {}).items() if k in ("val", "calibration"))
     kinds = len(set(neg_kinds) - {"data"}) + data_groups
+    n_pos = sum(1 for _, m in pairs if m is None or np.asarray(m).any())
+    n_var = groups.count(VARIANT_GROUP)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"presence calibration set: {len(neg_kinds)} lesion-free image(s)"
+              + (f" in {kinds} group(s)" if parts is not None else "") + f", {n_pos} with a lesion"
+              + (f", {n_var} varied lesion-free copies" if n_var else "") + " (none trained on)", flush=True)
     line = few_negatives_warning(len(neg_kinds), kinds if parts is not None else None)
     if line is None:
         return []
