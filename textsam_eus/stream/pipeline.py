@@ -40,11 +40,15 @@ from .outdir import OutputFolder, is_disk_full
 from .overlay import OverlayStyle, draw_overlay, hud_box_size, quiet_corner
 from ..common.presence import PresenceGate
 from .record import FrameRecord, NoSegmentation
-from .report import LatencyReport, write_json_atomic
-from .mask_formats import model_identity, open_mask_format_sinks, parse_mask_formats
+from .sinks.report import LatencyReport, write_json_atomic
+from .sinks.mask_formats import model_identity, open_mask_format_sinks, parse_mask_formats
 from .roi import ROI
-from .sinks import (MaskPngSink, MaskVideoSink, OutputIndexSink, OverlayPngSink, OverlayVideoSink, ReportSink,
-                    Sink, WindowSink)
+from .sinks.base import Sink
+from .sinks.index import OutputIndexSink
+from .sinks.png import MaskPngSink, OverlayPngSink
+from .sinks.report import ReportSink
+from .sinks.video import MaskVideoSink, OverlayVideoSink
+from .view.window import WindowSink
 from .stages import FifoQueue, LatestQueue, ReorderQueue, Stage, run_stage
 from .warn import one_line_warnings
 
@@ -113,7 +117,7 @@ class PipelineConfig:
     temporal_iterations: int = 1  # refinement passes when seeded
     queue_size: int = 4
     write_video: bool = True  # the overlay: overlay.mp4, or overlays/<stem>.png for image folders
-    masks: str = "png"  # comma-separated: png, video, nifti, dicom-seg, coco; or none (stream/mask_formats.py)
+    masks: str = "png"  # comma-separated: png, video, nifti, dicom-seg, coco; or none (stream/sinks/mask_formats.py)
     report: bool = True
     show: bool = False
     style: OverlayStyle = field(default_factory=OverlayStyle)
@@ -127,7 +131,7 @@ class PipelineConfig:
     show_frames: int | None = None  # override: frames at or above the threshold before the outline shows
     hide_frames: int | None = None  # override: frames below it before the outline hides
     confident_iou: float = 0.7  # a shown outline whose predicted IoU is lower is drawn faded and dashed
-    serve: str | int | None = None  # "[HOST:]PORT": a browser live view while the run lasts (stream/serve.py)
+    serve: str | int | None = None  # "[HOST:]PORT": a browser live view while the run lasts (stream/view/live_view.py)
     deidentify: bool = False  # DICOM outputs: new UIDs, no patient / study identifiers
     html_report: bool = False  # report.html beside summary.json at the end (the CLI's default)
     stop_timeout_s: float = 5.0  # after a stop request, how long the stages may take to drain before the outputs
@@ -163,7 +167,7 @@ class StreamPipeline:
     def __init__(self, engine, source: FrameSource, out_dir: str | Path, config: PipelineConfig | None = None,
                  progress: Callable[[int], None] | None = None, extra_sinks: list[Sink] | None = None,
                  live_view: Sink | None = None) -> None:
-        """``live_view``: an already started :class:`~textsam_eus.stream.serve.LiveViewSink` (the ``stream``
+        """``live_view``: an already started :class:`~textsam_eus.stream.view.live_view.LiveViewSink` (the ``stream``
         command's, ``keep_serving``) to show this run on, instead of one started from ``config.serve``."""
         self.engine = engine
         self.extra_sinks = list(extra_sinks or [])  # more outputs (one class each), after the standard ones
@@ -252,7 +256,7 @@ class StreamPipeline:
                                             model=self.cfg.model or model_identity(self.engine),
                                             deidentify=self.cfg.deidentify, run_state=self._stop_reason)
             if self.cfg.html_report:
-                from .report_html import ThumbnailSink
+                from .sinks.report_html import ThumbnailSink
 
                 self.thumbnails = ThumbnailSink()
                 sinks.append(self.thumbnails)
@@ -504,7 +508,7 @@ class StreamPipeline:
         if self.live_view is not None:
             self.live_view.attach(self._counters)
         elif self.cfg.serve is not None:  # first: a port in use is an error before anything is written
-            from .serve import LiveViewSink
+            from .view.live_view import LiveViewSink
 
             self.live_view = LiveViewSink(self.cfg.serve, counters=self._counters)
         old_handlers = self._install_signal_handlers()  # before any output exists: nothing can be half-written
@@ -672,7 +676,7 @@ class StreamPipeline:
         }
 
     def _write_report_html(self, summary: dict[str, Any]) -> None:
-        from .report_html import REPORT_NAME, write_report_html
+        from .sinks.report_html import REPORT_NAME, write_report_html
 
         try:
             claim(self.out / REPORT_NAME)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .dicom_source import dicom_info_of
+from ..sources.dicom import dicom_info_of
 from .encoders import SinkError
-from .sinks import Sink
+from .base import Sink
 
 __all__ = ["MASK_FORMATS", "parse_mask_formats", "open_mask_format_sinks", "model_identity"]
 
@@ -51,15 +51,15 @@ def open_mask_format_sinks(formats: tuple[str, ...], out: Path, *, fps: float | 
     dicom = dicom_info_of(source)
     try:
         if "nifti" in formats:
-            from .sink_nifti import NiftiMaskSink
+            from .nifti import NiftiMaskSink
 
             sinks.append(NiftiMaskSink(out, fps=fps, pixel_spacing=dicom.pixel_spacing if dicom else None))
         if "dicom-seg" in formats:
-            from .sink_dicom_seg import DicomSegSink
+            from .dicom_seg import DicomSegSink
 
             sinks.append(DicomSegSink(out, source=dicom, model=model, deidentify=deidentify))
         if "coco" in formats:
-            from .sink_coco import CocoMaskSink
+            from .coco import CocoMaskSink
 
             sinks.append(CocoMaskSink(out, source=getattr(source, "name", ""), run_state=run_state, model=model))
     except ImportError as exc:
