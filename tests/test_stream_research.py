@@ -20,7 +20,7 @@ from textsam_eus.model.refine import SegmentResult
 from textsam_eus.stream.base import SourceError
 from textsam_eus.stream.sources.dicom import DicomSource
 from textsam_eus.stream.sinks.encoders import SinkError
-from textsam_eus.stream.sinks.mask_formats import parse_mask_formats
+from textsam_eus.stream.sinks.registry import parse_mask_formats
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
 from textsam_eus.stream.record import FrameRecord
 from textsam_eus.stream.sinks.report_html import ThumbnailSink

@@ -19,17 +19,6 @@ from .record import FrameRecord
 # found by their content (``DICM`` after the preamble), whatever their extension
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
 
-ACCEPTED_SPECS = (
-    "  - a video file readable by FFmpeg (e.g. clip.mp4, clip.avi, clip.mkv, clip.ts)\n"
-    "  - a DICOM ultrasound file (multi-frame cine or one frame), or a folder of them\n"
-    f"  - a folder of images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)})\n"
-    "  - a capture device index (e.g. 0) or a V4L2 device path (e.g. /dev/video0)\n"
-    "  - a GStreamer pipeline string containing '!' (e.g. 'v4l2src ! videoconvert ! appsink')\n"
-    "  - 'v4l2:/dev/video0' for a V4L2 capture card through PyAV/FFmpeg (kernel timestamps)\n"
-    "  - 'lavfi:GRAPH' for an FFmpeg filter graph as a live source (e.g. 'lavfi:testsrc2=size=800x600:rate=60')\n"
-    "  - 'phantom' or 'phantom:N' for N synthetic phantom frames"
-)
-
 
 class SourceError(UserError, ValueError):
     """A frame source cannot be opened or is misconfigured (message says which and why)."""

@@ -41,14 +41,11 @@ from .overlay import OverlayStyle, draw_overlay, hud_box_size, quiet_corner
 from ..common.presence import PresenceGate
 from .record import FrameRecord, NoSegmentation
 from .sinks.report import LatencyReport, write_json_atomic
-from .sinks.mask_formats import model_identity, open_mask_format_sinks, parse_mask_formats
 from .roi import ROI
 from .sinks.base import Sink
 from .sinks.index import OutputIndexSink
-from .sinks.png import MaskPngSink, OverlayPngSink
+from .sinks.registry import SinkRequest, model_identity, open_sinks, parse_mask_formats
 from .sinks.report import ReportSink
-from .sinks.video import MaskVideoSink, OverlayVideoSink
-from .view.window import WindowSink
 from .stages import FifoQueue, LatestQueue, ReorderQueue, Stage, run_stage
 from .warn import one_line_warnings
 
@@ -117,7 +114,7 @@ class PipelineConfig:
     temporal_iterations: int = 1  # refinement passes when seeded
     queue_size: int = 4
     write_video: bool = True  # the overlay: overlay.mp4, or overlays/<stem>.png for image folders
-    masks: str = "png"  # comma-separated: png, video, nifti, dicom-seg, coco; or none (stream/sinks/mask_formats.py)
+    masks: str = "png"  # comma-separated: png, video, nifti, dicom-seg, coco; or none (stream/sinks/registry.py)
     report: bool = True
     show: bool = False
     style: OverlayStyle = field(default_factory=OverlayStyle)
@@ -239,37 +236,14 @@ class StreamPipeline:
         return 1 if self.source.is_live else self.cfg.workers
 
     def _open_sinks(self) -> list[Sink]:
-        fps = self.source.fps or 15.0
-        per_file = bool(getattr(self.source, "per_file_outputs", False))
-        sinks: list[Sink] = []
-        formats = self.cfg.mask_formats
-        try:
-            if self.live_view is not None:  # started by run(), before the output folder
-                sinks.append(self.live_view)
-            if self.cfg.write_video:
-                sinks.append(OverlayPngSink(self.out) if per_file else OverlayVideoSink(self.out, fps))
-            if "png" in formats:
-                sinks.append(MaskPngSink(self.out))
-            if "video" in formats:
-                sinks.append(MaskVideoSink(self.out, fps))
-            sinks += open_mask_format_sinks(formats, self.out, fps=fps, source=self.source,
-                                            model=self.cfg.model or model_identity(self.engine),
-                                            deidentify=self.cfg.deidentify, run_state=self._stop_reason)
-            if self.cfg.html_report:
-                from .sinks.report_html import ThumbnailSink
-
-                self.thumbnails = ThumbnailSink()
-                sinks.append(self.thumbnails)
-            if self.cfg.show:
-                sinks.append(WindowSink())
-        except BaseException:
-            for sink in sinks:  # e.g. the live view's server thread
-                sink.close()
-            raise
-        sinks += self.extra_sinks
-        self.index_sink = OutputIndexSink(self.out)
-        sinks.append(self.index_sink)
-        return sinks
+        opened = open_sinks(SinkRequest(self.out, self.source, masks=self.cfg.mask_formats, overlay=self.cfg.write_video,
+                                        html_report=self.cfg.html_report, show=self.cfg.show, live_view=self.live_view,
+                                        model=self.cfg.model or model_identity(self.engine),
+                                        deidentify=self.cfg.deidentify, run_state=self._stop_reason),
+                            extra=self.extra_sinks)
+        self.index_sink = opened.index
+        self.thumbnails = opened.get("thumbnails")
+        return opened.sinks
 
     def _counters(self) -> dict[str, int]:
         dropped = self._frames_queue.dropped if isinstance(self._frames_queue, LatestQueue) else 0

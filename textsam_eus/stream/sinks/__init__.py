@@ -7,7 +7,8 @@
 * :mod:`.report`      - per-frame timings -> ``latency.json`` / ``latency.csv``; the run's atomic JSON writes.
 * :mod:`.report_html` - ``report.html`` (plots, sample frames).
 * :mod:`.nifti`, :mod:`.dicom_seg`, :mod:`.coco` - the research formats of ``--masks``.
-* :mod:`.mask_formats` - parsing ``--masks png,video,nifti,dicom-seg,coco``.
+* :mod:`.registry`    - the sink factories by the names users type (``--masks png,video,nifti,dicom-seg,coco``),
+  opened in one place for the write stage.
 * :mod:`.encoders`    - the PyAV encoders and :class:`~.encoders.SinkError`.
 
 The live views (browser, on-screen window) are sinks too: :mod:`textsam_eus.stream.view`.
