@@ -60,7 +60,7 @@ def test_stream_writes_empty_masks_while_no_tumour_is_shown(tmp_path):
 
 
 def test_low_confidence_outline_is_faded(tmp_path, monkeypatch):
-    import textsam_eus.stream.pipeline as pl
+    import textsam_eus.stream.stages.draw as pl
 
     calls = []
     real = pl.draw_overlay

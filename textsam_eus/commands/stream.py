@@ -49,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_file_pipeline_arguments(frames, inputs=inputs, outputs=outputs)
     outputs.add_argument("--no-progress", action="store_true", help="no progress bar on the console")
     add_style_arguments(style)
-    live.add_argument("--serve", "--view", dest="serve", default=None, metavar="[HOST:]PORT",
-                      help="the browser live view while the stream runs (--view is the same; not the model server "
+    live.add_argument("--view", "--serve", dest="serve", default=None, metavar="[HOST:]PORT",
+                      help="the browser live view while the stream runs (--serve is the same; not the model server "
                            "of 'textsam-eus serve'): / (page), /video.mjpg, /stats.json; binds "
                            "127.0.0.1 unless HOST is given; the URL is printed once it answers, before the model "
                            "loads (default: off)")

@@ -7,6 +7,7 @@ import glob
 import re
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -164,3 +165,34 @@ class FrameSource:
         )
 
 
+# --------------------------------------------------------------------------- wrapped sources
+
+
+def wrapped_sources(source) -> Iterator[Any]:
+    """``source`` and the sources it wraps (a ``--realtime`` replay wraps a file or folder source)."""
+    for _ in range(4):
+        if source is None:
+            return
+        yield source
+        source = getattr(source, "inner", None)
+
+
+def through(source, attr: str, default):
+    """``source.<attr>``, or that of the source it wraps, when it has none."""
+    for s in wrapped_sources(source):
+        value = getattr(s, attr, None)
+        if value is not None and value is not False:
+            return value
+    return default
+
+
+def input_files(source) -> list[Path]:
+    """The files ``source`` reads (a video or DICOM file, the images of a folder; through a ``--realtime``
+    replay): ``--overwrite`` never removes them."""
+    files: list[Path] = []
+    for s in wrapped_sources(source):
+        path = getattr(s, "path", None)
+        if isinstance(path, Path):
+            files.append(path)
+        files += [p for p in getattr(s, "files", None) or [] if isinstance(p, Path)]
+    return files
