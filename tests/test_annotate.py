@@ -23,7 +23,7 @@ from dicom_fakes import make_us_dicom, moving_disc_frames
 from textsam_eus.archive.plan import exam_folder_name, plan_archive
 from textsam_eus.cli import main
 from textsam_eus.model.imports import is_ray_available
-from textsam_eus.stream.encoders import VideoEncoder
+from textsam_eus.stream.sinks.encoders import VideoEncoder
 from textsam_eus.stream.sources import PhantomSource
 
 REPO = Path(__file__).resolve().parents[1]
