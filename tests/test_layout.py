@@ -201,6 +201,8 @@ def test_stream_and_common_stay_free_of_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=PKG.parent, capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
     assert {"textsam_eus.stream.pipeline", "textsam_eus.common.screen", "textsam_eus.core.config"} <= loaded
+    assert {"textsam_eus.stream.sources.files", "textsam_eus.stream.sinks.coco",
+            "textsam_eus.stream.view.live_view"} <= loaded  # the subfolders too
     heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "torchvision", "onnxruntime", "tensorrt")
                    or m.startswith(("textsam_eus.model", "textsam_eus.train", "textsam_eus.engines",
                                     "textsam_eus.export")))

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..core.files import PART_SUFFIX, write_text_atomic
 from ..stream.outdir import check_out_dir
-from ..stream.report import write_json_atomic
+from ..stream.sinks.report import write_json_atomic
 from .plan import ArchiveError, Examination
 
 __all__ = ["ArchiveTable", "COLUMNS", "STATUSES", "TABLE_NAMES"]

@@ -80,7 +80,7 @@ class ArchiveSettings:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from ..stream.mask_formats import parse_mask_formats
+    from ..stream.sinks.registry import parse_mask_formats
 
     check_file_pipeline_arguments(args)
     parse_roi_option(args.roi)

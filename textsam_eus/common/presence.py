@@ -6,8 +6,8 @@ lesion-free images) and the checkpoint a calibrated threshold. :class:`PresenceG
 below, so the outline neither flickers nor appears for a single frame. With no threshold (presence off: a
 checkpoint trained without negatives) every outline is shown, as before.
 
-This module must stay free of torch and of the engine packages (of ``model`` it imports only the torch-free
-errors module); the stream gates frames with it, training calibrates its frame counts on validation recordings.
+This module must stay free of torch and of the model / engine packages (of ours it imports only ``core``); the
+stream gates frames with it, training calibrates its frame counts on validation recordings.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ refuses, before removing anything, when
 Listed paths are resolved inside ``--out`` only: absolute paths, ``..`` and paths through a symbolic link are
 ignored, so an edited list cannot remove anything elsewhere.
 
-No torch, no model imports (of ``model`` only the errors module, through the caller).
+No torch, no model imports (of ours only ``core``: the ``.part`` naming of :mod:`textsam_eus.core.files`).
 """
 
 from __future__ import annotations

@@ -13,8 +13,7 @@
   frees it when a write fails with ENOSPC. It is an unlinked file held open, so nothing is left in ``--out`` by a
   run however it ends (a ``.textsam-eus.reserve`` left by an earlier version is removed).
 
-This module must stay free of torch and of the engine packages (of ``model`` it imports only the torch-free
-errors module).
+This module must stay free of torch and of the model / engine packages (it imports the torch-free ``core``).
 """
 
 from __future__ import annotations

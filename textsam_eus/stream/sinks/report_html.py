@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.files import write_text_atomic
-from .manifest import claim
-from .record import FrameRecord
-from .sinks import Sink
+from ...core.files import write_text_atomic
+from ..manifest import claim
+from ..record import FrameRecord
+from .base import Sink
 
 __all__ = ["ThumbnailSink", "write_report_html", "REPORT_NAME"]
 

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.files import atomic_path
-from .dicom_source import DicomInfo
+from ...core.files import atomic_path
+from ..sources.dicom import DicomInfo
 from .encoders import SinkError
-from .manifest import claim
-from .record import FrameRecord
-from .sinks import Sink
+from ..manifest import claim
+from ..record import FrameRecord
+from .base import Sink
 
 __all__ = ["DicomSegSink", "PATIENT_STUDY_KEYWORDS"]
 

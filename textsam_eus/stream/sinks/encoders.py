@@ -4,7 +4,7 @@ Both write files that survive an abrupt stop: the MP4 is fragmented (a self-cont
 the moov box first), the Matroska file is written in clusters of at most a second, and every packet is flushed to
 the file as it is muxed. After SIGKILL or a full disk everything up to the last complete fragment plays.
 
-This module must stay free of torch and of the engine packages (of ``model`` it imports only torch-free modules).
+This module must stay free of torch and of the model / engine packages (it imports the torch-free ``core``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..core.errors import UserError
-from ..core.imports import require_pyav
-from .manifest import claim
+from ...core.errors import UserError
+from ...core.imports import require_pyav
+from ..manifest import claim
 
 __all__ = ["SinkError", "VideoEncoder", "MaskVideoEncoder", "read_mask_video", "FRAGMENTED_MP4"]
 

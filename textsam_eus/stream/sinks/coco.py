@@ -24,12 +24,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core.files import AtomicFile, part_path
+from ...core.files import AtomicFile, part_path
 from .encoders import SinkError
-from .manifest import claim
-from .record import FrameRecord
+from ..manifest import claim
+from ..record import FrameRecord
 from .report import json_safe
-from .sinks import Sink
+from .base import Sink
 
 __all__ = ["CocoMaskSink", "CATEGORY"]
 

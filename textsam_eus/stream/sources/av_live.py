@@ -6,7 +6,7 @@ stamps each frame with the kernel's capture time. The same class opens an FFmpeg
 so a real live-paced stream needs no hardware: ``lavfi:testsrc2=size=800x600:rate=60,realtime`` or
 ``lavfi:movie=clip.mp4,realtime``.
 
-This module must stay free of torch and of the engine packages (of ``model`` it imports only torch-free modules).
+This module must stay free of torch and of the model / engine packages (it imports the torch-free ``core``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..core.imports import require_pyav
-from .base import FrameSource, SourceError, list_video_devices, release_quietly
-from .record import FrameRecord
+from ...core.imports import require_pyav
+from ..base import FrameSource, SourceError, list_video_devices, release_quietly
+from ..record import FrameRecord
 
 __all__ = ["AvLiveSource"]
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.files import atomic_open
+from ...core.files import atomic_open
 from .encoders import SinkError
-from .manifest import claim
-from .record import FrameRecord
-from .sinks import Sink
+from ..manifest import claim
+from ..record import FrameRecord
+from .base import Sink
 
 __all__ = ["NiftiMaskSink", "nifti_header"]
 
