@@ -75,3 +75,11 @@ def test_file_runs_show_the_model_time_live_runs_the_latency(tmp_path, monkeypat
     word = "latency" if live else "model"
     assert all(line.startswith(word + " ") and line.endswith("ms | IoU 0.90") for line in lines)
     assert summary["hud_timing"]["shown"] == word
+
+
+@pytest.mark.parametrize("iou, shown", [(-0.003, "IoU 0.00"), (1.02, "IoU 1.00"), (float("nan"), "IoU n/a")])
+def test_the_predicted_iou_is_shown_within_0_and_1(tmp_path, monkeypatch, iou, shown):
+    src = SyntheticSource(2, lambda i: np.full((48, 64, 3), 30, np.uint8), fps=30.0)
+    seen = _hud_texts(monkeypatch, src)
+    StreamPipeline(FakeEngine(iou=iou), src, tmp_path, PipelineConfig(masks="none")).run()
+    assert seen and all(hud[1].endswith("| " + shown) for hud, _ in seen), seen

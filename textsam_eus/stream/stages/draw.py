@@ -56,7 +56,8 @@ class DrawStage:
 
     def _hud_lines(self, rec: FrameRecord, now: float, status: list[str]) -> list[str]:
         iou = rec.result.iou
-        iou_text = f"IoU {iou:.2f}" if np.isfinite(iou) else "IoU n/a"
+        # the IoU head's estimate, shown within 0..1 (a small negative one read "IoU -0.00" on healthy EUS frames)
+        iou_text = f"IoU {min(max(float(iou), 0.0), 1.0):.2f}" if np.isfinite(iou) else "IoU n/a"
         if self.source.is_live:
             timing = f"latency {(now - rec.timestamp) * 1e3:.0f} ms"
         else:
