@@ -133,6 +133,7 @@ class PipelineConfig:
     stop_timeout_s: float = 5.0  # after a stop request, how long the stages may take to drain before the outputs
     # are finalised without them (an engine call that does not return cannot hold the run)
     model: dict | None = None  # the model's name, checkpoint and SHA-256, named by the DICOM/COCO writers
+    settings: dict | None = None  # the run's settings (runs.RunSettings.to_dict()): summary.json's "settings"
 
     def __post_init__(self) -> None:
         self.mask_formats = parse_mask_formats(self.masks)  # raises SinkError naming the formats
@@ -669,6 +670,7 @@ class StreamPipeline:
             "deidentified": bool(self.cfg.deidentify),
             "errors": [f"{type(e).__name__}: {e}" for e in self.errors],
             "outputs": outputs,
+            **({"settings": dict(self.cfg.settings)} if self.cfg.settings is not None else {}),
         }
 
     def _write_report_html(self, summary: dict[str, Any]) -> None:
