@@ -6,8 +6,8 @@
 
 The shipped demo model (``--checkpoint demo``), engine ``onnxruntime`` by default, opened and run as the CLI does
 (:class:`~textsam_eus.runs.RunSettings`: ``stream``'s defaults, recorded in ``results.json``); ``--threads``
-(default 2) goes to ``torch.set_num_threads`` and to the engine (onnxruntime intra-op threads). The frames are the real clip
-(``../shared/data/eus_clips/cancer_v1.mp4``: 800x600, 15 fps, 50 frames, H.264) cropped with the
+(default 2) goes to ``torch.set_num_threads`` and to the engine (onnxruntime intra-op threads). The frames are the
+real clip (``../shared/data/eus_clips/cancer_v1.mp4``: 800x600, 15 fps, 50 frames, H.264) cropped with the
 ``eus800x600`` ROI.
 
 1. *Long recording*: the clip's packets remuxed end to end (no re-encode: pts/dts shifted by one clip length per

@@ -259,3 +259,14 @@ def test_a_fake_engine_runs_with_the_settings_recorded(tmp_path):
         summary = StreamPipeline(FakeEngine(), src, tmp_path / "o", settings.to_pipeline_config(src, 1)).run()
     assert summary["settings"] == settings.to_dict()
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["settings"]["out"] == str(tmp_path / "o")
+
+
+def test_the_settings_need_no_torch_to_import():
+    """``textsam-eus --help`` reads the defaults from here: importing the settings pulls in no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, textsam_eus.runs; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

@@ -301,6 +301,7 @@ class _StuckEngine(FakeEngine):
         return super().segment(frame, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_stop_request_ends_the_run_while_the_engine_is_stuck(tmp_path):
     engine = _StuckEngine()
     threading.Thread(target=lambda: (engine.entered.wait(30), time.sleep(0.2),
@@ -382,6 +383,7 @@ def test_a_dicom_with_missing_frames_is_not_complete(tmp_path, capsys, damage):
     assert f"{read} of the" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_signal_after_every_frame_was_written_leaves_the_run_complete(tmp_path, monkeypatch, capsys, ckpt):
     original = StreamPipeline._close_sinks
 
@@ -440,6 +442,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masks", ["png", "video"])
 def test_a_full_disk_reports_only_what_was_really_written(small_disk, masks):
     from textsam_eus.stream.encoders import read_mask_video

@@ -166,8 +166,9 @@ class RunSettings:
     def for_job(self, source: str, out: str | os.PathLike) -> "RunSettings":
         """The settings of one run: ``source`` and ``out`` as absolute paths where they name files or folders
         (so the summary's settings repeat the run from anywhere), and the checkpoint's and bundle's too."""
+        checkpoint = self.checkpoint if self.checkpoint == "demo" else _absolute(self.checkpoint)
         return self.replace(source=_absolute(source), out=str(Path(out).expanduser().absolute()),
-                            checkpoint=_absolute(self.checkpoint), bundle=_absolute(self.bundle))
+                            checkpoint=checkpoint, bundle=_absolute(self.bundle))
 
     def roi_option(self):
         """(``--roi`` lower-cased, the fixed ROI or None)."""
