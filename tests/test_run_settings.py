@@ -199,6 +199,7 @@ def _pixels(path: Path) -> bytes:
     return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).tobytes()
 
 
+@pytest.mark.slow
 def test_a_settings_file_reaches_the_summary(tmp_path, ckpt):
     """``--config`` values are used (max_frames 2 of a phantom of 5) and recorded, typed options win."""
     f = tmp_path / "run.toml"
