@@ -17,6 +17,8 @@ def markdown(data: dict[str, Any]) -> str:
     meta = data["meta"]
     m = meta["machine"]
     eng = meta["engine"]
+    # runs with recorded settings wrote what `stream` writes by default: report.html too
+    outputs = "overlay.mp4 + PNG masks" + (" + report.html (stream's defaults)" if meta.get("settings") else "")
     lines = [f"# Stream soak ({meta['started']})", "",
              f"- command: `{meta['command']}`",
              f"- machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['memory_gb']} GB; load average at "
@@ -27,7 +29,7 @@ def markdown(data: dict[str, Any]) -> str:
              f"- recording: {meta['recording']['frames']} frames = {meta['recording']['loops']} x "
              f"{Path(meta['recording']['source_clip']).name} remuxed ({meta['recording']['codec']}, "
              f"{meta['recording']['size'][0]}x{meta['recording']['size'][1]}, {_n(meta['recording']['fps'], 2)} fps),"
-             f" ROI {meta['roi']}; outputs: overlay.mp4 + PNG masks",
+             f" ROI {meta['roi']}; outputs: {outputs}",
              f"- commit: {(m.get('git') or {}).get('commit') or 'unknown'}", ""]
     for note in data.get("notes") or []:
         lines.append(f"> {note}")
