@@ -83,6 +83,6 @@ def args_str(a: dict[str, Any]) -> str:
 
 
 def save(out: Path, data: dict[str, Any]) -> None:
-    from textsam_eus.stream.report import write_json_atomic
+    from textsam_eus.stream.sinks.report import write_json_atomic
 
     write_json_atomic(out / "results.json", data)

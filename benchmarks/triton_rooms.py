@@ -4,8 +4,12 @@
     python benchmarks/triton_rooms.py                          # 1, 2 and 4 rooms, 600 frames each at 15 fps
     python benchmarks/triton_rooms.py --rooms 2 --frames 2000  # the 2,000-frame zero-error run
 
-Each room is its own process (as a room's PC would be): ``textsam-eus stream --source phantom:N --realtime --fps F
---engine triton --server grpc://...`` (a live source: the newest frame wins, drops are counted). The server is
+Each room is its own process (as a room's PC would be): ``textsam-eus stream --source REC.mp4 --realtime
+--max-frames N --engine triton --server grpc://...`` (a live source: the newest frame wins, drops are counted), where
+REC.mp4 is ``--clip`` (default: ``../shared/data/eus_clips/cancer_v1.mp4``, 800x600 at 15 fps) remuxed end to end to
+N frames; ``--clip phantom`` renders the phantom in each room instead (``phantom:N --fps F``), which costs each
+room ~60 ms of CPU per 480x360 frame on this 2-core machine: on one machine that rendering, not the model server,
+decides how many rooms keep up, so the clip is the default. The server is
 ``textsam-eus serve --checkpoint C`` started from the server environment (``--serve-python``, default
 ``.venv-serve/bin/python``; PyTriton needs numpy < 2) with the default batching flags unless ``--server-args``.
 The baseline is one room's single-process ``stream`` with the local ``--baseline-engine`` (onnxruntime) at the
@@ -44,6 +48,7 @@ if not __package__:  # run by path: the benchmarks package from this checkout
 from benchmarks.machine import REPO, free_ports, loadavg, machine_info  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "triton-rooms"
+DEFAULT_CLIP = REPO.parent / "shared" / "data" / "eus_clips" / "cancer_v1.mp4"
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -57,10 +62,31 @@ def _metrics(port: int) -> dict[str, float]:
 
 
 def _room_cmd(args, out: Path, engine: list[str]) -> list[str]:
-    return [sys.executable, "-m", "textsam_eus.cli", "stream", "--source", f"phantom:{args.frames}", "--realtime",
-            "--fps", str(args.fps), "--width", str(args.width), "--height", str(args.height), "--out", str(out),
-            "--overwrite", "--roi", "none", "--no-report", "--no-progress", "--checkpoint", args.checkpoint,
+    if args.recording:  # a real EUS recording replayed at its own timestamps, as from a capture card
+        source = ["--source", str(args.recording), "--realtime", "--max-frames", str(args.frames)]
+    else:  # the phantom, rendered by the room itself (its rendering costs the room's CPU, not the model's)
+        source = ["--source", f"phantom:{args.frames}", "--realtime", "--fps", str(args.fps), "--width",
+                  str(args.width), "--height", str(args.height)]
+    return [sys.executable, "-m", "textsam_eus.cli", "stream", *source, "--out", str(out), "--overwrite",
+            "--roi", args.roi, "--no-report", "--no-progress", "--checkpoint", args.checkpoint,
             "--threads", str(args.client_threads), *engine]
+
+
+def _prepare_recording(args, work: Path) -> dict | None:
+    """``--clip``: remux the clip end to end into one recording of >= ``--frames`` frames (no re-encode)."""
+    if args.clip in ("", "phantom"):
+        args.recording = None
+        return None
+    clip = Path(args.clip)
+    if not clip.is_file():
+        raise SystemExit(f"--clip {clip}: no such file; pass a recording, or --clip phantom")
+    from benchmarks.stream_soak import build_long_recording
+
+    info = build_long_recording(clip, work / f"rooms-{clip.stem}.mp4", args.frames)
+    args.recording = Path(info["path"])
+    if info.get("fps"):
+        args.fps = float(info["fps"])
+    return info
 
 
 def _run_rooms(args, n: int, work: Path, engine: list[str], tag: str) -> list[dict]:
@@ -123,7 +149,7 @@ def _start_server(args, work: Path) -> tuple[subprocess.Popen, int, int]:
 def _md(res: dict) -> str:
     lines = ["# Triton rooms", "", f"machine: {res['meta']['machine'].get('cpu_model', '')}, load before "
              f"{res['meta']['load_before']}; {res['meta']['frames']} frames per room at {res['meta']['fps']} fps "
-             f"({res['meta']['width']}x{res['meta']['height']} phantom, --realtime)", "",
+             f"({res['meta']['source']}, --realtime, --roi {res['meta']['roi']})", "",
              "| config | rooms | aggregate fps | errors | per-room p50 / p99 ms | drops | request / server p50 ms | "
              "mean batch (metrics) | client batch sizes |", "|---|---|---|---|---|---|---|---|---|"]
     for row in res["rows"]:
@@ -145,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default="demo")
     ap.add_argument("--rooms", default="1,2,4")
     ap.add_argument("--frames", type=int, default=600)
-    ap.add_argument("--fps", type=float, default=15.0)
+    ap.add_argument("--clip", default=str(DEFAULT_CLIP) if DEFAULT_CLIP.is_file() else "phantom",
+                    help="the recording every room replays (--realtime, looped by remuxing to --frames), or 'phantom'"
+                         " (rendered by each room at --fps, --width x --height); default: cancer_v1 of "
+                         "../shared/data/eus_clips when present")
+    ap.add_argument("--roi", default="auto", help="stream --roi for every room and the baseline (default auto)")
+    ap.add_argument("--fps", type=float, default=15.0, help="phantom rooms' frame rate (a clip keeps its own)")
     ap.add_argument("--width", type=int, default=480)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--serve-python", default=str(REPO / ".venv-serve" / "bin" / "python"))
@@ -160,8 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="triton-rooms-"))
+    recording = _prepare_recording(args, work)
+    source = (f"{Path(args.clip).name} looped to {recording['frames']} frames, {recording['size'][0]}x"
+              f"{recording['size'][1]} at {args.fps:.1f} fps" if recording else
+              f"{args.width}x{args.height} phantom at {args.fps:.1f} fps")
     res = {"meta": {"command": " ".join(sys.argv), "machine": machine_info(args.client_threads), "load_before": loadavg(),
                     "frames": args.frames, "fps": args.fps, "width": args.width, "height": args.height,
+                    "source": source, "recording": recording, "roi": args.roi,
                     "checkpoint": args.checkpoint, "server_args": args.server_args, "work": str(work)},
            "rows": [], "targets": {}}
     base = None

@@ -23,7 +23,7 @@ from dicom_fakes import make_us_dicom, moving_disc_frames
 from textsam_eus.archive.plan import exam_folder_name, plan_archive
 from textsam_eus.cli import main
 from textsam_eus.model.imports import is_ray_available
-from textsam_eus.stream.encoders import VideoEncoder
+from textsam_eus.stream.sinks.encoders import VideoEncoder
 from textsam_eus.stream.sources import PhantomSource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,17 +283,22 @@ def test_a_killed_worker_is_restarted_and_its_file_retried_then_failed(ray_local
     runner.start()
     kills = {"a.mp4": 1, "b.mp4": 2}  # a: killed once, retried, done; b: killed twice, retries spent, failed
     killed: dict[str, list[int]] = {"a.mp4": [], "b.mp4": []}
+    arenas = []  # each worker's MALLOC_ARENA_MAX (a restarted one's too): the runner sets 2
     deadline = time.monotonic() + 150
     while runner.is_alive() and time.monotonic() < deadline:
         for p in _actor_progress(ray_local):
             name = Path(p["source"] or "").name
             if name in kills and len(killed[name]) < kills[name] and p["frames"] >= 2 and p["pid"] not in killed[name]:
+                environ = Path(f"/proc/{p['pid']}/environ").read_bytes().split(b"\0")
+                arenas.append(next((e for e in environ if e.startswith(b"MALLOC_ARENA_MAX=")), None))
                 os.kill(p["pid"], signal.SIGKILL)
                 killed[name].append(p["pid"])
         time.sleep(0.2)
     runner.join(timeout=60)
     assert not runner.is_alive()
     assert [len(v) for v in killed.values()] == [1, 2], killed
+    expect = f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '2')}".encode()
+    assert arenas == [expect] * 3, arenas
     assert result["rc"] == 1
     rows = _rows(out)
     assert rows["a.mp4"]["status"] == "done" and "died" in rows["a.mp4"]["notes"]

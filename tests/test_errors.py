@@ -16,10 +16,10 @@ def _error_classes():
     from textsam_eus.model.config import ConfigError
     from textsam_eus.model.transforms import FrameError
     from textsam_eus.stream.base import SourceError
-    from textsam_eus.stream.encoders import SinkError
+    from textsam_eus.stream.sinks.encoders import SinkError
     from textsam_eus.stream.outdir import OutputError
     from textsam_eus.stream.pipeline import StreamError
-    from textsam_eus.stream.window import DisplayUnavailableError
+    from textsam_eus.stream.view.window import DisplayUnavailableError
     from textsam_eus.train.readers import DatasetError
 
     # class -> the built-in base it had before UserError existed (callers catching it keep working)

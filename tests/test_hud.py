@@ -7,7 +7,7 @@ import pytest
 from conftest import shared_data
 from fakes import FakeEngine, SyntheticSource
 
-import textsam_eus.stream.pipeline as pipeline_mod
+import textsam_eus.stream.stages.draw as pipeline_mod  # the draw stage draws the overlay
 from textsam_eus.stream.overlay import OverlayStyle, draw_overlay, hud_box_size, quiet_corner
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
 

@@ -177,14 +177,16 @@ def test_commands_do_not_import_each_other():
 def test_stream_and_common_stay_free_of_torch():
     """Import every stream and common module in a fresh interpreter: no torch, no train/engines, and of ``model``
     only the light modules (what they import, and what those import in turn)."""
-    mods = sorted(f"textsam_eus.{sub}.{p.stem}" for sub in ("stream", "common") for p in (PKG / sub).glob("*.py")
-                  if p.stem != "__init__") + list(LIGHT_MODEL_MODULES)
+    mods = sorted(_module_name(p) for sub in ("stream", "common") for p in (PKG / sub).rglob("*.py")
+                  if p.parent != PKG / sub or p.stem != "__init__") + list(LIGHT_MODEL_MODULES)
     code = ("import importlib, sys\n"
             f"for m in {mods!r}: importlib.import_module(m)\n"
             "print('\\n'.join(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PKG.parent, capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
     assert "textsam_eus.stream.pipeline" in loaded and "textsam_eus.common.screen" in loaded
+    assert {"textsam_eus.stream.sources.files", "textsam_eus.stream.sinks.coco",
+            "textsam_eus.stream.view.live_view"} <= loaded  # the subfolders too
     heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "torchvision", "onnxruntime", "tensorrt")
                    or m.startswith(("textsam_eus.train", "textsam_eus.engines", "textsam_eus.export"))
                    or (m.startswith("textsam_eus.model.") and m not in LIGHT_MODEL_MODULES))

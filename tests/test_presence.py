@@ -60,7 +60,7 @@ def test_stream_writes_empty_masks_while_no_tumour_is_shown(tmp_path):
 
 
 def test_low_confidence_outline_is_faded(tmp_path, monkeypatch):
-    import textsam_eus.stream.pipeline as pl
+    import textsam_eus.stream.stages.draw as pl
 
     calls = []
     real = pl.draw_overlay
@@ -178,7 +178,7 @@ def test_summary_reports_presence_auc_and_positive_only_dice():
 
 def test_negative_video_frames_are_cut_to_the_sector(tmp_path):
     from textsam_eus.common.phantom import PhantomClip, PhantomConfig
-    from textsam_eus.stream.encoders import VideoEncoder
+    from textsam_eus.stream.sinks.encoders import VideoEncoder
     from textsam_eus.train.readers import DatasetError
     from textsam_eus.train.video_labels import video_negatives
 
@@ -227,7 +227,7 @@ def test_image_folders_decide_each_still_on_its_own(tmp_path):
 
 def _write_clip(path, n, p_lesion=0.0, seed=0):
     from textsam_eus.common.phantom import PhantomClip, PhantomConfig
-    from textsam_eus.stream.encoders import VideoEncoder
+    from textsam_eus.stream.sinks.encoders import VideoEncoder
 
     clip = PhantomClip(n, seed, config=PhantomConfig(height=240, width=320, p_lesion=p_lesion))
     with VideoEncoder(path, 15.0) as enc:

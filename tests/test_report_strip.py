@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from textsam_eus.stream.record import FrameRecord
-from textsam_eus.stream.report_html import ThumbnailSink, _legend_outside, write_report_html
+from textsam_eus.stream.sinks.report_html import ThumbnailSink, _legend_outside, write_report_html
 
 
 def _run(sink, n, outlined):

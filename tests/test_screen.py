@@ -127,7 +127,7 @@ def test_black_screen_gets_no_outline(tmp_path):
 
 
 def test_specks_left_by_clipping_are_dropped():
-    from textsam_eus.stream.pipeline import _drop_specks
+    from textsam_eus.stream.stages.segment import drop_specks as _drop_specks
 
     m = np.zeros((100, 100), np.uint8)
     m[20:60, 20:60] = 1  # the outline

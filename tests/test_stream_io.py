@@ -18,13 +18,13 @@ import pytest
 from textsam_eus.stream.record import FrameRecord
 from textsam_eus.stream.overlay import OverlayStyle, draw_overlay, parse_color
 from textsam_eus.stream.base import SourceError, opencv_has_gstreamer
-from textsam_eus.stream.capture import CaptureSource
-from textsam_eus.stream.encoders import MaskVideoEncoder, SinkError, VideoEncoder, read_mask_video
-from textsam_eus.stream.report import LatencyReport
+from textsam_eus.stream.sources.capture import CaptureSource
+from textsam_eus.stream.sinks.encoders import MaskVideoEncoder, SinkError, VideoEncoder, read_mask_video
+from textsam_eus.stream.sinks.report import LatencyReport
 from textsam_eus.stream.roi import ROI, list_presets
 from textsam_eus.stream.sinks import MaskPngSink
 from textsam_eus.stream.sources import ImageFolderSource, PhantomSource, VideoFileSource, open_source
-from textsam_eus.stream.window import DisplayUnavailableError, Window, opencv_has_gui
+from textsam_eus.stream.view.window import DisplayUnavailableError, Window, opencv_has_gui
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "eus_clips"
 STREAM_DIR = Path(__file__).resolve().parents[1] / "textsam_eus" / "stream"
@@ -715,7 +715,7 @@ def test_window_sink_headless_message():
 
 def _imports_with_nesting(path: Path):
     """(module, nested) for every import of ``path``, relative ones resolved; nested: inside a function/class."""
-    package = "textsam_eus.stream"
+    package = ".".join(("textsam_eus", "stream", *path.relative_to(STREAM_DIR).parent.parts))
     tree = ast.parse(path.read_text())
     top = {id(n) for n in tree.body}
     for node in ast.walk(tree):
@@ -737,10 +737,11 @@ def test_stream_io_modules_do_not_import_heavy_packages():
     from test_layout import LIGHT_MODEL_MODULES
 
     banned = ("torch", "textsam_eus.train", "textsam_eus.engines", "textsam_eus.model")
-    names = sorted(p.name for p in STREAM_DIR.glob("*.py"))
-    assert {"pipeline.py", "sources.py", "sinks.py", "record.py", "replay.py", "av_live.py", "base.py",
-            "capture.py", "encoders.py", "outdir.py", "overlay.py", "report.py", "roi.py",
-            "stages.py", "window.py"} <= set(names)
+    names = sorted(p.relative_to(STREAM_DIR).as_posix() for p in STREAM_DIR.rglob("*.py"))
+    assert {"pipeline.py", "sources/files.py", "sinks/base.py", "record.py", "sources/replay.py",
+            "sources/av_live.py", "base.py", "sources/capture.py", "sinks/encoders.py", "outdir.py", "overlay.py",
+            "sinks/report.py", "roi.py", "stages/base.py", "stages/write.py", "view/window.py",
+            "view/live_view.py"} <= set(names)
     bad, seen = [], set()
     for name in names:
         for mod, nested in _imports_with_nesting(STREAM_DIR / name):

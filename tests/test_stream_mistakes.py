@@ -220,7 +220,7 @@ def test_image_folder_with_clashing_names_writes_one_mask_per_input(tmp_path):
 @pytest.mark.slow
 def test_video_folder_with_clashing_names_runs_every_video(tmp_path, ckpt):
     from textsam_eus.commands.stream import plan_jobs
-    from textsam_eus.stream.encoders import VideoEncoder
+    from textsam_eus.stream.sinks.encoders import VideoEncoder
 
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -445,7 +445,7 @@ def small_disk(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("masks", ["png", "video"])
 def test_a_full_disk_reports_only_what_was_really_written(small_disk, masks):
-    from textsam_eus.stream.encoders import read_mask_video
+    from textsam_eus.stream.sinks.encoders import read_mask_video
     from textsam_eus.stream.pipeline import StreamError
 
     rng = np.random.default_rng(0)
@@ -585,7 +585,7 @@ def test_a_dicom_without_frames_says_so(tmp_path):
     from dicom_fakes import make_us_dicom, moving_disc_frames
 
     from textsam_eus.stream.base import SourceError
-    from textsam_eus.stream.dicom_source import DicomSource
+    from textsam_eus.stream.sources.dicom import DicomSource
 
     make_us_dicom(tmp_path / "full.dcm", moving_disc_frames(2))
     ds = pydicom.dcmread(tmp_path / "full.dcm")

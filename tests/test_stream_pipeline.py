@@ -17,9 +17,9 @@ from fakes import DyingCapture, FakeEngine, SyntheticSource, rss_mb
 from textsam_eus.cli import main
 from textsam_eus.stream.record import FrameRecord
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
-from textsam_eus.stream.encoders import VideoEncoder
+from textsam_eus.stream.sinks.encoders import VideoEncoder
 from textsam_eus.stream.base import FrameSource, SourceError
-from textsam_eus.stream.capture import CaptureSource
+from textsam_eus.stream.sources.capture import CaptureSource
 from textsam_eus.stream.roi import ROI
 from textsam_eus.stream.sources import PhantomSource, VideoFileSource
 

@@ -21,12 +21,12 @@ from fakes import DyingCapture, FakeEngine, SyntheticSource, rss_mb
 
 from textsam_eus.cli import main
 from textsam_eus.stream.base import FrameSource, SourceError
-from textsam_eus.stream.capture import CaptureSource
-from textsam_eus.stream.encoders import VideoEncoder, read_mask_video
+from textsam_eus.stream.sources.capture import CaptureSource
+from textsam_eus.stream.sinks.encoders import VideoEncoder, read_mask_video
 from textsam_eus.stream.outdir import OutputError, OutputFolder
 from textsam_eus.stream.pipeline import PipelineConfig, StreamError, StreamPipeline
 from textsam_eus.stream.record import FrameRecord
-from textsam_eus.stream.replay import RealtimeReplay
+from textsam_eus.stream.sources.replay import RealtimeReplay
 from textsam_eus.stream.sources import PhantomSource, VideoFileSource, open_source
 
 TESTS = Path(__file__).resolve().parent

@@ -18,12 +18,12 @@ from fakes import FakeEngine, SyntheticSource
 from textsam_eus.cli import main
 from textsam_eus.model.refine import SegmentResult
 from textsam_eus.stream.base import SourceError
-from textsam_eus.stream.dicom_source import DicomSource
-from textsam_eus.stream.encoders import SinkError
-from textsam_eus.stream.mask_formats import parse_mask_formats
+from textsam_eus.stream.sources.dicom import DicomSource
+from textsam_eus.stream.sinks.encoders import SinkError
+from textsam_eus.stream.sinks.registry import parse_mask_formats
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
 from textsam_eus.stream.record import FrameRecord
-from textsam_eus.stream.report_html import ThumbnailSink
+from textsam_eus.stream.sinks.report_html import ThumbnailSink
 from textsam_eus.stream.sources import open_source
 
 nib = pytest.importorskip("nibabel")
@@ -337,9 +337,9 @@ def test_research_sinks_do_not_grow_with_the_run(tmp_path):
     COCO, thumbnail and live-view sinks: a sink that kept its frames would grow by 1000 x 19 kB."""
     import tracemalloc
 
-    from textsam_eus.stream.serve import LiveViewSink
-    from textsam_eus.stream.sink_coco import CocoMaskSink
-    from textsam_eus.stream.sink_nifti import NiftiMaskSink
+    from textsam_eus.stream.view.live_view import LiveViewSink
+    from textsam_eus.stream.sinks.coco import CocoMaskSink
+    from textsam_eus.stream.sinks.nifti import NiftiMaskSink
 
     sinks = [NiftiMaskSink(tmp_path), CocoMaskSink(tmp_path), ThumbnailSink(), LiveViewSink("127.0.0.1:0", quiet=True)]
     rng = np.random.default_rng(0)

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from fakes import FakeEngine, SyntheticSource
 
-from textsam_eus.stream.encoders import SinkError
+from textsam_eus.stream.sinks.encoders import SinkError
 from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
-from textsam_eus.stream.serve import LiveViewSink, parse_serve
+from textsam_eus.stream.view.live_view import LiveViewSink, parse_serve
 
 aiohttp = pytest.importorskip("aiohttp")
 

@@ -141,7 +141,8 @@ def test_server_flags_and_ports_are_one_line_errors(capsys):
 
     for argv, flag in ((["--grpc-port", "0"], "--grpc-port"), (["--http-port", "8001"], "must differ"),
                        (["--max-batch-size", "0"], "--max-batch-size"),
-                       (["--max-queue-delay-us", "-1"], "--max-queue-delay-us")):
+                       (["--max-queue-delay-us", "-1"], "--max-queue-delay-us"), (["--instances", "0"], "--instances"),
+                       (["--instances", "17"], "1..16")):
         assert main(["serve", *argv]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0], err
@@ -420,7 +421,8 @@ def test_sigkill_mid_run_finalises_the_client_run(bundle_dir, tmp_path):
         os.kill(s.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
         t.join(timeout=60)
-        s2 = Server(bundle_dir, tmp_path)  # the restart: it starts while the killed one's processes end
+        s2 = Server(bundle_dir, tmp_path, "--instances", "2")  # the restart (two model instances this time): it
+        # starts while the killed one's processes end
         assert rc.get("rc") == 1
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())
         assert summary["complete"] is False and summary["finalised"]
@@ -432,7 +434,12 @@ def test_sigkill_mid_run_finalises_the_client_run(bundle_dir, tmp_path):
     finally:
         s.kill_leftovers()
     try:
+        import tritonclient.grpc as grpc
+
         s2.wait_ready()
+        assert "2 instances" in s2.log.read_text()
+        config = grpc.InferenceServerClient(s2.url.split("//", 1)[1]).get_model_config(MODEL_NAME, as_json=True)
+        assert sum(int(g.get("count", 1)) for g in config["config"]["instance_group"]) == 2, config["config"]
         assert _stream(s2.url, tmp_path / "after", bundle_dir, n=3) == 0
         assert json.loads((tmp_path / "after" / "summary.json").read_text())["complete"]
     finally:

@@ -76,7 +76,7 @@ def exam_folder_name(key: str) -> str:
 
 def _is_recording(path: Path) -> bool:
     from ..stream.base import VIDEO_EXTENSIONS
-    from ..stream.dicom_source import is_dicom_file
+    from ..stream.sources.dicom import is_dicom_file
 
     ext = path.suffix.lower()
     return ext in VIDEO_EXTENSIONS or is_dicom_file(path)

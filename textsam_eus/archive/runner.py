@@ -41,6 +41,7 @@ __all__ = ["RayOptions", "run_archive", "start_local_ray", "connect_ray", "NAMES
 
 NAMESPACE = "textsam-eus"
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray keeps a loopback node address (ray_constants)
+WORKER_MALLOC_ARENAS = 2  # glibc malloc arenas of a worker process, unless MALLOC_ARENA_MAX is set (_start_workers)
 STOP_GRACE_S = 60.0
 MAX_WORKERS = 1024
 MAX_RETRIES = 100
@@ -167,13 +168,19 @@ class _Driver:
                                f"cluster has {have}); lower --threads-per-worker / --gpus-per-worker")
 
     def _start_workers(self) -> None:
+        """One actor per worker. Each runs with ``MALLOC_ARENA_MAX`` (default 2, yours if set): every file starts
+        new stage threads, and glibc gives new threads new malloc arenas (up to 8 per core), which grew a worker's
+        RSS by ~240 MiB over its first 10 files (one worker, 12 files of 50 frames: 798 -> 1036 MiB; with 2 arenas
+        782 -> 814-828 MiB, flat from the second file; benchmarks/README.md, archive_ray.py)."""
         o = self.opts
+        env = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", str(WORKER_MALLOC_ARENAS))}
         remote = self.ray.remote(concurrency_groups={"control": 2})(ExamWorker)
         run_id = uuid.uuid4().hex[:8]
         engine_threads = max(1, o.threads // o.frame_workers)
         for i in range(o.workers):
             actor = remote.options(name=f"annotate-{run_id}-{i}", num_cpus=o.threads, num_gpus=o.gpus,
-                                   max_restarts=-1, max_task_retries=o.retries).remote(
+                                   max_restarts=-1, max_task_retries=o.retries,
+                                   runtime_env={"env_vars": env}).remote(
                 self.settings, engine_threads, o.frame_workers)
             self.actors.append(actor)
             self.ready_refs[actor.ready.remote()] = i

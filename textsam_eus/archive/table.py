@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..stream.outdir import check_out_dir
-from ..stream.report import write_json_atomic, write_text_atomic
+from ..stream.sinks.report import write_json_atomic, write_text_atomic
 from .plan import ArchiveError, Examination
 
 __all__ = ["ArchiveTable", "COLUMNS", "STATUSES", "TABLE_NAMES"]

@@ -31,13 +31,53 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                         "--iou-loss-weight > 0)")
     p.add_argument("--val-positive-video", action="append", default=[],
                    help="a tumour recording whose frames are validation positives for the presence calibration")
+    p.add_argument("--calibration-negative-video", action="append", default=[],
+                   help="a lesion-free recording (e.g. a healthy pancreas) whose frames, cut to the sector, are "
+                        "calibration negatives only: train fits the presence threshold (and the hysteresis) on them, "
+                        "never trains or picks the epoch on them; eval --subset calibration scores them (repeatable)")
+    p.add_argument("--test-negative-video", action="append", default=[],
+                   help="a lesion-free recording held out for judging: train never uses it (it refuses one that is "
+                        "also a training or calibration recording); eval --subset test scores its frames (repeatable)")
     p.add_argument("--video-every", type=int, default=1, help="use every N-th frame of the labelled videos")
     p.add_argument("--video-val-tail", type=float, default=0.0,
                    help="move the last FRACTION of the frames of each --negative-video/--positive-video to "
                         "validation (so the presence threshold is calibrated on those recordings too)")
+    p.add_argument("--negative-split", default=None, metavar="TRAIN,CAL,TEST",
+                   help="honest calibration: the lesion-free images of --data (no mask file: e.g. "
+                        "ultrasound_normal/manifest.csv, healthy EUS frames) are split by patient/near-duplicate "
+                        "group into train / calibration / test with these shares (e.g. 0.6,0.2,0.2); train fits the "
+                        "presence threshold on the calibration part only, eval --subset test judges it on the test "
+                        "part (give eval the same data and split flags)")
+    p.add_argument("--lesion-free-crops", type=int, default=0, metavar="K",
+                   help="more negatives: up to K crops of each lesion image that hold no lesion pixel (each side at "
+                        "least half the shorter side), in their image's part of the split (default: 0)")
     p.add_argument("--phantom-negatives", type=int, default=0, help="add N lesion-free phantom frames to training")
     p.add_argument("--phantom-val-negatives", type=int, default=0, help="add N lesion-free phantom frames to "
                    "validation")
+
+
+TRAIN_VIDEO_FLAGS = ("negative_video", "val_negative_video", "positive_video", "val_positive_video",
+                     "calibration_negative_video")
+
+
+def check_held_out_videos(args: argparse.Namespace) -> None:
+    """A --test-negative-video must be no training, validation or calibration recording (same file)."""
+    import os
+
+    from ..model.errors import OptionError
+
+    used = {os.path.realpath(v): "--" + flag.replace("_", "-") for flag in TRAIN_VIDEO_FLAGS
+            for v in getattr(args, flag, None) or []}
+    for v in getattr(args, "test_negative_video", None) or []:
+        if os.path.realpath(v) in used:
+            raise OptionError(f"{v} is both a --test-negative-video and a {used[os.path.realpath(v)]}: a recording "
+                              "that trains or calibrates cannot judge; give another recording for testing")
+
+
+def negative_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``split_samples`` that :func:`add_data_arguments`'s negative flags give."""
+    return {"negative_split": getattr(args, "negative_split", None),
+            "lesion_free_crops": getattr(args, "lesion_free_crops", 0) or 0}
 
 
 # a parser or one of its argument groups (``--help`` lists each group under its title)

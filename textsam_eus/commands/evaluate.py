@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ..model.errors import OptionError
-from ._args import add_data_arguments
+from ._args import add_data_arguments, check_held_out_videos, negative_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="TextSAM-EUS checkpoint (.safetensors) or 'demo'")
     add_data_arguments(p)
-    p.add_argument("--subset", choices=["test", "val", "train", "all"], default=None,
-                   help="which split to score (default: test if it has images, else val)")
+    p.add_argument("--subset", choices=["test", "val", "calibration", "train", "all"], default=None,
+                   help="which split to score (default: test if it has images, else val); calibration: the "
+                        "lesion-free images the presence threshold was fitted on (--negative-split)")
     p.add_argument("--phantom-clips", type=int, default=0, help="add K held-out synthetic clips")
     p.add_argument("--clip-frames", type=int, default=30)
     p.add_argument("--mode", default="auto+refine",
@@ -43,12 +45,26 @@ def _items(args, splits) -> list:
     from ..train.evaluate import EvalItem
     from ..train.readers import DatasetError, load_pair
 
-    subset = args.subset or ("test" if splits["test"] else "val")
-    chosen = [s for k in ("train", "val", "test") for s in splits[k]] if subset == "all" else splits[subset]
+    has_test = splits["test"] or getattr(args, "test_negative_video", None)
+    subset = args.subset or ("test" if has_test else "val")
+    chosen = ([s for k in ("train", "val", "calibration", "test") for s in splits.get(k, [])] if subset == "all"
+              else splits.get(subset, []))
     items = []
     for s in chosen:
         image, mask = load_pair(s)
-        items.append(EvalItem(id=str(s.image), case=s.case, image=image, mask=mask))
+        # a lesion-free crop of a lesion image: the image's path and the window, so ids stay unique
+        crop = f"#crop={','.join(str(v) for v in s.crop)}" if isinstance(s.crop, tuple) and s.mask is None else ""
+        items.append(EvalItem(id=str(s.image) + crop, case=s.case, image=image, mask=mask))
+    held = {"test": ["test_negative_video"], "calibration": ["calibration_negative_video"],
+            "all": ["calibration_negative_video", "test_negative_video"]}.get(subset, [])
+    for flag in held:  # lesion-free recordings held out of training: each frame a negative, a case per recording
+        from ..train.video_labels import video_negatives
+
+        for v in getattr(args, flag, None) or []:
+            name = Path(v).name
+            for i, (image, mask) in enumerate(video_negatives(v, every=args.video_every)):
+                items.append(EvalItem(id=f"{name}#frame{i}", case=f"video:{name}",
+                                      image=image, mask=mask))
     pcfg = PhantomConfig(height=args.phantom_size, width=args.phantom_size)
     if args.phantom:
         from ..common.phantom import make_phantom_dataset
@@ -63,6 +79,36 @@ def _items(args, splits) -> list:
         raise DatasetError(f"nothing to evaluate: the {subset!r} split is empty; pass --data, --subset, --phantom N "
                            "or --phantom-clips K")
     return items, subset
+
+
+def _check_same_split(args: argparse.Namespace, extra: dict) -> None:
+    """Warn when the checkpoint's threshold was fitted on a --negative-split that this evaluation does not repeat:
+    its test part may then hold the very negatives the threshold was fitted on."""
+    keys = ("negative_split", "lesion_free_crops", "split_seed", "val_fraction", "test_fraction")
+    trained_videos = {Path(v).name for k in ("calibration_negative_video",) for v in extra.get(k, [])}
+    trained_videos |= {v for k in ("negative_video", "positive_video") for v in extra.get(k, []) or []}
+    reused = sorted(trained_videos & {Path(v).name for v in args.test_negative_video})
+    if reused:
+        print(f"warning: {', '.join(reused)} trained or calibrated this checkpoint: as a --test-negative-video it "
+              "does not judge it honestly", file=sys.stderr)
+    trained = {k: extra[k] for k in keys if k in extra}
+    if not trained:
+        return
+    from ..train.negative_split import parse_fractions
+
+    now = {**negative_options(args), "split_seed": args.split_seed, "val_fraction": args.val_fraction,
+           "test_fraction": args.test_fraction}
+
+    def same(k):
+        a, b = trained[k], now[k]
+        if k == "negative_split" and a is not None and b is not None:
+            return parse_fractions(a) == parse_fractions(b)
+        return a == b
+
+    differ = [f"--{k.replace('_', '-')} {trained[k]} (now {now[k]})" for k in trained if not same(k)]
+    if differ:
+        print(f"warning: the checkpoint's presence threshold was calibrated with {', '.join(differ)}: evaluate with "
+              "the same flags, or the test part may hold images the threshold was fitted on", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     check_not_inputs(outputs, {**(checkpoint_inputs(args.checkpoint) if uses_checkpoint else {}),
                                "--data": paths(args.data),
                                "--predictions": [args.predictions, *folder_files(args.predictions)],
-                               "--sam-checkpoint": args.sam_checkpoint})
+                               "--sam-checkpoint": args.sam_checkpoint,
+                               "--calibration-negative-video": paths(args.calibration_negative_video),
+                               "--test-negative-video": paths(args.test_negative_video)})
     if args.json:
         check_output_file(args.json, "--json", args.overwrite, "results.json")
     if args.csv:
@@ -92,7 +140,13 @@ def run(args: argparse.Namespace) -> int:
 
         read_checkpoint_meta(args.checkpoint)  # a missing or damaged checkpoint fails before the data are read
 
-    splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed)
+    if args.negative_split is not None:
+        from ..train.negative_split import parse_fractions
+
+        parse_fractions(args.negative_split)  # a bad value fails before data is read
+    check_held_out_videos(args)
+    splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed,
+                           **negative_options(args))
     existing = {k: v for k, v in outputs.items() if v and os.path.exists(v)}
     if existing:  # an output that is one of the listed images or masks (a manifest may name any file)
         check_not_inputs(existing, {"--data": [p for k in ("train", "val", "test") for s in splits[k]
@@ -119,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
         from ..model.checkpoint import load_checkpoint
         from ..model.predictor import TextSamPredictor
 
-        model, _ = load_checkpoint(args.checkpoint, map_location=args.device, **resize)
+        model, extra = load_checkpoint(args.checkpoint, map_location=args.device, **resize)
+        _check_same_split(args, extra)
         predictor = TextSamPredictor(model, refine_prompts=args.refine_prompts, device=args.device)
         meta.update(checkpoint=str(args.checkpoint), iterations=args.iterations, refine_prompts=args.refine_prompts,
                     resize=model.cfg.resize)

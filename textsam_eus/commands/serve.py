@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-size", type=int, default=8, help="most frames (from all clients) per encoder run")
     p.add_argument("--max-queue-delay-us", type=int, default=2000,
                    help="how long Triton may hold a request to fill a batch, in microseconds")
+    p.add_argument("--instances", type=int, default=1,
+                   help="model instances (Triton's instance group), each with its own engine: batches of different "
+                        "rooms run side by side (on a CPU: give each --threads cores/instances)")
     p.add_argument("--log-file", default=None, help="write Triton's own log there (default: this terminal)")
 
 
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError("pass --checkpoint or --bundle, not both (a bundle is the export of one checkpoint)")
     cfg = ServerConfig(host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
                        metrics_port=args.metrics_port, max_batch_size=args.max_batch_size,
-                       max_queue_delay_us=args.max_queue_delay_us, log_file=args.log_file).validate()
+                       max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
+                       log_file=args.log_file).validate()
     require_pytriton()  # the server environment, before any export
     check_ports_free(cfg)  # before the model loads
     if args.engine == "torch" and args.bundle:
@@ -101,16 +105,19 @@ def run(args: argparse.Namespace) -> int:
 
         folder = cached_serving_export(checkpoint) if args.engine == "onnxruntime" else None
         bundle = read_bundle(folder if folder is not None else cached_onnx_export(checkpoint))
-    engine = _engine(args, folder)
-    model = ServedModel(engine, _info(engine, bundle, digest))
+    engines = [_engine(args, folder) for _ in range(cfg.instances)]
+    engine = engines[0]
+    info = _info(engine, bundle, digest)
+    models = [ServedModel(e, info) for e in engines]
 
     def ready(info: dict) -> None:
         urls = cfg.urls()
         print(f"serving {info['model_name']} version {info['model_version']} (model id {info['model_id']}, "
               f"{info['preset']}, {engine.name} on {engine.device}, encoder batched: {info['encoder_batched']}, "
-              f"max batch {cfg.max_batch_size}, queue delay {cfg.max_queue_delay_us} us)\n"
+              f"max batch {cfg.max_batch_size}, queue delay {cfg.max_queue_delay_us} us, {cfg.instances} "
+              f"instance{'s' if cfg.instances > 1 else ''})\n"
               f"  clients: textsam-eus stream --engine triton --server {urls['grpc']} ...\n"
               f"  health: {urls['http']}/v2/health/ready   metrics: {urls['metrics']}\n"
               "  Ctrl+C or SIGTERM stops it", file=sys.stderr, flush=True)
 
-    return serve(model, cfg, on_ready=ready)
+    return serve(models, cfg, on_ready=ready)

@@ -53,8 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_file_pipeline_arguments(frames, inputs=inputs, outputs=outputs)
     outputs.add_argument("--no-progress", action="store_true", help="no progress bar on the console")
     add_style_arguments(style)
-    live.add_argument("--serve", default=None, metavar="[HOST:]PORT",
-                      help="serve a live view while the stream runs: / (page), /video.mjpg, /stats.json; binds "
+    live.add_argument("--view", "--serve", dest="serve", default=None, metavar="[HOST:]PORT",
+                      help="the browser live view while the stream runs (--serve is the same; not the model server "
+                           "of 'textsam-eus serve'): / (page), /video.mjpg, /stats.json; binds "
                            "127.0.0.1 unless HOST is given; the URL is printed once it answers, before the model "
                            "loads (default: off)")
     live.add_argument("--linger", type=float, default=None, metavar="SECONDS",
@@ -67,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _videos_in(folder: Path) -> list[Path]:
     from ..stream.base import VIDEO_EXTENSIONS
-    from ..stream.dicom_source import is_dicom_file
+    from ..stream.sources.dicom import is_dicom_file
 
     return sorted(p for p in folder.iterdir() if p.is_file() and (
         p.suffix.lower() in VIDEO_EXTENSIONS or (p.suffix.lower() in ("", ".dcm", ".dicom") and is_dicom_file(p))))
@@ -126,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     first = settings.open_source(jobs[0][0])
     live = None
     if settings.serve is not None:  # up before torch and the model load (seconds), for every run of a folder
-        from ..stream.serve import LiveViewSink
+        from ..stream.view.live_view import LiveViewSink
 
         try:
             live = LiveViewSink(settings.serve, keep_serving=True)
@@ -147,7 +148,7 @@ def _run_jobs(settings: RunSettings, jobs, first, live) -> tuple[int, dict | Non
     """(exit code, the last run's summary) of the runs of ``jobs``; ``first``: the first job's opened source."""
     import torch
 
-    from ..stream.dicom_source import dicom_info_of
+    from ..stream.sources.dicom import dicom_info_of
 
     workers, threads = settings.plan_workers(first.is_live)
     if threads:

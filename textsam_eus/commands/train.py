@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ..model.errors import OptionError
-from ._args import add_data_arguments
+from ._args import TRAIN_VIDEO_FLAGS, add_data_arguments, check_held_out_videos, negative_options
 
 MODEL_FLAGS = {  # CLI flag -> config field (ablations from config)
     "lora_rank": int, "lora_alpha": float, "n_ctx": int, "prompt_depth": int, "image_size": int,
@@ -29,14 +30,29 @@ def model_overrides(args: argparse.Namespace) -> dict:
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, list]:
-    """{'train': [...], 'val': [...], 'test': [...]} of (image, mask) sequences, split by case."""
+    """{'train', 'val', 'calibration', 'test'}: lists of (image, mask) pairs, split by case (the lesion-free images
+    by group into train / calibration / test with --negative-split); 'val_groups' names the kind of each
+    validation pair, 'parts' counts the data images of each part."""
     from ..common.phantom import PhantomConfig, make_phantom_dataset
+    from ..train.negative_split import part_counts
     from ..train.splits import split_samples
 
-    splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed)
+    splits = split_samples(args.data, args.split, args.val_fraction, args.test_fraction, args.split_seed,
+                           **negative_options(args))
     from ..train.readers import SegmentationDataset
 
     out = {k: list(SegmentationDataset(v)) if v else [] for k, v in splits.items()}
+    out["parts"] = part_counts(splits)
+    k = getattr(args, "negative_variants", 0)
+    if k:  # varied copies of the data's lesion-free images, in their own part (never in val: it picks the epoch)
+        from ..train.negative_variants import negative_variants
+
+        train_variants = negative_variants(out["train"], k, seed=5000 + args.split_seed)
+        out["train"] += train_variants
+        out["calibration_variants"] = negative_variants(out["val"] + out["calibration"], k,
+                                                        seed=6000 + args.split_seed)
+        out["parts"]["train"]["variants"] = len(train_variants)
+        out["parts"]["calibration"]["variants"] = len(out["calibration_variants"])
     # what each validation image is, so the presence threshold is calibrated on every kind of negative
     groups = ["data"] * len(out["val"])
     pcfg = PhantomConfig(height=args.phantom_size, width=args.phantom_size)
@@ -65,6 +81,11 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
             frames = read(v, every=args.video_every)
             out["val"] += frames
             groups += [f"video:{Path(v).name}"] * len(frames)
+    out["calibration_videos"], out["calibration_video_groups"] = [], []
+    for v in getattr(args, "calibration_negative_video", []):
+        frames = video_negatives(v, every=args.video_every)
+        out["calibration_videos"] += frames
+        out["calibration_video_groups"] += [f"video:{Path(v).name}"] * len(frames)
     if getattr(args, "phantom_negatives", 0):
         out["train"] += phantom_negatives(args.phantom_negatives, 3000 + args.split_seed, args.phantom_size)
     if getattr(args, "phantom_val_negatives", 0):
@@ -72,6 +93,21 @@ def load_splits(args: argparse.Namespace) -> dict[str, list]:
         groups += ["phantom"] * args.phantom_val_negatives
     out["val_groups"] = groups
     return out
+
+
+VARIANT_GROUP = "variants"  # calibration pairs made by --negative-variants (not counted as calibration negatives)
+
+
+def calibration_set(splits: dict) -> tuple[list, list[str]]:
+    """The pairs the presence threshold is fitted on, and the kind of each: the validation pairs (lesion images,
+    videos' and phantom frames; never trained on) and the calibration part's lesion-free images."""
+    pairs = list(splits["val"]) + list(splits.get("calibration", []))
+    groups = list(splits.get("val_groups") or ["data"] * len(splits["val"]))
+    groups += ["data"] * len(splits.get("calibration", []))
+    pairs += list(splits.get("calibration_videos", []))  # --calibration-negative-video: each its own group
+    groups += list(splits.get("calibration_video_groups", []))
+    variants = list(splits.get("calibration_variants", []))  # --negative-variants: a group of their own
+    return pairs + variants, groups + [VARIANT_GROUP] * len(variants)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,6 +122,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-lr-ratio", type=float, default=0.0, help="cosine floor as a fraction of --lr")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", action="store_true", help="ultrasound augmentation (gain, speckle, small affine)")
+    p.add_argument("--negative-variants", type=int, default=0, metavar="K",
+                   help="more negatives: K varied copies of each lesion-free image of --data in the train and "
+                        "calibration parts (gain, depth/zoom, speckle, sector shape and position, scanner text and "
+                        "graphics); the threshold must hold on them too (default: 0)")
     p.add_argument("--train-refinement", type=float, default=0.0,
                    help="probability of training steps with GT box+centroid prompts (0: the paper)")
     p.add_argument("--iou-loss-weight", type=float, default=0.0,
@@ -106,8 +146,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning; a new schedule)")
     p.add_argument("--half-frozen", action="store_true", help="store frozen tensors in fp16 (smaller files)")
     p.add_argument("--presence-specificity", type=float, default=0.9,
-                   help="calibrate the presence threshold on validation: the most sensitive one that keeps this "
-                        "share of lesion-free validation images below it (needs negatives in validation)")
+                   help="calibrate the presence threshold on validation (and the calibration part of "
+                        "--negative-split): the most sensitive one that keeps this share of their lesion-free images "
+                        "below it (needs negatives there; fewer than 100 get a warning)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -131,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
         from ..model.registry import get_config
 
         get_config(args.preset, **model_overrides(args))  # a bad preset or field fails before data is read
+    if getattr(args, "negative_split", None) is not None:
+        from ..train.negative_split import parse_fractions
+
+        parse_fractions(args.negative_split)  # a bad value fails before data is read
+    check_held_out_videos(args)
     splits = load_splits(args)
     torch.manual_seed(args.seed)
     if args.init:
@@ -150,24 +196,31 @@ def run(args: argparse.Namespace) -> int:
                       progress=not args.no_progress, half_frozen=args.half_frozen,
                       extra={"data": args.data, "phantom": args.phantom, "split": args.split,
                              "init": args.init, "negative_video": [Path(v).name for v in args.negative_video],
-                             "positive_video": [Path(v).name for v in args.positive_video]})
+                             "positive_video": [Path(v).name for v in args.positive_video],
+                             **_split_extra(args)})
     total, trainable = model.count_parameters()
     print(f"model {model.cfg.preset}: {trainable:,} trainable of {total:,} parameters; "
           f"train {len(splits['train'])} / val {len(splits['val'])} / test {len(splits['test'])} images", flush=True)
     import numpy as np
 
-    n_neg = {k: sum(1 for _, m in splits[k] if m is not None and not np.asarray(m).any())
-             for k in ("train", "val", "test")}
+    n_neg = {k: sum(1 for _, m in splits.get(k, []) if m is not None and not np.asarray(m).any())
+             for k in ("train", "val", "calibration", "test")}
+    n_neg["calibration"] += len(splits["calibration_videos"])
     n_weak = {k: sum(1 for _, m in splits[k] if m is None) for k in ("train", "val")}
     print(f"lesion-free images: train {n_neg['train']} / val {n_neg['val']}"
+          + (f" / calibration {n_neg['calibration']} / test {n_neg['test']}"
+             if getattr(args, "negative_split", None) is not None or splits["calibration_videos"] else "")
           + (f"; tumour-video frames (no outline): train {n_weak['train']} / val {n_weak['val']}"
              if any(n_weak.values()) else ""), flush=True)
+    cal_pairs, cal_groups = calibration_set(splits)
+    warnings = _calibration_warnings(cal_pairs, cal_groups, splits.get("parts"))
     trainer = Trainer(model, splits["train"], splits["val"], cfg)
     history = trainer.fit()
     if trainer.rank == 0 and history:
         best = min(history, key=lambda r: r["val_loss"])
-        presence = calibrate_best(Path(args.out) / "best.safetensors", splits["val"], args.presence_specificity,
-                                  splits.get("val_groups"))
+        presence = calibrate_best(Path(args.out) / "best.safetensors", cal_pairs, args.presence_specificity,
+                                  cal_groups, parts=_parts_note(args, splits.get("parts")))
+        add_to_log(Path(args.out) / "log.json", warnings=warnings, presence_calibration=presence)
         print(json.dumps({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
                           "best_val_dice": best["val_dice"], "presence": presence,
                           "checkpoint": str(Path(args.out) / "best.safetensors")}))
@@ -180,18 +233,71 @@ def train_inputs(args: argparse.Namespace) -> dict:
 
     found = {"--data": paths(args.data), "--sam-checkpoint": args.sam_checkpoint,
              "--biomedclip-dir": folder_files(args.biomedclip_dir), **checkpoint_inputs(args.init, "--init")}
-    for flag in ("negative_video", "val_negative_video", "positive_video", "val_positive_video"):
+    for flag in TRAIN_VIDEO_FLAGS:
         found["--" + flag.replace("_", "-")] = paths(getattr(args, flag, None))
     return found
 
 
-def calibrate_best(path: Path, val_pairs, min_specificity: float, groups=None) -> dict:
-    """Calibrate the presence threshold of the checkpoint at ``path`` on the validation pairs and store it there."""
+def _split_extra(args: argparse.Namespace) -> dict:
+    """The honest-calibration flags for the checkpoint's record (none when they are off, as before them)."""
+    opts = negative_options(args)
+    variants = getattr(args, "negative_variants", 0)
+    videos = {flag: [Path(v).name for v in getattr(args, flag, None) or []]
+              for flag in ("calibration_negative_video", "test_negative_video")}
+    videos = {k: v for k, v in videos.items() if v}
+    if opts["negative_split"] is None and not opts["lesion_free_crops"] and not variants and not videos:
+        return {}
+    return {**opts, "split_seed": args.split_seed, "val_fraction": args.val_fraction,
+            "test_fraction": args.test_fraction, **({"negative_variants": variants} if variants else {}), **videos}
+
+
+def _parts_note(args: argparse.Namespace, parts: dict | None) -> dict | None:
+    if parts is None:
+        return None
+    return {**parts, **_split_extra(args)} if _split_extra(args) else parts
+
+
+def _calibration_warnings(pairs, groups, parts: dict | None) -> list[str]:
+    """The warnings about the calibration set, each printed as one line now (and kept for log.json)."""
+    import numpy as np
+
+    from ..train.calibrate import few_negatives_warning
+
+    neg_kinds = [g for (_, m), g in zip(pairs, groups)
+                 if m is not None and not np.asarray(m).any() and g != VARIANT_GROUP]  # variants: no new evidence
+    data_groups = sum(p.get("negative_groups", 0) for k, p in (parts or {}).items() if k in ("val", "calibration"))
+    kinds = len(set(neg_kinds) - {"data"}) + data_groups
+    n_pos = sum(1 for _, m in pairs if m is None or np.asarray(m).any())
+    n_var = groups.count(VARIANT_GROUP)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"presence calibration set: {len(neg_kinds)} lesion-free image(s)"
+              + (f" in {kinds} group(s)" if parts is not None else "") + f", {n_pos} with a lesion"
+              + (f", {n_var} varied lesion-free copies" if n_var else "") + " (none trained on)", flush=True)
+    line = few_negatives_warning(len(neg_kinds), kinds if parts is not None else None)
+    if line is None:
+        return []
+    if os.environ.get("RANK", "0") == "0":
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    return [line]
+
+
+def add_to_log(path: Path, **fields) -> None:
+    """Add ``fields`` to the run's log.json (written whole, renamed into place)."""
+    from ..train.outputs import atomic_write_text
+
+    log = json.loads(path.read_text()) if path.is_file() else {}
+    log.update(fields)
+    atomic_write_text(path, json.dumps(log, indent=2, default=float))
+
+
+def calibrate_best(path: Path, val_pairs, min_specificity: float, groups=None, parts: dict | None = None) -> dict:
+    """Calibrate the presence threshold of the checkpoint at ``path`` on the calibration pairs (the validation
+    pairs and the calibration part's negatives) and store it there, with ``parts`` (the split's sizes)."""
     from ..model.checkpoint import load_checkpoint, save_checkpoint
     from ..train.calibrate import calibrate_presence
 
     model, extra = load_checkpoint(path)
-    result = calibrate_presence(model, val_pairs, min_specificity, groups)
+    result = calibrate_presence(model, val_pairs, min_specificity, groups, parts=parts)
     if result.get("threshold") is None:
         print(f"notice: {result['note']}; presence stays off in {path}", flush=True)
         return result

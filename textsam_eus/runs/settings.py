@@ -130,12 +130,12 @@ class RunSettings:
         if self.speed != 1.0 and not self.realtime:
             raise OptionError("--speed applies to --realtime replay; add --realtime (files are otherwise processed "
                               "as fast as the model runs)")
-        from ..stream.mask_formats import parse_mask_formats
+        from ..stream.sinks.registry import parse_mask_formats
 
         parse_mask_formats(self.masks)  # names the formats
         self.roi_option()  # a bad --roi fails here
         if self.serve is not None:
-            from ..stream.serve import parse_serve
+            from ..stream.view.live_view import parse_serve
 
             parse_serve(self.serve)
 

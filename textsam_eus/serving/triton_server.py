@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import socket
+from collections import Counter
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from ..model.imports import require_pytriton
 from .served_model import ServedModel
 
 
+MAX_INSTANCES = 16
+
+
 @dataclass
 class ServerConfig:
     """The server's addresses and batching; :meth:`validate` names the bad field."""
@@ -41,6 +45,7 @@ class ServerConfig:
     metrics_port: int = 8002
     max_batch_size: int = 8
     max_queue_delay_us: int = 2000  # how long Triton holds a request to fill a batch (microseconds)
+    instances: int = 1  # model instances (Triton's instance group): batches run side by side, one engine each
     log_file: str | None = None  # Triton's own log (default: this process's output)
     exit_timeout_s: int = 5  # how long Triton waits for requests in flight at a stop
 
@@ -57,6 +62,9 @@ class ServerConfig:
         if not (isinstance(self.max_queue_delay_us, int) and 0 <= self.max_queue_delay_us <= 1_000_000):
             raise OptionError(f"--max-queue-delay-us {self.max_queue_delay_us!r} is invalid: use 0..1000000 "
                               "microseconds")
+        if not (isinstance(self.instances, int) and 1 <= self.instances <= MAX_INSTANCES):
+            raise OptionError(f"--instances {self.instances!r} is invalid: use 1..{MAX_INSTANCES} (model instances, "
+                              "each with its own engine)")
         if not self.host:
             raise OptionError("--host is empty: use an address to listen on, e.g. 127.0.0.1")
         return self
@@ -107,14 +115,20 @@ def _stop_on_signal(signum, _frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def serve(model: ServedModel, cfg: ServerConfig, on_ready: Callable[[dict], None] | None = None) -> int:
-    """Serve ``model`` until SIGINT/SIGTERM; returns 0 after a clean stop."""
+def serve(models: ServedModel | list[ServedModel], cfg: ServerConfig,
+          on_ready: Callable[[dict], None] | None = None) -> int:
+    """Serve ``models`` (one per model instance, ``cfg.instances`` of them; each runs one batch at a time with its
+    own engine, Triton hands batches to free instances) until SIGINT/SIGTERM; returns 0 after a clean stop."""
     require_pytriton()
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
     cfg.validate()
+    models = [models] if isinstance(models, ServedModel) else list(models)
+    if len(models) != cfg.instances:
+        raise OptionError(f"{len(models)} served models for --instances {cfg.instances}: pass one per instance")
+    model = models[0]
     check_ports_free(cfg)
     python_library_path()
     s, h = model.size, model.lowres
@@ -129,6 +143,7 @@ def serve(model: ServedModel, cfg: ServerConfig, on_ready: Callable[[dict], None
                Tensor(name="batch_size", dtype=np.int32, shape=(1,)),
                Tensor(name="server_ms", dtype=np.float32, shape=(4,))]
     info = {**model.info, "max_batch_size": cfg.max_batch_size, "max_queue_delay_us": cfg.max_queue_delay_us,
+            "instances": cfg.instances,
             "model_name": MODEL_NAME, "model_version": model_version(model.info["model_id"])}
     payload = np.array([json.dumps(info).encode()], dtype=np.object_)
 
@@ -142,7 +157,7 @@ def serve(model: ServedModel, cfg: ServerConfig, on_ready: Callable[[dict], None
     old = {sig: signal.signal(sig, _stop_on_signal) for sig in STOP_SIGNALS}
     try:
         with Triton(config=tc) as triton:
-            triton.bind(model_name=MODEL_NAME, infer_func=batch(model.infer), inputs=inputs, outputs=outputs,
+            triton.bind(model_name=MODEL_NAME, infer_func=[batch(m.infer) for m in models], inputs=inputs, outputs=outputs,
                         model_version=info["model_version"], strict=True,
                         config=ModelConfig(batching=True, max_batch_size=cfg.max_batch_size,
                                            batcher=DynamicBatcher(max_queue_delay_microseconds=cfg.max_queue_delay_us)))
@@ -159,6 +174,6 @@ def serve(model: ServedModel, cfg: ServerConfig, on_ready: Callable[[dict], None
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    print(f"stopped; batches served by size: {dict(sorted(model.batch_sizes.items()))}", file=sys.stderr,
-          flush=True)
+    sizes = sum((m.batch_sizes for m in models), Counter())
+    print(f"stopped; batches served by size: {dict(sorted(sizes.items()))}", file=sys.stderr, flush=True)
     return 0

@@ -7,6 +7,7 @@ import glob
 import re
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -18,17 +19,6 @@ from .record import FrameRecord
 # the file names a folder of recordings is searched for (``stream --source FOLDER``, ``annotate``); DICOM files are
 # found by their content (``DICM`` after the preamble), whatever their extension
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".ts", ".m4v", ".webm", ".mpg", ".mpeg", ".h264")
-
-ACCEPTED_SPECS = (
-    "  - a video file readable by FFmpeg (e.g. clip.mp4, clip.avi, clip.mkv, clip.ts)\n"
-    "  - a DICOM ultrasound file (multi-frame cine or one frame), or a folder of them\n"
-    f"  - a folder of images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)})\n"
-    "  - a capture device index (e.g. 0) or a V4L2 device path (e.g. /dev/video0)\n"
-    "  - a GStreamer pipeline string containing '!' (e.g. 'v4l2src ! videoconvert ! appsink')\n"
-    "  - 'v4l2:/dev/video0' for a V4L2 capture card through PyAV/FFmpeg (kernel timestamps)\n"
-    "  - 'lavfi:GRAPH' for an FFmpeg filter graph as a live source (e.g. 'lavfi:testsrc2=size=800x600:rate=60')\n"
-    "  - 'phantom' or 'phantom:N' for N synthetic phantom frames"
-)
 
 
 class SourceError(UserError, ValueError):
@@ -175,3 +165,34 @@ class FrameSource:
         )
 
 
+# --------------------------------------------------------------------------- wrapped sources
+
+
+def wrapped_sources(source) -> Iterator[Any]:
+    """``source`` and the sources it wraps (a ``--realtime`` replay wraps a file or folder source)."""
+    for _ in range(4):
+        if source is None:
+            return
+        yield source
+        source = getattr(source, "inner", None)
+
+
+def through(source, attr: str, default):
+    """``source.<attr>``, or that of the source it wraps, when it has none."""
+    for s in wrapped_sources(source):
+        value = getattr(s, attr, None)
+        if value is not None and value is not False:
+            return value
+    return default
+
+
+def input_files(source) -> list[Path]:
+    """The files ``source`` reads (a video or DICOM file, the images of a folder; through a ``--realtime``
+    replay): ``--overwrite`` never removes them."""
+    files: list[Path] = []
+    for s in wrapped_sources(source):
+        path = getattr(s, "path", None)
+        if isinstance(path, Path):
+            files.append(path)
+        files += [p for p in getattr(s, "files", None) or [] if isinstance(p, Path)]
+    return files

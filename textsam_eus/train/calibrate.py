@@ -11,6 +11,12 @@ keeps at least ``min_specificity`` of the lesion-free validation images below it
 videos count as positives (for the AUC and the sensitivity). Without lesion-free validation
 images nothing is calibrated and presence stays off.
 
+Honest calibration (``train --negative-split``): the lesion-free images are split by group into train /
+calibration / test (:mod:`textsam_eus.train.negative_split`); the threshold is fitted on the calibration part
+(and the validation lesion images) only, and judged by ``eval`` on the test part, which it never saw. The parts'
+sizes go into the result (``parts``) and its ``note``; :func:`few_negatives_warning` is the one line ``train``
+prints (and logs) when fewer than :data:`MIN_CALIBRATION_NEGATIVES` negatives set the threshold.
+
 The stream's hysteresis (show after k frames in a row at or above the threshold, hide after m below:
 :class:`~textsam_eus.common.presence.PresenceGate`) is calibrated on the validation recordings (frames in order):
 the smallest k, then m, that keeps every lesion-free recording's shown fraction at or below ``max_negative_shown``
@@ -26,9 +32,30 @@ import numpy as np
 from ..common.presence import PresenceGate
 from . import metrics
 
-__all__ = ["presence_scores", "calibrate_presence", "calibrate_hysteresis"]
+__all__ = ["presence_scores", "calibrate_presence", "calibrate_hysteresis", "few_negatives_warning",
+           "MIN_CALIBRATION_NEGATIVES"]
 
 DEFAULT_SHOW_FRAMES, DEFAULT_HIDE_FRAMES = 3, 5
+#: fewer lesion-free calibration images than this leave the specificity too uncertain (0 false positives in 25
+#: still allow 13%; in 100, 3.7%): ``train`` warns
+MIN_CALIBRATION_NEGATIVES = 100
+
+
+def few_negatives_warning(n_negative: int, n_groups: int | None = None,
+                          minimum: int = MIN_CALIBRATION_NEGATIVES) -> str | None:
+    """The one-line warning for a threshold set by fewer than ``minimum`` lesion-free images (None otherwise)."""
+    if n_negative >= minimum:
+        return None
+    fix = ("add negatives: --data a manifest of lesion-free images (e.g. ultrasound_normal/manifest.csv) with "
+           "--negative-split 0.6,0.2,0.2, --lesion-free-crops K, --val-negative-video CLIP (healthy recordings cut "
+           "to their sector)")
+    if n_negative == 0:
+        return f"no lesion-free image calibrates the presence threshold (presence stays off); {fix}"
+    hi = metrics.wilson_interval(n_negative, n_negative)[0] if n_negative else 0.0
+    groups = f" in {n_groups} group(s)" if n_groups is not None else ""
+    return (f"the presence threshold is calibrated on only {n_negative} lesion-free image(s){groups}, fewer than "
+            f"{minimum}: even with no false positive among them the false-positive rate may be up to "
+            f"{100 * (1 - hi):.0f}% (95%); {fix}")
 
 
 def presence_scores(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[list[float], list[bool]]:
@@ -46,9 +73,32 @@ def presence_scores(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tu
 
 
 def calibrate_presence(model, val_pairs: Sequence, min_specificity: float = 0.9,
-                       groups: Sequence[str] | None = None) -> dict:
-    """Score ``val_pairs``; returns AUC, the chosen threshold and its sensitivity/specificity, overall and per
-    group of negatives (threshold None when the validation set lacks negatives or positives)."""
+                       groups: Sequence[str] | None = None, parts: dict | None = None) -> dict:
+    """Score ``val_pairs`` (the calibration set: never trained on); returns AUC, the chosen threshold and its
+    sensitivity/specificity (with Wilson 95% intervals), overall and per group of negatives (threshold None when
+    the set lacks negatives or positives). ``parts``: how the data were split (sizes and counts of each part,
+    :func:`~textsam_eus.train.negative_split.part_counts`), kept in the result and summed up in its ``note``."""
+    result = _calibrate(model, val_pairs, min_specificity, groups)
+    if parts is not None:
+        result["parts"] = parts
+        cal, test = parts.get("calibration") or {}, parts.get("test") or {}
+        if result.get("threshold") is None:
+            pass
+        elif cal.get("negatives"):
+            result["note"] = (f"threshold fitted on {result['n_negative']} lesion-free and {result['n_positive']} "
+                              f"lesion image(s), {cal['negatives']} of the negatives from the calibration part "
+                              f"({cal.get('negative_groups', 0)} group(s)); judge it on the test part "
+                              f"({test.get('negatives', 0)} lesion-free, {test.get('positives', 0)} lesion "
+                              "image(s)) with eval --subset test and the same data and split flags")
+        else:
+            result["note"] = (f"threshold fitted on the validation split ({result['n_negative']} lesion-free, "
+                              f"{result['n_positive']} lesion image(s)), which also chose the best epoch: its "
+                              "specificity there is optimistic; split the negatives with --negative-split and judge "
+                              "it with eval --subset test")
+    return result
+
+
+def _calibrate(model, val_pairs: Sequence, min_specificity: float, groups: Sequence[str] | None) -> dict:
     scores, labels = presence_scores(model, val_pairs)
     n_pos, n_neg = sum(labels), len(labels) - sum(labels)
     if n_pos == 0 or n_neg == 0:

@@ -141,9 +141,11 @@ def evaluate(items: Iterable[EvalItem], predict_fn, tolerance_px: float = 3.0, p
 
 
 def summarize(records: list[dict], presence_threshold: float | None = None, **meta) -> dict:
-    """Dice/NSD over every image (as the paper reports), Dice/NSD over the images with a lesion, and, when both
-    kinds are present, tumour presence: AUC of the presence score and sensitivity/specificity at the threshold
-    (``dice_positive_gated``: Dice on lesion images with the outline removed where presence is below it)."""
+    """Dice/NSD over every image (as the paper reports), Dice/NSD over the images with a lesion, and tumour
+    presence: with both kinds of image the AUC of the presence score with its bootstrap 95% interval
+    (``presence_auc_ci95``: whole cases resampled, seeded, so it is the same every run) and, at the threshold,
+    sensitivity/specificity with Wilson 95% intervals (``dice_positive_gated``: Dice on lesion images with the
+    outline removed where presence is below it); on lesion-free images alone, the specificity and its interval."""
     out = dict(meta)
     out["n"] = len(records)
     out["ground_truth"] = {"n_images": len(records), "n_cases": len({r["case"] for r in records}),
@@ -152,16 +154,20 @@ def summarize(records: list[dict], presence_threshold: float | None = None, **me
         out[key] = metrics.summarize([r[key] for r in records])
     pos = [r for r in records if not r["gt_empty"]]
     out["n_positive"], out["n_negative"] = len(pos), len(records) - len(pos)
+    scores = [r["presence"] for r in records]
+    labels = [not r["gt_empty"] for r in records]
     if pos and len(pos) < len(records):
         out["dice_positive"] = metrics.summarize([r["dice"] for r in pos])
         out["nsd_positive"] = metrics.summarize([r["nsd"] for r in pos])
-        scores = [r["presence"] for r in records]
-        labels = [not r["gt_empty"] for r in records]
         out["presence_auc"] = metrics.roc_auc(scores, labels)
+        out["presence_auc_ci95"] = list(metrics.bootstrap_auc_interval(scores, labels,
+                                                                       groups=[r["case"] for r in records]))
         if presence_threshold is not None:
             out["presence"] = metrics.presence_at(scores, labels, presence_threshold)
             out["dice_positive_gated"] = metrics.summarize(
                 [r["dice"] if np.nan_to_num(r["presence"], nan=-1) >= presence_threshold else 0.0 for r in pos])
+    elif not pos and records and presence_threshold is not None:
+        out["presence"] = metrics.presence_at(scores, labels, presence_threshold)
     out["per_case"] = metrics.per_case_table([{k: v for k, v in r.items() if k in ("case", "dice", "nsd")}
                                               for r in records])
     out["per_image"] = records
@@ -189,12 +195,26 @@ def format_summary(result: dict) -> str:
     if "dice_positive" in result:
         text += (f"\n  lesion images n={result['n_positive']}: Dice {pm('dice_positive')}, NSD {pm('nsd_positive')}; "
                  f"lesion-free n={result['n_negative']}; presence AUC {result['presence_auc']:.3f}")
+        ci = result.get("presence_auc_ci95")
+        if ci:
+            text += f" [{ci[0]:.3f}, {ci[1]:.3f}] (95% intervals in brackets)"
     if "presence" in result:
         p = result["presence"]
-        text += (f"\n  presence at {p['threshold']:.3f}: sensitivity {100 * p['sensitivity']:.1f}%, specificity "
-                 f"{100 * p['specificity']:.1f}%; Dice on lesion images with presence gating "
-                 f"{pm('dice_positive_gated')}")
+        text += f"\n  presence at {p['threshold']:.3f}: "
+        if p["n_positive"]:
+            text += f"sensitivity {_rate(p, 'sensitivity')}, "
+        text += (f"specificity {_rate(p, 'specificity')} of {p['n_negative']} lesion-free "
+                 f"({p['n_negative'] - round(p['specificity'] * p['n_negative'])} shown as tumour)")
+        if "dice_positive_gated" in result:
+            text += f"; Dice on lesion images with presence gating {pm('dice_positive_gated')}"
     return text
+
+
+def _rate(p: dict, key: str) -> str:
+    """``93.0% [87.1, 96.4]``: a rate with its 95% interval (when the result has one)."""
+    ci = p.get(f"{key}_ci95")
+    band = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+    return f"{100 * p[key]:.1f}%{band}"
 
 
 def compare(a: dict, b: dict) -> dict:

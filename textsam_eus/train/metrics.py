@@ -8,6 +8,8 @@
   the authors' reference implementation effectively computes (every
   foreground pixel counts as surface); only for comparison with the paper.
 * :func:`summarize`, :func:`paired_ttest`, :func:`per_case_table` - reporting.
+* :func:`roc_auc`, :func:`presence_at`, :func:`choose_threshold` - the tumour-presence decision, with 95%
+  intervals: :func:`wilson_interval` for sensitivity/specificity, :func:`bootstrap_auc_interval` for the AUC.
 
 Empty-mask convention for all overlap/surface metrics: both masks empty ->
 1.0 (perfect agreement that there is no lesion); exactly one empty -> 0.0.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import lru_cache
 from numbers import Real
 from typing import Iterable, Mapping, Sequence
 
@@ -36,6 +39,11 @@ __all__ = [
     "summarize",
     "paired_ttest",
     "per_case_table",
+    "roc_auc",
+    "presence_at",
+    "choose_threshold",
+    "wilson_interval",
+    "bootstrap_auc_interval",
 ]
 
 
@@ -238,14 +246,101 @@ def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
 
 
 def presence_at(scores: Sequence[float], labels: Sequence[bool], threshold: float) -> dict:
-    """Sensitivity (positives scored >= threshold) and specificity (negatives below it); a NaN score is below."""
+    """Sensitivity (positives scored >= threshold) and specificity (negatives below it), each with its Wilson 95%
+    interval (``sensitivity_ci95``, ``specificity_ci95``: [low, high], NaN without images); a NaN score is below."""
     s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
     y = np.asarray(labels, dtype=bool)
     pos, neg = s[y], s[~y]
+    tp, tn = int((pos >= threshold).sum()), int((neg < threshold).sum())
     return {"threshold": float(threshold),
-            "sensitivity": float((pos >= threshold).mean()) if pos.size else float("nan"),
-            "specificity": float((neg < threshold).mean()) if neg.size else float("nan"),
-            "n_positive": int(pos.size), "n_negative": int(neg.size)}
+            "sensitivity": tp / pos.size if pos.size else float("nan"),
+            "specificity": tn / neg.size if neg.size else float("nan"),
+            "n_positive": int(pos.size), "n_negative": int(neg.size),
+            "sensitivity_ci95": list(wilson_interval(tp, int(pos.size))),
+            "specificity_ci95": list(wilson_interval(tn, int(neg.size)))}
+
+
+@lru_cache(maxsize=8)
+def _z(confidence: float) -> float:
+    return float(stats.norm.ppf(0.5 + confidence / 2))
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` (e.g. specificity: negatives below the threshold
+    out of all negatives); ``(nan, nan)`` when ``n`` is 0. Unlike the normal approximation it stays inside [0, 1]
+    and is not empty at 0 or n successes (0 of 25 false positives still allows up to 13%)."""
+    if not 0 < confidence < 1:
+        raise OptionError(f"confidence={confidence!r} is invalid: give a level in (0, 1), e.g. 0.95")
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return float("nan"), float("nan")
+    z = _z(confidence)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == n else min(1.0, centre + half))
+
+
+def _weighted_aucs(s: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC (ties half) of each row of ``weights`` (B, n): image i counted ``weights[b, i]`` times; NaN for a row
+    without a positive or a negative."""
+    order = np.argsort(s, kind="stable")
+    s, y, weights = s[order], y[order], weights[:, order]
+    starts = np.concatenate([[0], np.nonzero(np.diff(s))[0] + 1])  # runs of equal scores
+    pos = np.add.reduceat(weights * y, starts, axis=1)
+    neg = np.add.reduceat(weights * ~y, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    n_pos, n_neg = pos.sum(1), neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), (pos * (below + 0.5 * neg)).sum(1) / (n_pos * n_neg), np.nan)
+
+
+def bootstrap_auc_interval(scores: Sequence[float], labels: Sequence[bool], groups: Sequence | None = None,
+                           n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`roc_auc`, from ``numpy.random.default_rng(seed)`` (the same
+    inputs and seed give the same interval).
+
+    Without ``groups`` the positives and the negatives are resampled separately (their counts stay fixed). With
+    ``groups`` (e.g. each image's case) whole groups are resampled, so images of one patient move together and
+    near-duplicates do not narrow the interval; a resample that lacks a class is left out. ``(nan, nan)`` when a
+    class is missing. NaN scores are left out, as :func:`roc_auc` does."""
+    if not 0 < confidence < 1:
+        raise OptionError(f"confidence={confidence!r} is invalid: give a level in (0, 1), e.g. 0.95")
+    if n_boot < 1:
+        raise OptionError(f"n_boot={n_boot!r} is invalid: give a positive number of resamples, e.g. 2000")
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    if groups is not None and len(groups) != s.size:
+        raise ValueError(f"{len(groups)} groups for {s.size} scores")
+    ok = np.isfinite(s)
+    g = None if groups is None else np.asarray([str(v) for v in groups], dtype=object)[ok]
+    s, y = s[ok], y[ok]
+    if y.all() or not y.any():
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for start in range(0, n_boot, 256):  # (B, n) weights a chunk at a time
+        b = min(256, n_boot - start)
+        if g is None:
+            w = np.zeros((b, s.size))
+            for cls in (y, ~y):
+                idx = np.nonzero(cls)[0]
+                picks = idx[rng.integers(0, idx.size, (b, idx.size))]
+                np.add.at(w, (np.repeat(np.arange(b), idx.size), picks.ravel()), 1.0)
+        else:
+            names, inverse = np.unique(g.astype(str), return_inverse=True)
+            counts = np.zeros((b, names.size))
+            np.add.at(counts, (np.repeat(np.arange(b), names.size),
+                               rng.integers(0, names.size, (b, names.size)).ravel()), 1.0)
+            w = counts[:, inverse]  # every image counted as often as its group was drawn
+        values.append(_weighted_aucs(s, y, w))
+    values = np.concatenate(values)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(lo), float(hi)
 
 
 def _above_all(scores: np.ndarray) -> float:

@@ -215,17 +215,52 @@ def _replace_split(s: Sample, split: str | None) -> Sample:
 
 
 def split_samples(paths: list[str], mode: str = "auto", val_fraction: float = 0.15, test_fraction: float = 0.0,
-                  seed: int = 0) -> dict[str, list[Sample]]:
-    """Samples of every dataset in ``paths``, split by case into train/val/test.
+                  seed: int = 0, *, negative_split: Sequence[float] | str | None = None, lesion_free_crops: int = 0,
+                  crop_min_side: float = 0.5) -> dict[str, list[Sample]]:
+    """Samples of every dataset in ``paths``, split by case into train/val/test (and ``calibration``).
 
     ``auto``: the layout's own splits when every sample has one, else :func:`split_by_case`; ``existing``: the
     layout's splits (error when missing); ``paper``: the paper's 12/2/4 split of the cancer patients.
+
+    ``negative_split`` (train, calibration, test shares, e.g. ``"0.6,0.2,0.2"``): the lesion-free images
+    (:func:`~textsam_eus.train.negative_split.is_negative`) are taken out of that split and dealt into
+    train / ``calibration`` / test by group (:func:`~textsam_eus.train.negative_split.split_negatives`, from
+    ``seed``); the lesion images are split as above. Without it ``calibration`` is empty and nothing changes.
+    ``lesion_free_crops`` K: up to K crops of each lesion image with no lesion pixel
+    (:func:`~textsam_eus.train.lesion_free_crops.lesion_free_crops`) join their image's part as negatives: train
+    -> train, val -> calibration with ``negative_split`` (else val), test -> test.
     """
     samples: list[Sample] = []
     for i, path in enumerate(paths):
         for s in read_dataset(path):
             # cases of different datasets never merge, even when their ids collide
             samples.append(Sample(s.image, s.mask, f"{i}:{s.case}", s.split, s.source, s.crop))
+    negatives: list[Sample] = []
+    if negative_split is not None:
+        from .negative_split import is_negative, parse_fractions
+
+        fractions = parse_fractions(negative_split)
+        negatives = [s for s in samples if is_negative(s)]
+        samples = [s for s in samples if not is_negative(s)]
+    out = _split_lesion_samples(samples, mode, val_fraction, test_fraction, seed)
+    out["calibration"] = []
+    if negative_split is not None and negatives:
+        from .negative_split import split_negatives
+
+        parts = split_negatives(negatives, fractions, seed)
+        for part in ("train", "calibration", "test"):
+            out[part] += parts[part]
+    if lesion_free_crops:
+        from .lesion_free_crops import lesion_free_crops as make_crops
+
+        held = "calibration" if negative_split is not None else "val"
+        for split, part in (("train", "train"), ("val", held), ("test", "test")):
+            out[part] += make_crops(out[split], lesion_free_crops, seed, crop_min_side)
+    return {k: out[k] for k in ("train", "val", "calibration", "test")}
+
+
+def _split_lesion_samples(samples: list[Sample], mode: str, val_fraction: float, test_fraction: float,
+                          seed: int) -> dict[str, list[Sample]]:
     if not samples:
         return {"train": [], "val": [], "test": []}
     if mode == "paper":

@@ -1,4 +1,5 @@
-"""Per-frame latency records -> percentiles, JSON and CSV, in bounded memory (pure numpy; no torch, no model/engine
+"""Per-frame latency records -> percentiles, JSON and CSV, in bounded memory (:class:`LatencyReport`, fed by
+:class:`ReportSink`), and the atomic JSON / text writes of the run's files (pure numpy; no torch, no model/engine
 imports)."""
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .manifest import claim
+from ..manifest import claim
+from ..record import FrameRecord
+from .base import Sink
 
 # --------------------------------------------------------------------------- latency
 
@@ -318,3 +321,18 @@ class LatencyReport:
         return self.n_records
 
 
+class ReportSink(Sink):
+    """Per-frame timings and results into the latency report (which streams them to disk)."""
+
+    def __init__(self, report: LatencyReport) -> None:
+        self.report = report
+
+    def write(self, record: FrameRecord) -> None:
+        result = record.result
+        timings = dict(record.timings)
+        latency = timings.pop("latency_capture_to_overlay", None)
+        extra = {"iou_pred": round(float(result.iou), 4) if np.isfinite(result.iou) else None,
+                 "passes": int(result.passes)}
+        extra.update({k: v for k, v in record.info.items() if k != "outputs"})  # mask_area, layout, presence...
+        self.report.add(index=record.index, latency_ms=latency, stages=timings, timestamp=record.timestamp,
+                        result=extra)

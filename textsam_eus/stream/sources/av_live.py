@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..model.imports import require_pyav
-from .base import FrameSource, SourceError, list_video_devices, release_quietly
-from .record import FrameRecord
+from ...model.imports import require_pyav
+from ..base import FrameSource, SourceError, list_video_devices, release_quietly
+from ..record import FrameRecord
 
 __all__ = ["AvLiveSource"]
 

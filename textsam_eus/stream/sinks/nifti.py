@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from .encoders import SinkError
-from .manifest import claim
-from .record import FrameRecord
-from .sinks import Sink
+from ..manifest import claim
+from ..record import FrameRecord
+from .base import Sink
 
 __all__ = ["NiftiMaskSink", "nifti_header"]
 

@@ -14,8 +14,8 @@ import math
 import time
 from typing import Callable, Iterator
 
-from .base import FrameSource, SourceError
-from .record import FrameRecord
+from ..base import FrameSource, SourceError
+from ..record import FrameRecord
 
 __all__ = ["RealtimeReplay"]
 

@@ -1,4 +1,4 @@
-"""The pieces the pipeline is composed of: queues between stages and one runner for every stage thread.
+"""What every stage is made of: queues between stages and one runner for every stage thread.
 
 A :class:`Stage` takes records from its inbox (a queue, or the source itself for the first stage), applies its
 function and puts what it returns into its outbox. Every stage runs the same loop (:func:`run_stage`): errors stop
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .record import FrameRecord
+from ..record import FrameRecord
 
 __all__ = ["END", "LatestQueue", "FifoQueue", "ReorderQueue", "Stage", "run_stage"]
 

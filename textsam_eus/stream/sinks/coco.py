@@ -26,10 +26,10 @@ from typing import Any, Callable
 import numpy as np
 
 from .encoders import SinkError
-from .manifest import claim
-from .record import FrameRecord
+from ..manifest import claim
+from ..record import FrameRecord
 from .report import json_safe
-from .sinks import Sink
+from .base import Sink
 
 __all__ = ["CocoMaskSink", "CATEGORY"]
 

@@ -1,18 +1,5 @@
-"""Frame sources for the streaming pipeline.
-
-Every source is a context manager and an iterator of :class:`~textsam_eus.stream.record.FrameRecord`
-and exposes ``fps``, ``size`` (width, height), ``is_live``, ``n_frames`` and a ``stats`` dict.
-
-* :class:`VideoFileSource`   - recorded videos through PyAV (any container/codec FFmpeg reads),
-  robust to corrupt / truncated files.
-* :class:`~textsam_eus.stream.capture.CaptureSource` - live capture cards / webcams / GStreamer pipelines through
-  OpenCV, with bounded reconnects when the device drops out.
-* :class:`~textsam_eus.stream.av_live.AvLiveSource` - V4L2 capture cards and FFmpeg ``lavfi`` graphs through PyAV.
-* :class:`~textsam_eus.stream.replay.RealtimeReplay` - a file or folder replayed live at its own timestamps.
-* :class:`~textsam_eus.stream.dicom_source.DicomSource` - a DICOM ultrasound file (multi-frame), frame by frame.
-* :class:`ImageFolderSource` - a folder of still images (sorted naturally).
-* :class:`PhantomSource`     - the synthetic EUS phantom (ground truth available as ``last_mask``).
-* :func:`open_source`        - dispatch from a command-line string.
+"""Recorded inputs as frame sources: :class:`VideoFileSource` (a video file, through PyAV) and
+:class:`ImageFolderSource` (a folder of stills), and :func:`unique_stems` (the output names of input files).
 
 This module must stay free of torch and of the engine packages (of ``model`` it imports only torch-free modules).
 """
@@ -30,16 +17,12 @@ from typing import Iterator
 
 import numpy as np
 
-from ..model.imports import require_pyav
-from ..model.pixels import MIN_FRAME_SIDE
-from .av_live import AvLiveSource
-from .base import ACCEPTED_SPECS, IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8, release_quietly
-from .capture import CaptureSource
-from .dicom_source import DicomSource, is_dicom_file
-from .record import FrameRecord
-from .replay import RealtimeReplay
+from ...model.imports import require_pyav
+from ...model.pixels import MIN_FRAME_SIDE
+from ..base import IMAGE_EXTENSIONS, FrameSource, SourceError, _natural_key, _to_rgb_u8, release_quietly
+from ..record import FrameRecord
 
-__all__ = ["VideoFileSource", "ImageFolderSource", "PhantomSource", "open_source", "unique_stems"]
+__all__ = ["VideoFileSource", "ImageFolderSource", "unique_stems"]
 
 # --------------------------------------------------------------------------- video files
 
@@ -315,132 +298,3 @@ class ImageFolderSource(FrameSource):
             self.stats["decoded"] += 1
             yield FrameRecord(index=index, image=img, timestamp=time.monotonic(), pts=index / self.fps,
                               source=self.name, file=str(path), name=self.stems[path])
-
-
-# --------------------------------------------------------------------------- phantom
-
-
-class PhantomSource(FrameSource):
-    """Synthetic EUS phantom frames (``textsam_eus.common.phantom.PhantomClip``).
-
-    ``last_mask`` holds the ground-truth mask (uint8 HxW, 0/1) of the most recent frame.
-    With ``realtime=True`` frames are paced at ``fps`` and the source behaves as live.
-    """
-
-    def __init__(self, n_frames: int = 150, seed: int = 0, width: int = 640, height: int = 480,
-                 fps: float = 15.0, realtime: bool = False) -> None:
-        super().__init__()
-        if int(n_frames) <= 0:
-            raise SourceError(f"phantom n_frames must be > 0, got {n_frames}")
-        if int(width) <= 0 or int(height) <= 0:
-            raise SourceError(f"phantom size must be positive, got {width}x{height}")
-        if not (fps and fps > 0):
-            raise SourceError(f"fps must be > 0, got {fps}")
-        from textsam_eus.common.phantom import PhantomClip, PhantomConfig  # lazy by design
-
-        self.n_frames = int(n_frames)
-        self.seed = int(seed)
-        self.fps = float(fps)
-        self.size = (int(width), int(height))
-        self.realtime = bool(realtime)
-        self.is_live = self.realtime
-        self.name = f"phantom:{self.n_frames}:seed{self.seed}"
-        self._clip = PhantomClip(self.n_frames, self.seed,
-                                 config=PhantomConfig(height=int(height), width=int(width)),
-                                 fps=self.fps)
-        self.last_mask: np.ndarray | None = None
-
-    def _frames(self) -> Iterator[FrameRecord]:
-        t0 = time.monotonic()
-        for index, item in enumerate(self._clip):
-            if index >= self.n_frames:
-                break
-            image, mask = item[0], item[1]
-            if self.realtime:
-                delay = t0 + index / self.fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            img = np.asarray(image)
-            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                img = _to_rgb_u8(img, bgr=False)
-            img = np.ascontiguousarray(img)
-            self.last_mask = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8))
-            frame = FrameRecord(index=index, image=img, timestamp=time.monotonic(),
-                          pts=index / self.fps, source=self.name)
-            self.stats["decoded"] = index + 1
-            yield frame
-
-    def _release(self) -> None:
-        self._clip = None
-
-
-# --------------------------------------------------------------------------- dispatch
-
-
-_CAPTURE_ONLY = ("width", "height", "pixel_format")
-
-
-def _file_kwargs(spec: str, kw: dict) -> dict:
-    bad = [k for k in _CAPTURE_ONLY if kw.get(k) is not None]
-    if bad:
-        flags = "/".join("--" + k.replace("_", "-") for k in bad)
-        raise SourceError(f"{flags} apply to capture devices only; {spec} is read at its own size (to pace a "
-                          "recording like a capture card, use --realtime [--speed X])")
-    return {k: v for k, v in kw.items() if k not in _CAPTURE_ONLY}
-
-
-def open_source(spec: str | int | os.PathLike, *, realtime: bool = False, speed: float = 1.0,
-                **kw) -> FrameSource:
-    """Open a frame source from a command-line string (see ``ACCEPTED_SPECS``).
-
-    Keyword arguments go to the chosen source's constructor (``width``/``height``/``pixel_format`` to capture
-    sources only). ``realtime`` replays a file or folder live at its timestamps times ``speed``.
-    """
-    kw = {k: v for k, v in kw.items() if v is not None}
-    source = _open(spec, kw)
-    if realtime:
-        if source.is_live:
-            source.close()
-            raise SourceError(f"--realtime replays files and folders; {spec} is already a live source")
-        return RealtimeReplay(source, speed)
-    return source
-
-
-def _open(spec, kw: dict) -> FrameSource:
-    if isinstance(spec, bool):
-        raise SourceError(f"invalid source {spec!r}; accepted forms:\n{ACCEPTED_SPECS}")
-    if isinstance(spec, int):
-        return CaptureSource(spec, **kw)
-    if isinstance(spec, os.PathLike):
-        spec = os.fspath(spec)
-    if not isinstance(spec, str) or not spec.strip():
-        raise SourceError(f"invalid source {spec!r}; accepted forms:\n{ACCEPTED_SPECS}")
-    s = spec.strip()
-    low = s.lower()
-    for kind in ("v4l2", "lavfi"):
-        if low.startswith(kind + ":"):
-            return AvLiveSource(kind, s[len(kind) + 1:], **kw)
-    if "!" in s:
-        kw.pop("pixel_format", None)
-        return CaptureSource(s, backend=kw.pop("backend", "gstreamer"), **kw)
-    if low == "phantom" or low.startswith("phantom:"):
-        n = low.split(":", 1)[1] if ":" in low else ""
-        kw.pop("pixel_format", None)  # the phantom makes frames of any width/height
-        if n:
-            if not n.isdigit() or int(n) <= 0:
-                raise SourceError(f"invalid phantom spec {spec!r}: use 'phantom' or 'phantom:N' "
-                                  "with N a positive frame count")
-            kw.setdefault("n_frames", int(n))
-        return PhantomSource(**kw)
-    if s.isdigit() or s.startswith("/dev/video"):
-        fourcc = kw.pop("pixel_format", None)
-        return CaptureSource(int(s) if s.isdigit() else s, fourcc=fourcc, **kw)
-    p = Path(s).expanduser()
-    if p.is_file():
-        if is_dicom_file(p):
-            return DicomSource(p, **_file_kwargs(s, kw))
-        return VideoFileSource(p, **_file_kwargs(s, kw))
-    if p.is_dir():
-        return ImageFolderSource(p, **_file_kwargs(s, kw))
-    raise SourceError(f"cannot open source {spec!r}: no such file or folder, and not a device, "
-                      f"pipeline or phantom spec. Accepted forms:\n{ACCEPTED_SPECS}")

@@ -25,8 +25,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .base import FrameSource, SourceError, _to_rgb_u8
-from .record import FrameRecord
+from ..base import FrameSource, SourceError, _to_rgb_u8
+from ..record import FrameRecord
 
 __all__ = ["DicomSource", "DicomInfo", "is_dicom_file", "dicom_info_of"]
 

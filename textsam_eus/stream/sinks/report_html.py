@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .record import FrameRecord
+from ..record import FrameRecord
 from .report import write_text_atomic
-from .sinks import Sink
+from .base import Sink
 
 __all__ = ["ThumbnailSink", "write_report_html", "REPORT_NAME"]
 

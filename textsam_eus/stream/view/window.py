@@ -1,4 +1,5 @@
-"""The optional on-screen window (needs a non-headless OpenCV build and a display).
+"""The optional on-screen window (needs a non-headless OpenCV build and a display), and :class:`WindowSink`, which
+shows each overlay in it (``--show``).
 
 This module must stay free of torch and of the engine packages (of ``model`` it imports only the torch-free
 errors module).
@@ -11,9 +12,11 @@ import sys
 
 import numpy as np
 
-from ..model.errors import UnavailableError
+from ...model.errors import UnavailableError
+from ..record import FrameRecord
+from ..sinks.base import Sink
 
-__all__ = ["DisplayUnavailableError", "Window", "opencv_has_gui", "HEADLESS_HINT"]
+__all__ = ["DisplayUnavailableError", "Window", "WindowSink", "opencv_has_gui", "HEADLESS_HINT"]
 
 
 class DisplayUnavailableError(UnavailableError):
@@ -108,3 +111,17 @@ class Window:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class WindowSink(Sink):
+    """Shows each overlay; closing the window or pressing q / Esc asks the pipeline to stop."""
+
+    def __init__(self, title: str = "TextSAM-EUS") -> None:
+        self.window = Window(title)
+
+    def write(self, record: FrameRecord) -> None:
+        if not self.window.show(record.overlay):
+            self.stop_requested = True
+
+    def close(self) -> None:
+        self.window.close()

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from .dicom_source import DicomInfo
+from ..sources.dicom import DicomInfo
 from .encoders import SinkError
-from .manifest import claim
-from .record import FrameRecord
-from .sinks import Sink
+from ..manifest import claim
+from ..record import FrameRecord
+from .base import Sink
 
 __all__ = ["DicomSegSink", "PATIENT_STUDY_KEYWORDS"]
 

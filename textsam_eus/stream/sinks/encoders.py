@@ -17,9 +17,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..model.errors import UserError
-from ..model.imports import require_pyav
-from .manifest import claim
+from ...model.errors import UserError
+from ...model.imports import require_pyav
+from ..manifest import claim
 
 __all__ = ["SinkError", "VideoEncoder", "MaskVideoEncoder", "read_mask_video", "FRAGMENTED_MP4"]
 

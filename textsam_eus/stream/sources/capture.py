@@ -12,8 +12,8 @@ import time
 from typing import Any, Callable, Iterator
 
 
-from .base import FrameSource, SourceError, _to_rgb_u8, list_video_devices, opencv_has_gstreamer, release_quietly
-from .record import FrameRecord
+from ..base import FrameSource, SourceError, _to_rgb_u8, list_video_devices, opencv_has_gstreamer, release_quietly
+from ..record import FrameRecord
 
 # --------------------------------------------------------------------------- live capture
 

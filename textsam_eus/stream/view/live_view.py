@@ -1,6 +1,6 @@
 """``--serve [HOST:]PORT``: a browser live view of the running stream (aiohttp, in its own thread and event loop).
 
-* ``/`` a page with the overlay, fps, latency p50/p99, drops and a latency sparkline (``serve_page.py``);
+* ``/`` a page with the overlay, fps, latency p50/p99, drops and a latency sparkline (``live_page.py``);
   ``/video.mjpg`` the overlay as MJPEG (``multipart/x-mixed-replace``); ``/stats.json`` the numbers.
 * Binds 127.0.0.1 unless a host is given; GET (and HEAD) only: anything else is 405, unknown paths 404.
 * At most ``max_clients`` video streams at once; one more gets 503.
@@ -36,10 +36,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .encoders import SinkError
-from .record import FrameRecord
-from .serve_page import PAGE
-from .sinks import Sink
+from ..sinks.encoders import SinkError
+from ..record import FrameRecord
+from .live_page import PAGE
+from ..sinks.base import Sink
 
 __all__ = ["LiveViewSink", "parse_serve", "BOUNDARY"]
 
