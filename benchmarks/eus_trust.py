@@ -1,7 +1,8 @@
 """Trust on real EUS screens: how often a tumour is shown, where the outline lies, and what it costs.
 
-Measures the targets of the trust issue with a checkpoint (default: the shipped demo model) through the same
-pieces as ``textsam-eus stream`` (``make_engine``, ``VideoFileSource``, ``StreamPipeline``):
+Measures the targets of the trust issue with a checkpoint (default: the shipped demo model) as ``textsam-eus
+stream`` runs (its :class:`~textsam_eus.runs.RunSettings`: engine, pipeline configuration; ``VideoFileSource``,
+``StreamPipeline``), with ``--workers 1 --no-report --masks none --no-video`` (nothing is written but counted):
 
 * every clip in ``--clips`` (default ``../shared/data/eus_clips``; ``healthy*`` clips have no tumour in any frame,
   ``cancer*`` clips are cancer examinations): frames shown with a tumour, and mask pixels outside the imaging
@@ -72,13 +73,16 @@ class _ClipStats(Sink):
                 "presence_scores": [round(x, 4) for x in self.scores]}
 
 
-def clip_run(engine, clip: Path, roi, presence: bool) -> dict[str, Any]:
-    from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
+def clip_run(engine, settings, clip: Path, roi: str, presence: bool) -> dict[str, Any]:
+    """``stream --source CLIP --roi ROI [--no-presence]`` with ``settings`` (the engine's), counted, not written."""
+    from textsam_eus.stream.pipeline import StreamPipeline
     from textsam_eus.stream.sources import VideoFileSource
 
     stats = _ClipStats()
-    cfg = PipelineConfig(roi=roi, presence=presence, masks="none", write_video=False, handle_signals=False)
+    run = settings.replace(roi=roi, no_presence=not presence, masks="none", no_video=True, no_report=True,
+                           workers="1")
     with tempfile.TemporaryDirectory() as tmp, VideoFileSource(clip) as src:
+        cfg = run.for_job(str(clip), Path(tmp) / "o").to_pipeline_config(src, handle_signals=False)
         summary = StreamPipeline(engine, src, Path(tmp) / "o", cfg, extra_sinks=[stats]).run()
     out = stats.result()
     out["layout"] = (summary.get("layout") or {}).get("current")
@@ -202,17 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from textsam_eus.commands._engine import make_engine
+    from textsam_eus.runs import RunSettings
 
-    engine = make_engine(args.engine, args.checkpoint, device="cpu", threads=args.threads, quiet=True)
+    settings = RunSettings(engine=args.engine, checkpoint=args.checkpoint, device="cpu", threads=args.threads)
+    engine = settings.open_engine(quiet=True)  # onnxruntime: the checkpoint's export, made in the cache once
     threshold = engine.presence["threshold"]
     t0 = time.perf_counter()
     data: dict[str, Any] = {"meta": {"checkpoint": args.checkpoint, "engine": engine.info(), "threshold": threshold,
                                      "command": "python benchmarks/eus_trust.py " + " ".join(argv or sys.argv[1:])},
                             "clips": {}}
     for clip in clips:
-        data["clips"][clip.stem] = {"default": clip_run(engine, clip, "auto", True),
-                                    "old": clip_run(engine, clip, None, False)}
+        data["clips"][clip.stem] = {"default": clip_run(engine, settings, clip, "auto", True),
+                                    "old": clip_run(engine, settings, clip, "none", False)}
         brief = {k: v for k, v in data["clips"][clip.stem]["default"].items() if k != "presence_scores"}
         print(f"{clip.stem}: {brief}", flush=True)
     data["clip_auc"] = clip_aucs(data["clips"])

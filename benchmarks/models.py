@@ -1,7 +1,7 @@
 """Models, bundles and engines for the benchmarks.
 
-Engines are made by :func:`textsam_eus.commands._engine.make_engine`, the function ``textsam-eus stream`` and
-``demo`` use; bundles are written by ``export_bundle`` and ``build_bundle_plans``, as ``textsam-eus export`` does.
+Engines are opened by :meth:`textsam_eus.runs.RunSettings.open_engine`, as ``textsam-eus stream`` and ``demo``
+open theirs; bundles are written by ``export_bundle`` and ``build_bundle_plans``, as ``textsam-eus export`` does.
 A benchmark only chooses where they go (a temporary folder) and times each step.
 """
 
@@ -126,21 +126,23 @@ class Bundles:
 
     def engine(self, engine: str, key: tuple[str, int], model, device: str, precision: str, graphs: bool,
                threads: int, attention: str | None = None, compile_encoder: bool = False):
-        """``make_engine`` (the CLI's) on ``model`` (torch) or on its bundle (onnxruntime, tensorrt).
+        """The CLI's engine (``RunSettings.open_engine``) on ``model`` (torch) or on its bundle (onnxruntime,
+        tensorrt).
 
         ``compile_encoder`` (torch): the engine's image encoder goes through ``torch.compile`` and is compiled here,
         on one frame, so the compilation is a setup time; a failure is :class:`CompileUnavailable`.
         """
-        from textsam_eus.commands._engine import make_engine
+        from textsam_eus.runs import RunSettings
 
         bundle = None
         if engine == "onnxruntime":
             bundle = self.onnx_int8(key, model) if precision == "int8" else self.onnx(key, model, precision == "fp16")
         elif engine == "tensorrt":
             bundle = self.tensorrt(key, model, precision == "fp16")
-        made = make_engine(engine, checkpoint=model, bundle=str(bundle) if bundle else None, device=device,
-                           precision=precision, cuda_graphs=graphs, threads=threads, quiet=True,
-                           **({"attention": attention} if engine == "torch" and attention else {}))
+        settings = RunSettings(engine=engine, bundle=str(bundle) if bundle else None, device=device,
+                               precision=precision, cuda_graphs=graphs, threads=threads,
+                               **({"attention": attention} if engine == "torch" and attention else {}))
+        made = settings.open_engine(quiet=True, model=model)
         if compile_encoder:
             compile_torch_encoder(made)
         return made

@@ -30,14 +30,13 @@ def run_model_mode(measured: MeasuredEngine, frames: list[np.ndarray], warmup: i
 
 
 def _stream_source(clip_info: dict[str, Any], total: int, seed: int):
-    from textsam_eus.stream.roi import ROI
+    """(source, its ``--roi``)."""
     from textsam_eus.stream.sources import PhantomSource, VideoFileSource
 
     if clip_info["kind"] == "video":
-        roi = ROI.parse(clip_info["roi"]) if clip_info.get("roi") else None
-        return VideoFileSource(clip_info["path"]), roi
+        return VideoFileSource(clip_info["path"]), clip_info.get("roi") or "none"
     w, h = SYNTH_SIZE
-    return PhantomSource(n_frames=total, seed=seed, width=w, height=h), None
+    return PhantomSource(n_frames=total, seed=seed, width=w, height=h), "none"
 
 
 def _stream_fps(done: list[float], warmup: int, summary: dict[str, Any]) -> float | None:
@@ -48,17 +47,19 @@ def _stream_fps(done: list[float], warmup: int, summary: dict[str, Any]) -> floa
 
 def run_stream_mode(measured: MeasuredEngine, clip_info: dict[str, Any], warmup: int, n: int, iterations: int,
                     seed: int, tmp: Path) -> dict[str, Any]:
-    """The StreamPipeline on the clip as ``textsam-eus stream`` runs it (H.264 overlay + PNG masks written)."""
-    from textsam_eus.stream.pipeline import PipelineConfig, StreamPipeline
+    """The StreamPipeline on the clip as ``textsam-eus stream --roi ROI --iterations I --max-frames N --workers 1
+    --no-report`` runs it (H.264 overlay + PNG masks written; no summary or latency files either)."""
+    from textsam_eus.runs import RunSettings
+    from textsam_eus.stream.pipeline import StreamPipeline
 
     total = warmup + n
     source, roi = _stream_source(clip_info, total, seed)
     done: list[float] = []
     out_dir = Path(tempfile.mkdtemp(prefix="stream-", dir=tmp))
-    cfg = PipelineConfig(roi=roi, iterations=iterations, max_frames=total, masks="png", write_video=True,
-                         report=False, handle_signals=False)
+    settings = RunSettings(roi=roi, iterations=iterations, max_frames=total, workers="1", no_report=True)
     try:
         with source:
+            cfg = settings.to_pipeline_config(source, report=False, handle_signals=False)
             pipe = StreamPipeline(measured, source, out_dir, cfg,
                                   progress=lambda _k: done.append(time.perf_counter()))
             summary = pipe.run()

@@ -167,6 +167,7 @@ def first_run(ray_local, archive, tmp_path_factory):
     return rc, out
 
 
+@pytest.mark.slow
 def test_local_ray_is_loopback_only(ray_local):
     assert ray_local.util.get_node_ip_address() == "127.0.0.1"
     assert ray_local.get_runtime_context().gcs_address.startswith("127.0.0.1:")

@@ -21,6 +21,7 @@ def _encoder(size=128):
     return enc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [128, 256])
 def test_sdpa_matches_segment_anything_attention_windowed_and_global(size):
     enc = _encoder(size)
@@ -42,6 +43,7 @@ def test_sdpa_matches_segment_anything_attention_windowed_and_global(size):
         set_encoder_attention(enc, "flash")
 
 
+@pytest.mark.slow
 def test_torch_engine_attention_switch_gives_the_same_masks():
     from textsam_eus.common.phantom import PhantomClip, PhantomConfig
     from textsam_eus.engines.torch_engine import TorchEngine

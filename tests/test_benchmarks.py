@@ -156,8 +156,8 @@ def test_measured_engine_times_calls_and_leaves_the_engine_alone(tiny_model):
         MeasuredEngine(engine, "replay", cuda=False)
 
 
-@pytest.mark.parametrize("script", ["run.py", "stream_soak.py", "eus_trust.py", "gpu_parity.py", "attention_parity.py",
-                                    "int8_settings.py"])
+@pytest.mark.parametrize("script", ["run.py", "stream_soak.py", "eus_trust.py", "gpu_parity.py",
+                                    pytest.param("attention_parity.py", marks=pytest.mark.slow), "int8_settings.py"])
 def test_scripts_run_by_path(script):
     """``python benchmarks/X.py`` finds the benchmarks package without PYTHONPATH."""
     env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}

@@ -40,7 +40,7 @@ def test_model_identity_names_the_preset_and_the_file(tmp_path):
 
 
 def test_model_file_of_the_command_options(tmp_path):
-    from textsam_eus.commands._model_id import model_file
+    from textsam_eus.runs.identity import model_file
 
     (tmp_path / "b").mkdir()
     assert model_file(None, str(tmp_path / "b")) == (tmp_path / "b" / "bundle.json", "b/bundle.json")

@@ -86,6 +86,7 @@ def test_box_and_centroid():
     assert mask_box_centroid(np.zeros((4, 4), bool)) is None
 
 
+@pytest.mark.slow
 def test_one_place_picks_the_path(bundle_dir):
     assert create_engine("onnxruntime", bundle=bundle_dir).prepost == "numpy"
     assert create_engine("onnxruntime", bundle=bundle_dir, prepost="torch").prepost == "torch"
@@ -124,6 +125,7 @@ def _compare(frames, bundle_dir):
     return ious
 
 
+@pytest.mark.slow
 def test_numpy_path_masks_equal_torch_path_on_phantom_frames(bundle_dir):
     frames = _phantoms() + [np.random.default_rng(3).integers(0, 255, (180, 240), dtype=np.uint8)]
     assert min(_compare(frames, bundle_dir)) >= 0.999

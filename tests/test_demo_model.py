@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from textsam_eus.cli import main
 from textsam_eus.model.checkpoint import demo_checkpoint_path, load_checkpoint, read_checkpoint_meta
 
@@ -18,6 +20,7 @@ def test_demo_weights_are_shipped_and_small():
     assert model.cfg.preset == "tiny" and "val_loss" in extra
 
 
+@pytest.mark.slow
 def test_demo_model_segments_held_out_synthetic_clips(tmp_path):
     out = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", "demo", "--phantom-clips", "5", "--clip-frames", "4", "--seed", "123",

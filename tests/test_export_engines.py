@@ -78,6 +78,7 @@ def _frames(n=3):
     return [img for img, _ in make_phantom_dataset(n, seed=7, config=PhantomConfig(height=240, width=320))]
 
 
+@pytest.mark.slow
 def test_torch_and_onnxruntime_engines_agree_on_synthetic_frames(model, bundle_dir):
     te = create_engine("torch", model=model, device="cpu")
     oe = create_engine("onnxruntime", bundle=bundle_dir)
@@ -105,6 +106,7 @@ def test_engines_agree_on_real_eus_frames(model, bundle_dir):
             assert _iou(te.segment(crop).mask, oe.segment(crop).mask) >= 0.99
 
 
+@pytest.mark.slow
 def test_parity_check_fails_loudly_on_a_wrong_graph(model, bundle_dir):
     with pytest.raises(ExportError, match="disagrees with torch"):
         check_parity(trained_like_tiny(1), bundle_dir, _frames(1))
@@ -163,6 +165,7 @@ def _stale_bundle(bundle_dir, tmp_path):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param", [
     "sam.mask_decoder.output_upscaling.0.bias",  # NaN mask logits (and IoU)
     "sam.mask_decoder.iou_prediction_head.layers.2.bias",  # finite masks, NaN IoU predictions only
@@ -250,6 +253,7 @@ def test_tensorrt_glue_without_tensorrt(tmp_path):
             require_tensorrt()
 
 
+@pytest.mark.slow
 def test_export_cli(tmp_path, model):
     ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "bundle")]) == 0

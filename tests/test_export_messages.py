@@ -14,7 +14,7 @@ from textsam_eus.model.checkpoint import CheckpointError
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"\x08\x00\x00\x00\x00\x00\x00\x00{}"])
 def test_a_bad_checkpoint_fails_before_exporting_is_announced(tmp_path, monkeypatch, capsys, content):
-    from textsam_eus.commands._engine import bundle_for
+    from textsam_eus.runs.engine import cached_onnx_export as bundle_for
 
     monkeypatch.setenv("TEXTSAM_EUS_CACHE", str(tmp_path / "cache"))
     bad = tmp_path / "bad.safetensors"

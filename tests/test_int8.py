@@ -145,6 +145,7 @@ def test_int8_graphs_measured_elsewhere_are_refused_on_a_cpu_that_saturates(int8
         create_engine("onnxruntime", bundle=out, precision="int8")
 
 
+@pytest.mark.slow
 def test_parity_on_frames_where_nothing_is_found_is_refused(fp32_bundle, tmp_path):
     """Empty against empty is no evidence: with a mask threshold no logit reaches, the real parity check compares
     no frame and the int8 export is refused, the bundle left as it was."""
@@ -159,6 +160,7 @@ def test_parity_on_frames_where_nothing_is_found_is_refused(fp32_bundle, tmp_pat
     assert _snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_parity_counts_only_frames_with_a_mask(fp32_bundle):
     b = read_bundle(fp32_bundle)
     frames = [np.zeros((64, 64, 3), np.uint8)] * 2

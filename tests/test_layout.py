@@ -21,8 +21,10 @@ ALLOWED = {
     "export": {"export", "model", "common", "core"},
     "engines": {"engines", "model", "common", "core"},
     "stream": {"stream", "engines", "common", "core"},
-    "archive": {"archive", "stream", "engines", "model", "common", "core"},
+    "archive": {"archive", "stream", "engines", "model", "common", "core", "runs"},
     "serving": {"serving", "engines", "model", "common", "core"},
+    # a run's settings and its engine: under commands, over everything a run uses
+    "runs": {"runs", "stream", "engines", "export", "model", "common", "core"},
 }
 
 # the packages that need no torch (checked in a fresh interpreter): every layer may import them
@@ -207,3 +209,23 @@ def test_stream_and_common_stay_free_of_torch():
                    or m.startswith(("textsam_eus.model", "textsam_eus.train", "textsam_eus.engines",
                                     "textsam_eus.export")))
     assert not heavy, heavy
+
+
+def _calls(path: Path, name: str) -> list[int]:
+    """Lines of ``path`` that call ``name(...)`` (a plain name or an attribute)."""
+    return [node.lineno for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
+
+
+def test_one_run_policy_for_every_caller():
+    """The commands and the benchmarks make a run's pipeline configuration through ``runs.RunSettings`` (the CLI's
+    defaults), not by hand, and no benchmark imports a private module of the commands."""
+    bench = PKG.parent / "benchmarks"
+    paths = list((PKG / "commands").glob("*.py")) + list((PKG / "archive").glob("*.py")) + list(bench.glob("*.py"))
+    bad = [f"{p.name}:{line} makes a PipelineConfig by hand" for p in paths for line in _calls(p, "PipelineConfig")]
+    for path in bench.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("textsam_eus.commands._"):
+                bad.append(f"{path.name}:{node.lineno} imports the private {node.module}")
+    assert not bad, bad
+    assert _calls(PKG / "runs" / "settings.py", "PipelineConfig")  # where it is made

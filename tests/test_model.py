@@ -23,6 +23,7 @@ def vit_b():
     return build_textsam("vit_b")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank,expected", [(16, 1_685_092), (4, 1_172_068), (1, 1_043_812)])
 def test_vit_b_trainable_parameter_counts(rank, expected, capsys):
     assert main(["info", "--preset", "vit_b", "--lora-rank", str(rank), "--json"]) == 0
@@ -31,6 +32,7 @@ def test_vit_b_trainable_parameter_counts(rank, expected, capsys):
     assert info["total_parameters"] > 200_000_000  # SAM ViT-B + PubMedBERT
 
 
+@pytest.mark.slow
 def test_vit_b_lora_targets_and_trainable_names(vit_b):
     sam = vit_b.sam
     assert all(isinstance(b.attn.qkv, LoRAQKV) for b in sam.image_encoder.blocks) and len(sam.image_encoder.blocks) == 12
@@ -48,6 +50,7 @@ def test_vit_b_lora_targets_and_trainable_names(vit_b):
     assert not any(p.requires_grad for p in vit_b.text.tower.parameters())
 
 
+@pytest.mark.slow
 def test_deep_prompts_replace_positions_at_all_12_places(vit_b):
     text = vit_b.text
     bert = text.tower.transformer
@@ -89,6 +92,7 @@ def test_prompt_template_tokens():
     assert tokens == ["[CLS]", "x", "x", "x", "x", "tumor", ".", "[SEP]"]
 
 
+@pytest.mark.slow
 def test_lora_identity_at_init_and_merge_parity(tiny_model):
     torch.manual_seed(3)
     x = torch.randn(1, 3, 256, 256)
@@ -117,6 +121,7 @@ def test_lora_identity_at_init_and_merge_parity(tiny_model):
     assert (merged[1] - unmerged[1]).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_gradients_only_where_the_paper_trains():
     torch.manual_seed(0)
     model = build_textsam("tiny", finetune="lora").train()
@@ -219,6 +224,7 @@ def test_refine_prompt_ablations(mode, labels):
     assert geometric_prompts(torch.zeros(4), torch.zeros(2), "none") is None
 
 
+@pytest.mark.slow
 def test_predictor_on_tiny_model_is_deterministic_and_uses_manual_prompts(tiny_model):
     pred = TextSamPredictor(tiny_model)
     rng = np.random.default_rng(0)

@@ -100,6 +100,7 @@ def test_presence_score_is_the_text_only_pass_iou(tiny_model):
     assert eng.presence["threshold"] is None  # an untrained checkpoint: presence off
 
 
+@pytest.mark.slow
 def test_export_carries_the_presence_settings(tiny_model, tmp_path):
     from textsam_eus.engines import create_engine
     from textsam_eus.export.onnx_export import export_bundle
@@ -195,6 +196,7 @@ def test_negative_video_frames_are_cut_to_the_sector(tmp_path):
         video_negatives(tmp_path / "missing.mp4")
 
 
+@pytest.mark.slow
 def test_stream_says_when_a_checkpoint_has_no_presence_threshold(tmp_path, capsys):
     from textsam_eus.cli import main
     from textsam_eus.model.checkpoint import save_checkpoint

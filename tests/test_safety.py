@@ -65,6 +65,7 @@ def test_train_refuses_an_earlier_run_before_reading_data(tmp_path, capsys):
     assert (tmp_path / "afile").read_text() == "x"
 
 
+@pytest.mark.slow
 def test_train_overwrite_removes_only_the_runs_files(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -185,6 +186,7 @@ def _drawing(trainer, draws, stop_at=None):
     return trainer
 
 
+@pytest.mark.slow
 def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     train, val = _pairs(6, 1), _pairs(2, 2)
     whole_draws, cut_draws = [], []
@@ -214,6 +216,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert [r["train_loss"] for r in log_a] == [r["train_loss"] for r in log_b]
 
 
+@pytest.mark.slow
 def test_train_state_holds_only_weights_only_types(tmp_path):
     trainer = Trainer(_tiny(), _pairs(2, 1), _pairs(1, 2), _resume_cfg(tmp_path / "r", epochs=1))
     trainer.fit()
@@ -267,6 +270,7 @@ def test_resuming_with_another_model_is_refused(tmp_path, finished_run):
         Trainer(other, _pairs(2, 1), _pairs(1, 2), _resume_cfg(run, resume=True))
 
 
+@pytest.mark.slow
 def test_resume_from_a_state_of_another_epoch_is_refused(tmp_path, finished_run):
     run = _copy_run(finished_run, tmp_path / "a")
     state = torch.load(run / "train_state.pt", weights_only=True)
@@ -281,6 +285,7 @@ def _empty(pairs):
     return [(image, np.zeros_like(mask)) for image, mask in pairs]
 
 
+@pytest.mark.slow
 def test_lesion_free_data_warn_and_have_no_dice(tmp_path, capsys):
     trainer = Trainer(_tiny(), _empty(_pairs(2, 1)), _empty(_pairs(2, 2)),
                       TrainConfig(out=str(tmp_path / "r"), epochs=1, progress=False, max_steps_per_epoch=1))
@@ -387,6 +392,7 @@ def test_an_unknown_config_field_names_the_file(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 # ------------------------------------------------------------------------------------------- 8. info
 def test_info_prompt_depth_changes_the_learnt_context_count(capsys):
     assert main(["info", "--preset", "vit_b", "--lora-rank", "16"]) == 0

@@ -152,7 +152,7 @@ def test_overwrite_refuses_when_the_input_is_an_earlier_output(tmp_path):
 
 
 def test_the_cli_refuses_a_clash_before_loading_the_model(tmp_path, capsys, monkeypatch):
-    import textsam_eus.commands._engine as eng
+    import textsam_eus.runs.engine as eng
 
     monkeypatch.setattr(eng, "make_engine", lambda *a, **k: pytest.fail("the model was loaded"))
     out = tmp_path / "out"
@@ -256,7 +256,7 @@ def test_video_folder_with_clashing_names_runs_every_video(tmp_path, ckpt):
     (["--presence-threshold", "nan"], "--presence-threshold nan is invalid"),
 ])
 def test_every_count_is_bounded_before_any_work(tmp_path, capsys, monkeypatch, extra, expect):
-    import textsam_eus.commands._engine as eng
+    import textsam_eus.runs.engine as eng
 
     monkeypatch.setattr(eng, "make_engine", lambda *a, **k: pytest.fail("the model was loaded"))
     _one_line_error(capsys, _stream("m.safetensors", "phantom:2", tmp_path / "o", *extra), expect)
@@ -301,6 +301,7 @@ class _StuckEngine(FakeEngine):
         return super().segment(frame, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_stop_request_ends_the_run_while_the_engine_is_stuck(tmp_path):
     engine = _StuckEngine()
     threading.Thread(target=lambda: (engine.entered.wait(30), time.sleep(0.2),
@@ -382,6 +383,7 @@ def test_a_dicom_with_missing_frames_is_not_complete(tmp_path, capsys, damage):
     assert f"{read} of the" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_signal_after_every_frame_was_written_leaves_the_run_complete(tmp_path, monkeypatch, capsys, ckpt):
     original = StreamPipeline._close_sinks
 
@@ -440,6 +442,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masks", ["png", "video"])
 def test_a_full_disk_reports_only_what_was_really_written(small_disk, masks):
     from textsam_eus.stream.sinks.encoders import read_mask_video
@@ -483,7 +486,7 @@ def test_a_tiny_still_among_good_ones_is_listed_and_skipped(tmp_path, capsys, ck
 
 
 def test_a_locked_out_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    import textsam_eus.commands._engine as eng
+    import textsam_eus.runs.engine as eng
 
     monkeypatch.setattr(eng, "make_engine", lambda *a, **k: pytest.fail("the model was loaded"))
     with OutputFolder(tmp_path / "busy"):

@@ -193,6 +193,7 @@ def _moving_noise(n):
     return SyntheticSource(n, lambda i: np.roll(base, i, axis=1))
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_a_long_run(tmp_path):
     measured = {}
 
@@ -208,6 +209,7 @@ def test_memory_stays_flat_over_a_long_run(tmp_path):
     assert len(_decode_all(tmp_path / "overlay.mp4")) == 2400
 
 
+@pytest.mark.slow
 def test_stream_cli_folder_of_videos_and_demo(tmp_path):
     from textsam_eus.model.checkpoint import save_checkpoint
     from textsam_eus.model.registry import build_textsam

@@ -73,6 +73,7 @@ def test_lavfi_live_paced_source_end_to_end(tmp_path):
     assert len(_decode(tmp_path / "overlay.mp4")) == summary["frames_out"]
 
 
+@pytest.mark.slow
 def test_lavfi_source_through_the_cli(tmp_path):
     from textsam_eus.model.checkpoint import save_checkpoint
     from textsam_eus.model.registry import build_textsam
@@ -90,6 +91,7 @@ def test_v4l2_source_names_missing_device():
         open_source("v4l2:/dev/video97")
 
 
+@pytest.mark.slow
 def test_live_drops_keep_no_pixels(tmp_path):
     before = rss_mb()
     summary = StreamPipeline(FakeEngine(delay_s=0.05), SyntheticSource(400, lambda i: np.full((1080, 1920, 3), i % 255, np.uint8), fps=200.0,
@@ -240,6 +242,7 @@ def _noise(n):
     return SyntheticSource(n, lambda i: rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
 
 
+@pytest.mark.slow
 def test_full_disk_ends_with_a_clear_message_and_finalised_files(tiny_disk):
     out = tiny_disk / "run"
     with pytest.raises(StreamError, match="no space left") as err:
@@ -255,6 +258,7 @@ def test_full_disk_ends_with_a_clear_message_and_finalised_files(tiny_disk):
 # --------------------------------------------------------------------------- output folders
 
 
+@pytest.mark.slow
 def test_out_holding_earlier_results_is_refused_then_overwritten(tmp_path, capsys):
     from textsam_eus.model.checkpoint import save_checkpoint
     from textsam_eus.model.registry import build_textsam
@@ -308,6 +312,7 @@ def test_bad_out_paths_are_one_line_errors(tmp_path, capsys, problem):
     assert expect in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_same_stem_videos_get_distinct_folders(tmp_path):
     from textsam_eus.model.checkpoint import save_checkpoint
     from textsam_eus.model.registry import build_textsam

@@ -94,6 +94,7 @@ def _check_all_formats(out: Path, n: int) -> list[np.ndarray]:
     return png
 
 
+@pytest.mark.slow
 def test_every_mask_format_matches_the_png_masks_frame_for_frame(tmp_path):
     frames = _frames(8)
     src = SyntheticSource(8, lambda i: frames[i])
@@ -109,6 +110,7 @@ def test_every_mask_format_matches_the_png_masks_frame_for_frame(tmp_path):
     assert not list(tmp_path.glob("*.part"))  # nothing half-written is left
 
 
+@pytest.mark.slow
 def test_overwrite_removes_the_research_outputs_of_an_earlier_run(tmp_path):
     frames = _frames(4)
     StreamPipeline(ThresholdEngine(), SyntheticSource(4, lambda i: frames[i]), tmp_path,
@@ -175,6 +177,7 @@ def test_bad_masks_and_serve_values_are_one_line_errors_before_any_work(tmp_path
 # --------------------------------------------------------------------------- DICOM input
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rgb", "mono", "rgb-jpeg", "mono-jpeg"])
 def test_dicom_multiframe_ultrasound_streams_like_a_video(tmp_path, kind):
     rgb, jpeg = kind.startswith("rgb"), kind.endswith("jpeg")
@@ -256,6 +259,7 @@ def _all_bytes(folder: Path) -> bytes:
 IDENTIFIERS = (PATIENT_NAME, PATIENT_ID, BIRTH_DATE, ACCESSION, "Referrer^Otto", "Test Hospital")
 
 
+@pytest.mark.slow
 def test_deidentify_leaves_no_patient_identifier_in_any_output(tmp_path, capsys):
     path = tmp_path / "in" / "cine.dcm"
     path.parent.mkdir()
@@ -290,6 +294,7 @@ def test_deidentify_leaves_no_patient_identifier_in_any_output(tmp_path, capsys)
 # --------------------------------------------------------------------------- report.html
 
 
+@pytest.mark.slow
 def test_report_html_has_the_plots_and_sample_frames(tmp_path):
     frames = _frames(8)
     summary = StreamPipeline(ThresholdEngine(), SyntheticSource(8, lambda i: frames[i]), tmp_path,
@@ -326,6 +331,7 @@ def test_thumbnails_stay_few_and_spread_over_a_long_run():
         assert short.sample()[-1][0] == n - 1 and short.sample()[0][0] == 0, n
 
 
+@pytest.mark.slow
 def test_research_sinks_do_not_grow_with_the_run(tmp_path):
     """Python-side memory (tracemalloc sees NumPy's buffers too) between frame 200 and frame 1200 of the NIfTI,
     COCO, thumbnail and live-view sinks: a sink that kept its frames would grow by 1000 x 19 kB."""

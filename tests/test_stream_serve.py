@@ -204,6 +204,7 @@ def _start_chromium(path, profile):
     return proc, port
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
                     reason="Chromium is not installed (apt-get install chromium)")
 def test_live_page_updates_in_headless_chromium(tmp_path):
@@ -276,6 +277,7 @@ def _stalled_viewers(sink, n):
     return socks
 
 
+@pytest.mark.slow
 def test_stalled_viewers_do_not_hold_up_the_stop_and_no_task_is_left_pending(caplog):
     import gc
 
@@ -313,6 +315,7 @@ def test_stalled_viewers_do_not_hold_up_the_stop_and_no_task_is_left_pending(cap
     assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
 
 
+@pytest.mark.slow
 def test_connections_that_never_finish_their_request_are_closed_and_streams_are_not(tmp_path):
     from textsam_eus.stream.record import FrameRecord
 
@@ -412,6 +415,7 @@ class _PresenceFreeEngine(FakeEngine):
         return result
 
 
+@pytest.mark.slow
 def test_stream_serve_is_up_before_the_model_loads_and_lingers_on_the_last_frame(tmp_path, monkeypatch, capsys):
     """The URL answers before the model loads; a file run's outputs are complete before the linger starts, the
     page keeps the last frame, and Ctrl-C during the linger ends the command with 0."""
@@ -478,6 +482,7 @@ def test_stream_linger_needs_serve_and_a_number_of_seconds(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
                     reason="Chromium is not installed (apt-get install chromium)")
 def test_a_page_opened_after_the_run_ended_shows_its_last_frame(tmp_path):

@@ -40,6 +40,7 @@ def test_losses():
     assert dice_bce_loss(wrong_outside, target, valid) < 1e-3 < dice_bce_loss(wrong_outside, target)
 
 
+@pytest.mark.slow
 def test_training_smoke_overfits_and_writes_outputs(tmp_path):
     torch.manual_seed(0)
     model = build_textsam("tiny", image_size=128, patch_size=16)
@@ -105,6 +106,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert (tmp_path / "run" / "best.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_eval_modes_and_compare_cli(tmp_path):
     torch.manual_seed(0)
     from textsam_eus.model.checkpoint import save_checkpoint

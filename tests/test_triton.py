@@ -70,6 +70,7 @@ def _iou(a, b):
     return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
 
 
+@pytest.mark.slow
 def test_served_model_batches_through_the_encoder(bundle_dir):
     """ServedModel.infer (Triton's inference function, without Triton): a batch of 3 frames, one of them seeded,
     runs the encoder once on the batch and gives each frame the local engine's mask."""
@@ -109,6 +110,7 @@ def test_served_model_batches_through_the_encoder(bundle_dir):
     assert endless["passes"][0, 0] == -1  # a request for a billion refinement passes is refused, not run
 
 
+@pytest.mark.slow
 def test_batch_encoder_needs_the_bundles_checkpoint(bundle_dir, tmp_path):
     from textsam_eus.export.batch_encoder import add_batch_encoder
     from textsam_eus.export.errors import ExportError
@@ -329,6 +331,7 @@ def test_two_streams_batched_and_equal_to_local(server, bundle_dir, tmp_path):
     assert max(sizes) >= 2
 
 
+@pytest.mark.slow
 def test_wrong_bundle_and_no_server_are_one_line_errors(server, bundle_dir, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(bundle_dir, other)
@@ -346,6 +349,7 @@ def test_wrong_bundle_and_no_server_are_one_line_errors(server, bundle_dir, tmp_
     assert len(err) == 1 and "no Triton server answers" in err[0] and "textsam-eus serve" in err[0]
 
 
+@pytest.mark.slow
 def test_bad_request_is_refused_while_another_client_works(server, bundle_dir):
     """A client sending a frame of the wrong shape or dtype gets an error naming it; a second client's frames keep
     coming back right meanwhile."""
@@ -442,6 +446,7 @@ def test_sigkill_mid_run_finalises_the_client_run(bundle_dir, tmp_path):
         s2.kill_leftovers()  # its clean stop is the next test's
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_server_cleanly(server):
     """Last in this module: SIGTERM stops the shared server with exit code 0 and nothing of it left running."""
     tree = set(_descendants(server.proc.pid))

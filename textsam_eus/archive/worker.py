@@ -2,8 +2,9 @@
 
 A plain class; :mod:`.runner` makes it a Ray actor (``ray.remote(ExamWorker)``), so the frames of a file stay in
 the worker's process: only paths and small result dicts travel. What is done to each file is exactly what
-``stream --source FILE --out FOLDER`` does (the command layer passes the same settings object to every worker:
-:class:`FileSettings`), plus an :class:`~textsam_eus.archive.stats.ExamStatsSink` that writes nothing.
+``stream --source FILE --out FOLDER`` does (the command layer passes the same settings object to every worker,
+a :class:`~textsam_eus.runs.settings.RunSettings`: :class:`FileSettings`), plus an
+:class:`~textsam_eus.archive.stats.ExamStatsSink` that writes nothing.
 
 Each file is annotated from scratch into its folder (``overwrite``: only the outputs of an earlier run there are
 removed), unless an earlier run finished it and the input is unchanged (same SHA-256, ``summary.json`` complete):
@@ -29,16 +30,22 @@ __all__ = ["ExamWorker", "FileSettings", "summary_is_complete", "rss_mb"]
 
 
 class FileSettings(Protocol):
-    """What the command gives every worker (picklable): how to load the engine, open a file and configure the
-    pipeline for it, from the command's options."""
+    """What the command gives every worker (picklable; :class:`~textsam_eus.runs.settings.RunSettings`): how to
+    open the engine, open a file and configure the pipeline for it, from the command's options."""
 
-    def load_engine(self, threads: int | None) -> tuple[Any, dict]:  # (engine, model identity)
+    def open_engine(self, threads: int | None = None, *, quiet: bool = False) -> Any:
         ...
 
-    def open_source(self, path: str):  # a FrameSource
+    def model_identity(self, engine) -> dict:
         ...
 
-    def pipeline_config(self, source, workers: int, model: dict):  # a PipelineConfig (overwrite, no signals)
+    def for_job(self, source: str, out: str | os.PathLike) -> "FileSettings":  # the settings of one file's run
+        ...
+
+    def open_source(self, spec: str | None = None):  # a FrameSource
+        ...
+
+    def to_pipeline_config(self, source, workers: int | None = None, **extra: Any):  # a PipelineConfig
         ...
 
 
@@ -91,7 +98,12 @@ class ExamWorker:
         self._frames, self._n_frames, self._source = 0, None, None
         t = time.perf_counter()
         try:
-            self.engine, self.model = settings.load_engine(threads)
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
+            self.engine = settings.open_engine(threads, quiet=True)
+            self.model = settings.model_identity(self.engine)
         except UserError as exc:  # a bad checkpoint/bundle/device: reported by ready(), the run stops
             self.error = str(exc)
         self.load_s = time.perf_counter() - t
@@ -145,6 +157,7 @@ class ExamWorker:
                                 if digest != expect else "the earlier run's outputs were incomplete: annotated again")
         if self._stop:
             return {**res, "status": "incomplete", "reason": f"not started: {self._stop}"}
+        job = self.settings.for_job(path, out)  # its settings, recorded in its summary.json
         try:
             source = self.settings.open_source(path)
         except (UserError, ValueError, OSError) as exc:
@@ -152,7 +165,7 @@ class ExamWorker:
         with source:
             self._n_frames = source.n_frames
             try:
-                cfg = self.settings.pipeline_config(source, self.frame_workers, self.model)
+                cfg = job.to_pipeline_config(source, self.frame_workers, model=self.model, handle_signals=False)
                 stats = ExamStatsSink()
                 pipeline = StreamPipeline(self.engine, source, out, cfg, progress=self._tick, extra_sinks=[stats])
             except (UserError, ValueError) as exc:  # e.g. an --roi that does not fit this file's frames

@@ -1,8 +1,11 @@
-"""Argument groups that more than one command takes (no command module imports another)."""
+"""Argument groups that more than one command takes (no command module imports another). Their defaults are the
+run settings' (:class:`~textsam_eus.runs.settings.RunSettings`, the one source of them)."""
 
 from __future__ import annotations
 
 import argparse
+
+from ..runs.settings import ATTENTIONS, RESIZES, default
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,35 +85,35 @@ Options = argparse._ActionsContainer
 
 
 def add_engine_arguments(p: Options) -> None:
-    p.add_argument("--checkpoint", default="demo",
+    p.add_argument("--checkpoint", default=default("checkpoint"),
                    help="TextSAM-EUS checkpoint (.safetensors) or 'demo', the shipped model (default: %(default)s)")
-    p.add_argument("--engine", default="auto",
+    p.add_argument("--engine", default=default("engine"),
                    help="auto (the fastest available), torch, onnxruntime, tensorrt, or triton (a model server: "
                         "--server) (default: %(default)s)")
-    p.add_argument("--server", default=None, metavar="grpc://HOST:PORT",
+    p.add_argument("--server", default=default("server"), metavar="grpc://HOST:PORT",
                    help="--engine triton: the 'textsam-eus serve' to use (checked at connect to serve --checkpoint's "
                         "or --bundle's model)")
-    p.add_argument("--server-timeout", type=float, default=10.0,
+    p.add_argument("--server-timeout", type=float, default=default("server_timeout"),
                    help="--engine triton: seconds a request may take before the run stops, finalised "
                         "(default: %(default)s)")
-    p.add_argument("--bundle", default=None,
+    p.add_argument("--bundle", default=default("bundle"),
                    help="deployment bundle folder (onnxruntime/tensorrt; default: exported from --checkpoint once "
                         "and cached)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", default="fp32",
+    p.add_argument("--device", default=default("device"), help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default=default("precision"),
                    help="fp32, fp16 (GPU), bf16 (torch), int8 (onnxruntime on the CPU, a bundle made with export "
                         "--int8) (default: %(default)s)")
-    p.add_argument("--attention", choices=["auto", "sdpa", "reference"], default="auto",
+    p.add_argument("--attention", choices=ATTENTIONS, default=default("attention"),
                    help="torch engine: the image encoder's attention (auto: sdpa on CUDA and at 1024 px on the CPU; "
                         "reference: bit-exact with segment-anything) (default: %(default)s)")
     p.add_argument("--cuda-graphs", action="store_true", help="torch engine on CUDA: capture CUDA graphs")
-    p.add_argument("--iterations", type=int, default=None, help="refinement iterations (default: 2)")
-    p.add_argument("--refine-prompts", default="box+centroid",
+    p.add_argument("--iterations", type=int, default=default("iterations"), help="refinement iterations (default: 2)")
+    p.add_argument("--refine-prompts", default=default("refine_prompts"),
                    help="the prompts each refinement pass takes from the previous mask: none, box, point, "
                         "box+centroid or box+5points (default: %(default)s, the paper's)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=int, default=default("threads"),
                    help="CPU threads for torch/onnxruntime (default: all cores, shared among --workers)")
-    p.add_argument("--resize", choices=["area", "bilinear"], default=None,
+    p.add_argument("--resize", choices=RESIZES, default=default("resize"),
                    help="how frames are resized into the model (default: the weights'; bilinear = PIL's, for "
                         "weights trained with the authors' code)")
 
@@ -119,13 +122,13 @@ def add_file_pipeline_arguments(p: Options, *, inputs: Options | None = None, ou
     """What is done to each frame of a file (into ``p``), which frames are read (``inputs``) and what is written
     for them (``outputs``); ``stream`` and ``annotate``. ``inputs`` and ``outputs`` default to ``p``."""
     inputs, outputs = inputs or p, outputs or p
-    p.add_argument("--roi", default=None,
+    p.add_argument("--roi", default=default("roi"),
                    help="auto (find and track the B-mode imaging sector: the default for videos and capture), none "
                         "(the whole frame: the default for image folders), x,y,w,h, or a preset (eus800x600: the "
                         "database's 711x457 crop)")
     p.add_argument("--temporal", action="store_true",
                    help="seed each frame with the previous confident frame's box/centroid")
-    outputs.add_argument("--masks", default="png",
+    outputs.add_argument("--masks", default=default("masks"),
                          help="comma-separated: png (masks/), video (masks.mkv), nifti (masks.nii.gz), dicom-seg "
                               "(dicom/: SEG + overlay Secondary Capture per frame), coco (masks_coco.json, RLE); or "
                               "none (default: %(default)s)")
@@ -134,41 +137,52 @@ def add_file_pipeline_arguments(p: Options, *, inputs: Options | None = None, ou
                               "any)")
     outputs.add_argument("--no-report", action="store_true", help="do not write report.html")
     outputs.add_argument("--no-video", action="store_true", help="do not write the overlay (overlay.mp4 / overlays/)")
-    inputs.add_argument("--fps", type=float, default=None,
+    inputs.add_argument("--fps", type=float, default=default("fps"),
                         help="capture: requested frame rate; files/folders: frame rate (default: the file's own)")
-    inputs.add_argument("--max-frames", type=int, default=None, metavar="N",
+    inputs.add_argument("--max-frames", type=int, default=default("max_frames"), metavar="N",
                         help="stop after N frames (default: all; the run counts as complete)")
     p.add_argument("--no-presence", action="store_true",
                    help="show every outline (no tumour-presence decision); the default uses the checkpoint's "
                         "calibrated threshold when it has one")
-    p.add_argument("--presence-threshold", type=float, default=None,
+    p.add_argument("--presence-threshold", type=float, default=default("presence_threshold"),
                    help="override the calibrated threshold (default: the checkpoint's)")
-    p.add_argument("--show-after", type=int, default=None,
+    p.add_argument("--show-after", type=int, default=default("show_after"),
                    help="frames in a row at or above the threshold before the outline shows (default: checkpoint's)")
-    p.add_argument("--hide-after", type=int, default=None,
+    p.add_argument("--hide-after", type=int, default=default("hide_after"),
                    help="frames in a row below the threshold before the outline hides (default: checkpoint's)")
 
 
-def check_file_pipeline_arguments(args: argparse.Namespace) -> None:
-    """The checks of :func:`add_file_pipeline_arguments`'s values that argparse cannot do."""
-    from ..core.errors import OptionError
-
-    if args.max_frames is not None and args.max_frames <= 0:
-        raise OptionError(f"--max-frames {args.max_frames} is invalid: use a positive number (or leave it out)")
-    if args.fps is not None and not args.fps > 0:
-        raise OptionError(f"--fps {args.fps} is invalid: use a positive frame rate")
-
-
 def add_style_arguments(p: Options) -> None:
-    p.add_argument("--fill-color", default="255,64,64",
+    p.add_argument("--fill-color", default=default("fill_color"),
                    help="mask fill colour: R,G,B, #rrggbb or a name (default: %(default)s)")
-    p.add_argument("--contour-color", default="255,255,0", help="contour colour (default: %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.35, help="fill opacity 0..1 (default: %(default)s)")
+    p.add_argument("--contour-color", default=default("contour_color"), help="contour colour (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=default("alpha"), help="fill opacity 0..1 (default: %(default)s)")
     p.add_argument("--no-hud", action="store_true", help="no fps/latency text on the overlay")
 
 
-def style_from(args: argparse.Namespace):
-    from ..stream.overlay import OverlayStyle
+def track_given(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` note in ``args._given`` (a set of names) the options typed on the command line, so that
+    only those override a ``--config`` file (an option typed with its default value too)."""
+    for action in parser._actions:
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            action.__class__ = _noting(type(action))
 
-    return OverlayStyle(fill_color=args.fill_color, contour_color=args.contour_color, fill_alpha=args.alpha,
-                        hud=not args.no_hud)
+
+_NOTING: dict[type, type] = {}
+
+
+def _noting(cls: type) -> type:
+    """``cls`` (an argparse action class) that also adds its ``dest`` to the namespace's ``_given``."""
+    if cls.__name__.startswith("Noted"):
+        return cls
+    if cls not in _NOTING:
+        def __call__(self, parser, namespace, values, option_string=None):
+            given = getattr(namespace, "_given", None)
+            if given is None:
+                given = set()
+                setattr(namespace, "_given", given)
+            given.add(self.dest)
+            cls.__call__(self, parser, namespace, values, option_string)
+
+        _NOTING[cls] = type(f"Noted{cls.__name__}", (cls,), {"__call__": __call__})
+    return _NOTING[cls]

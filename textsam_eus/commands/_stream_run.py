@@ -1,54 +1,16 @@
-"""Running the stream pipeline from a command (``stream``, ``demo``, ``annotate``): the ROI and pipeline settings
-from the options, the engine, the progress bar and the printed summary."""
+"""Running the stream pipeline from a command (``stream``, ``demo``): the engine of the run's settings
+(:mod:`textsam_eus.runs`), the progress bar and the printed summary."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 
-def parse_roi_option(value: str | None):
-    """(``--roi`` lower-cased, the fixed ROI or None): bad values fail here, before any work."""
-    from ..stream.roi import ROI
-
-    roi_arg = (value or "").strip().lower()
-    return roi_arg, (None if roi_arg in ("", "none", "full", "auto") else ROI.parse(value))
-
-
-def roi_for_source(roi_arg: str, roi, source):
-    """The pipeline's ``roi`` for ``source``: a fixed ROI (checked against the first frame's size), "auto" (videos and
-    capture by default: the model sees the B-mode sector, masks are clipped to it) or None (image folders)."""
-    if roi is not None and source.size[0]:
-        roi.validate(*source.size)
-    if roi_arg == "auto" or (not roi_arg and not source.per_file_outputs):
-        return "auto"
-    return roi
-
-
-def pipeline_config(args: argparse.Namespace, roi, workers: int, **extra):
-    """The :class:`~textsam_eus.stream.pipeline.PipelineConfig` of the file-pipeline options
-    (:func:`~textsam_eus.commands._args.add_file_pipeline_arguments`); ``extra``: the command's own settings."""
-    from ..stream.pipeline import PipelineConfig
-    from ._args import style_from
-
-    return PipelineConfig(roi=roi, iterations=args.iterations, temporal=args.temporal, masks=args.masks,
-                          write_video=not args.no_video, max_frames=args.max_frames, style=style_from(args),
-                          workers=workers, presence=not args.no_presence, presence_threshold=args.presence_threshold,
-                          show_frames=args.show_after, hide_frames=args.hide_after, deidentify=args.deidentify,
-                          html_report=not args.no_report, **extra)
-
-
-def load_engine(args: argparse.Namespace, threads: int | None, quiet: bool = False):
-    """(engine, model identity) for the engine options (:func:`~textsam_eus.commands._args.add_engine_arguments`)."""
-    from ..core.identity import model_identity
-    from ._engine import make_engine
-    from ._model_id import model_file
-
-    engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
-                         args.iterations, args.refine_prompts, threads=threads, resize=args.resize,
-                         attention=args.attention, quiet=quiet, server=getattr(args, "server", None),
-                         server_timeout=getattr(args, "server_timeout", 10.0))
-    return engine, model_identity(engine, *model_file(args.checkpoint, args.bundle))
+def load_engine(settings, threads: int | None, quiet: bool = False):
+    """(engine, model identity) of a run's :class:`~textsam_eus.runs.settings.RunSettings` (``threads``: the
+    planned CPU threads). Opening the engine may export ONNX into the cache (``RunSettings.open_engine``)."""
+    engine = settings.open_engine(threads, quiet=quiet)
+    return engine, settings.model_identity(engine)
 
 
 def run_one(engine, source, out: Path, cfg, progress: bool, live_view=None) -> dict:

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._args import (add_engine_arguments, add_file_pipeline_arguments, add_style_arguments,
-                    check_file_pipeline_arguments)
-from ._stream_run import load_engine, parse_roi_option, pipeline_config, roi_for_source
+from ..runs.settings import ENGINE_FIELDS, FILE_PIPELINE_FIELDS, STYLE_FIELDS, RunSettings
+from ._args import add_engine_arguments, add_file_pipeline_arguments, add_style_arguments
 
 # the options that shape what is written: a rerun into the same --out must give the same ones (runs never mix);
 # the model itself is compared by its hash, so --checkpoint/--bundle are not in this list
@@ -46,57 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress line on the console")
 
 
-class ArchiveSettings:
-    """What every worker does with a file, from the command's options (picklable: sent to the Ray workers).
-    The same wiring as ``stream --source FILE`` (:mod:`._stream_run`), with ``overwrite`` (an examination is always
-    annotated from scratch) and no signal handlers (the driver handles Ctrl-C)."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.options = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-
-    @property
-    def args(self) -> argparse.Namespace:
-        return argparse.Namespace(**self.options)
-
-    def load_engine(self, threads: int | None):
-        import torch
-
-        if threads:
-            torch.set_num_threads(threads)
-        return load_engine(self.args, threads, quiet=True)
-
-    def open_source(self, path: str):
-        from ..stream.sources import open_source
-
-        return open_source(path, fps=self.options.get("fps"))
-
-    def pipeline_config(self, source, workers: int, model: dict):
-        args = self.args
-        roi_arg, roi = parse_roi_option(args.roi)
-        cfg = pipeline_config(args, roi_for_source(roi_arg, roi, source), workers, overwrite=True,
-                              handle_signals=False)
-        cfg.model = model
-        return cfg
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    from ..stream.sinks.registry import parse_mask_formats
-
-    check_file_pipeline_arguments(args)
-    parse_roi_option(args.roi)
-    parse_mask_formats(args.masks)
-
-
-def _prepare_bundle(args: argparse.Namespace) -> None:
-    """onnxruntime without --bundle runs the checkpoint's cached ONNX export: make it once here, not in every worker
-    at the same time."""
-    if args.bundle or args.engine not in ("auto", "onnxruntime"):
-        return
-    from ..engines import fastest_engine
-    from ._engine import bundle_for
-
-    if args.engine == "onnxruntime" or fastest_engine(None) == "onnxruntime":
-        bundle_for(args.checkpoint, fp16=args.precision == "fp16")
+def file_settings(args: argparse.Namespace) -> RunSettings:
+    """What every worker does with a file (picklable: sent to the Ray workers): ``stream --source FILE`` with the
+    command's engine, file-pipeline and style options, and ``--overwrite`` (an examination is always annotated
+    from scratch). Every value is checked here, before any work."""
+    return RunSettings(**{k: getattr(args, k) for k in ENGINE_FIELDS + FILE_PIPELINE_FIELDS + STYLE_FIELDS},
+                       overwrite=True)
 
 
 def plan_threads(args: argparse.Namespace) -> tuple[int, int]:
@@ -115,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import UnavailableError
     from ..core.imports import RAY_HINT, is_ray_available
 
-    _check_args(args)
+    per_file = file_settings(args)
     threads, frame_workers = plan_threads(args)
     opts = RayOptions(workers=args.workers, address=args.address, threads=threads, gpus=args.gpus_per_worker,
                       retries=args.retries, frame_workers=frame_workers)
@@ -131,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
             table.add(exam)
         table.carry_over()
         if any(e.problem is None for e in exams):
-            _prepare_bundle(args)
-            rc = run_archive(table, exams, ArchiveSettings(args), opts, progress=not args.no_progress)
+            per_file.export_to_cache()  # once here, not in every worker at the same time
+            rc = run_archive(table, exams, per_file, opts, progress=not args.no_progress)
         else:
             table.write()
             rc = 1

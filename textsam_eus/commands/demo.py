@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from ..core.errors import OptionError
-from ._args import add_engine_arguments, add_style_arguments, style_from
+from ..runs.settings import ENGINE_FIELDS, STYLE_FIELDS, RunSettings
+from ._args import add_engine_arguments, add_style_arguments
 from ._stream_run import print_summary, run_one
 
 
@@ -42,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     from ..common.phantom import PhantomClip, PhantomConfig
     from ..core.mask_metrics import mask_dice
-    from ..stream.pipeline import PipelineConfig
     from ..stream.sources import PhantomSource
-    from ._engine import make_engine
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
@@ -52,18 +51,17 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError(f"--size {args.size!r} is invalid: use WxH, e.g. 480x360") from None
     from ..stream.outdir import check_out_dir
 
-    check_out_dir(args.out, overwrite=args.overwrite or _earlier_demo(Path(args.out)))
-    engine = make_engine(args.engine, args.checkpoint, args.bundle, args.device, args.precision, args.cuda_graphs,
-                         args.iterations, args.refine_prompts, threads=args.threads, resize=args.resize,
-                         attention=args.attention, server=args.server, server_timeout=args.server_timeout)
+    settings = demo_settings(args)
+    check_out_dir(args.out, overwrite=settings.overwrite)
+    engine = settings.open_engine(quiet=False)
     out = Path(args.out)
-    overwrite = args.overwrite or _earlier_demo(out)
-    if overwrite and not args.overwrite:
+    if settings.overwrite and not args.overwrite:
         print(f"replacing the earlier demo output in {out}")
     source = PhantomSource(n_frames=args.frames, seed=args.seed, width=width, height=height, fps=15.0)
     with source:
-        summary = run_one(engine, source, out, PipelineConfig(style=style_from(args), overwrite=overwrite,
-                                                              html_report=True), not args.no_progress)
+        job = settings.replace(width=width, height=height).for_job(f"phantom:{args.frames}", out)
+        cfg = job.to_pipeline_config(source, workers=1)  # its settings: `stream` repeats the demo (seed 0)
+        summary = run_one(engine, source, out, cfg, not args.no_progress)
     print_summary(summary, out)
     # the clip is synthetic, so its exact masks are known: score what was written
     import cv2
@@ -79,6 +77,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  Dice against the phantom's exact masks: {np.mean(dices):.3f} (mean over {len(dices)} frames)")
     print(f"  wrote {written_outputs(out)}")
     return 0
+
+
+def demo_settings(args: argparse.Namespace) -> RunSettings:
+    """The demo as a ``stream`` run: the engine and style options, the whole frame (``--roi none``: the clip has
+    no screen around its sector), one segment worker, and ``--overwrite`` also over an earlier demo's output."""
+    options = {k: getattr(args, k) for k in ENGINE_FIELDS + STYLE_FIELDS}
+    return RunSettings(**options, roi="none", workers="1", no_progress=args.no_progress, out=args.out,
+                       overwrite=args.overwrite or _earlier_demo(Path(args.out)))
 
 
 def written_outputs(out: Path) -> str:

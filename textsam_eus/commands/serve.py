@@ -14,8 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.errors import OptionError
 from ..core.hashing import file_sha256
+from ..core.errors import OptionError
+from ..runs.settings import default
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (onnxruntime: cpu unless given)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for onnxruntime")
     p.add_argument("--iterations", type=int, default=None, help="refinement passes (default: the model's)")
-    p.add_argument("--refine-prompts", default="box+centroid")
+    p.add_argument("--refine-prompts", default=default("refine_prompts"),
+                   help="the prompts each refinement pass takes from the previous mask (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port: clients use --server grpc://HOST:PORT")
     p.add_argument("--http-port", type=int, default=8000, help="HTTP port (health: /v2/health/ready)")
@@ -45,33 +47,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", default=None, help="write Triton's own log there (default: this terminal)")
 
 
-def serving_bundle(checkpoint: str, quiet: bool = False) -> Path:
-    """The cached ONNX bundle of ``checkpoint`` with the batched encoder (exported once, then reused)."""
-    from ..model.bundle import BATCH_ENCODER_ROLE, read_bundle
-    from ._engine import bundle_for
-
-    folder = bundle_for(checkpoint, quiet=quiet)
-    if BATCH_ENCODER_ROLE not in read_bundle(folder).files:
-        from ..export.batch_encoder import add_batch_encoder
-        from ..model.checkpoint import load_checkpoint
-
-        if not quiet:
-            print(f"adding the batched encoder to {folder} (once)", flush=True)
-        model, _ = load_checkpoint(checkpoint)
-        add_batch_encoder(model, folder)
-    return folder
-
-
 def _engine(args, folder: Path | None):
-    from ..engines import create_engine
+    """The server's engine, opened as every run's is (:meth:`~textsam_eus.runs.settings.RunSettings.open_engine`):
+    onnxruntime runs the whole batch through the bundle's batched encoder."""
+    from ..runs.settings import RunSettings
 
-    common = {"iterations": args.iterations, "refine_prompts": args.refine_prompts}
-    if args.engine == "onnxruntime":
-        return create_engine("onnxruntime", bundle=folder, device=args.device or "cpu", threads=args.threads,
-                             batch_encoder=True, **common)
-    if args.engine == "tensorrt":
-        return create_engine("tensorrt", bundle=folder, **common)
-    return create_engine("torch", model=args.checkpoint or "demo", device=args.device, **common)
+    settings = RunSettings(engine=args.engine, checkpoint=args.checkpoint or "demo",
+                           bundle=str(folder) if folder is not None else None, device=args.device,
+                           threads=args.threads, iterations=args.iterations, refine_prompts=args.refine_prompts)
+    return settings.open_engine(batch_encoder=args.engine == "onnxruntime", export_to_cache=False)
 
 
 def _info(engine, bundle, checkpoint_sha256: str | None) -> dict:
@@ -117,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
         if args.engine == "tensorrt":
             raise OptionError("the tensorrt engine serves a bundle with plans: pass --bundle DIR (textsam-eus "
                               "export --tensorrt)")
-        folder = serving_bundle(checkpoint) if args.engine == "onnxruntime" else None
-        from ._engine import bundle_for
+        from ..runs.engine import cached_onnx_export, cached_serving_export
 
-        bundle = read_bundle(folder if folder is not None else bundle_for(checkpoint))
+        folder = cached_serving_export(checkpoint) if args.engine == "onnxruntime" else None
+        bundle = read_bundle(folder if folder is not None else cached_onnx_export(checkpoint))
     engines = [_engine(args, folder) for _ in range(cfg.instances)]
     engine = engines[0]
     info = _info(engine, bundle, digest)

@@ -12,6 +12,7 @@ cached. ``require_*()`` import the package and return the module, or raise an er
 * Ray (extra ``archive``) runs ``annotate`` over an archive of examinations, on one machine or a cluster.
 * PyTriton (``nvidia-pytriton``, extra ``serve``) runs the model server in its own environment: it needs numpy < 2.
   ``tritonclient`` (extra ``triton-client``) is the client of ``stream --engine triton``.
+* PyYAML (``yaml``, no extra) reads ``stream --config FILE.yaml``; TOML needs only the standard library.
 
 Needs nothing but the standard library at import time: every layer may import it.
 """
@@ -30,7 +31,7 @@ __all__ = ["TensorRTUnavailable", "ONNXRUNTIME_HINT", "ONNXRUNTIME_GPU_HINT", "T
            "installed_onnxruntime_flavours", "require_onnxruntime", "require_tensorrt", "require_pyav",
            "RAY_HINT", "is_ray_available", "require_ray",
            "PYTRITON_HINT", "TRITONCLIENT_HINT", "is_pytriton_available", "is_tritonclient_available",
-           "require_pytriton", "require_tritonclient"]
+           "require_pytriton", "require_tritonclient", "YAML_HINT", "is_yaml_available", "require_yaml"]
 
 ONNXRUNTIME_FLAVOURS = ("onnxruntime", "onnxruntime-gpu")  # the distributions of the extras cpu and gpu
 
@@ -51,6 +52,7 @@ SERVE_ENV = ("python3 -m venv --system-site-packages .venv-serve && .venv-serve/
 PYTRITON_HINT = ("the model server needs PyTriton (nvidia-pytriton) in its own environment, because it needs "
                  "numpy < 2: " + SERVE_ENV)
 TRITONCLIENT_HINT = "the triton engine needs tritonclient: pip install 'textsam-eus[triton-client]'"
+YAML_HINT = "reading YAML needs PyYAML: pip install pyyaml (or write the settings as TOML, which needs nothing)"
 
 
 class TensorRTUnavailable(UnavailableError):
@@ -163,3 +165,14 @@ def require_pytriton() -> ModuleType:
 def require_tritonclient() -> ModuleType:
     """The ``tritonclient.grpc`` module, or an UnavailableError naming the extra to install."""
     return _require("tritonclient.grpc", is_tritonclient_available(), UnavailableError, TRITONCLIENT_HINT)
+
+
+@lru_cache
+def is_yaml_available() -> bool:
+    """PyYAML (``yaml``, for ``stream --config FILE.yaml``) is installed."""
+    return _has_module("yaml")
+
+
+def require_yaml() -> ModuleType:
+    """The ``yaml`` module, or an UnavailableError naming ``pip install pyyaml``."""
+    return _require("yaml", is_yaml_available(), UnavailableError, YAML_HINT)

@@ -1,4 +1,10 @@
-"""Engine selection shared by the stream, demo and benchmark entry points (the CLI layer: it may export)."""
+"""Opening a run's engine (:meth:`~textsam_eus.runs.settings.RunSettings.open_engine`), for ``stream``, ``demo``,
+``annotate``'s workers, ``serve`` and the benchmarks.
+
+Side effect: onnxruntime without a bundle runs the checkpoint's ONNX export, **exported into the cache**
+(:func:`cache_dir`, ``$TEXTSAM_EUS_CACHE`` or ``~/.cache/textsam-eus``) on first use and reused after
+(:func:`cached_onnx_export`).
+"""
 
 from __future__ import annotations
 
@@ -17,15 +23,20 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path:
-    """An ONNX bundle for ``checkpoint`` (exported once, then reused from the cache)."""
+def _cache_folder(path: Path, fp16: bool, full_sha256: str) -> Path:
+    """Where the cache keeps the export of the checkpoint file ``path`` (named by its stem and SHA-256)."""
+    return cache_dir() / "bundles" / f"{path.stem}-{full_sha256[:16]}{'-fp16' if fp16 else ''}"
+
+
+def cached_onnx_export(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path:
+    """The ONNX bundle of ``checkpoint`` in the cache: **exported there** on the first call (a few seconds; says so
+    unless ``quiet``), then reused while the checkpoint's SHA-256 is the same."""
     from ..model.checkpoint import resolve_checkpoint
     from ..model.bundle import BundleError, read_bundle
 
     path = resolve_checkpoint(checkpoint)
     full = file_sha256(path)
-    digest = full[:16]
-    folder = cache_dir() / "bundles" / f"{path.stem}-{digest}{'-fp16' if fp16 else ''}"
+    folder = _cache_folder(path, fp16, full)
     try:
         read_bundle(folder)
         return folder
@@ -41,14 +52,32 @@ def bundle_for(checkpoint: str, fp16: bool = False, quiet: bool = False) -> Path
     return folder
 
 
+def cached_serving_export(checkpoint: str, quiet: bool = False) -> Path:
+    """:func:`cached_onnx_export` with the batched encoder the model server runs (**added to the cached bundle**
+    once)."""
+    from ..model.bundle import BATCH_ENCODER_ROLE, read_bundle
+
+    folder = cached_onnx_export(checkpoint, quiet=quiet)
+    if BATCH_ENCODER_ROLE not in read_bundle(folder).files:
+        from ..export.batch_encoder import add_batch_encoder
+        from ..model.checkpoint import load_checkpoint
+
+        if not quiet:
+            print(f"adding the batched encoder to {folder} (once)", flush=True)
+        model, _ = load_checkpoint(checkpoint)
+        add_batch_encoder(model, folder)
+    return folder
+
+
 def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | None = None, device: str | None = None,
                 precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
                 refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None,
                 resize: str | None = None, attention: str = "auto", server: str | None = None,
-                server_timeout: float = 10.0):
-    """The engine ``stream``, ``demo`` and the benchmarks run. ``checkpoint``: 'demo', a path, or (torch engine)
-    a TextSam model already in memory; onnxruntime/tensorrt run ``bundle`` (onnxruntime: the checkpoint's cached
-    export when no bundle is given). ``resize`` ("area"/"bilinear") overrides how the weights' frames are resized
+                server_timeout: float = 10.0, batch_encoder: bool = False, export_to_cache: bool = True):
+    """The engine of :meth:`RunSettings.open_engine <textsam_eus.runs.settings.RunSettings.open_engine>` (call
+    that). ``checkpoint``: 'demo', a path, or (torch engine) a TextSam model already in memory; onnxruntime/tensorrt
+    run ``bundle`` (onnxruntime: the checkpoint's export **made in the cache** when no bundle is given, unless
+    ``export_to_cache`` is False). ``resize`` ("area"/"bilinear") overrides how the weights' frames are resized
     into the input; ``attention`` is the torch engine's encoder attention (auto, sdpa, reference). ``triton``: the
     client of the model server at ``server`` (grpc://HOST:PORT), checked at connect against ``bundle`` (its model
     id) or else ``checkpoint`` (its SHA-256)."""
@@ -56,14 +85,14 @@ def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | No
         engine_obj = triton_engine(server, checkpoint, bundle, iterations, refine_prompts, server_timeout, engine)
     else:
         engine_obj = _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, iterations,
-                                  refine_prompts, quiet, threads, attention)
+                                  refine_prompts, quiet, threads, attention, batch_encoder, export_to_cache)
     if resize is not None:
         engine_obj.resize = resize
     return engine_obj
 
 
 def _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, iterations, refine_prompts, quiet,
-                 threads, attention):
+                 threads, attention, batch_encoder=False, export_to_cache=True):
     from ..engines import create_engine, fastest_engine
 
     if engine == "auto":
@@ -77,14 +106,31 @@ def _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, ite
                              cuda_graphs=cuda_graphs, attention=attention, **common)
     if engine == "onnxruntime":
         require_onnxruntime()  # before exporting a bundle for it
-        folder = bundle or bundle_for(checkpoint, fp16=precision == "fp16", quiet=quiet)
+        folder = bundle or _cached(checkpoint, precision == "fp16", quiet, export_to_cache)
         return create_engine("onnxruntime", bundle=folder, device=device or "cpu", precision=precision,
-                             threads=threads, **common)
+                             threads=threads, **({"batch_encoder": True} if batch_encoder else {}), **common)
     if engine == "tensorrt":
         if not bundle:
             raise OptionError("the tensorrt engine needs --bundle DIR with plans (textsam-eus export --tensorrt)")
         return create_engine("tensorrt", bundle=bundle, **common)
     return create_engine(engine)  # unknown: the error lists the engines
+
+
+def _cached(checkpoint, fp16: bool, quiet: bool, export_to_cache: bool) -> Path:
+    """The cached export onnxruntime runs without a bundle (made now unless ``export_to_cache`` is False)."""
+    if not export_to_cache:
+        from ..model.bundle import BundleError, read_bundle
+        from ..model.checkpoint import resolve_checkpoint
+
+        path = resolve_checkpoint(checkpoint)
+        folder = _cache_folder(path, fp16, file_sha256(path))
+        try:
+            read_bundle(folder)
+            return folder
+        except BundleError:
+            raise OptionError(f"no ONNX export of {checkpoint} in the cache ({folder}): pass --bundle DIR (made "
+                              "with textsam-eus export), or allow the export into the cache") from None
+    return cached_onnx_export(checkpoint, fp16=fp16, quiet=quiet)
 
 
 def triton_engine(server, checkpoint, bundle, iterations, refine_prompts, timeout_s, engine="triton"):
