@@ -73,13 +73,16 @@ class _ClipStats(Sink):
                 "presence_scores": [round(x, 4) for x in self.scores]}
 
 
-def clip_run(engine, settings, clip: Path, roi: str, presence: bool) -> dict[str, Any]:
-    """``stream --source CLIP --roi ROI [--no-presence]`` with ``settings`` (the engine's), counted, not written."""
+def clip_run(engine, clip: Path, roi: str | None, presence: bool, settings=None) -> dict[str, Any]:
+    """``stream --source CLIP --roi ROI [--no-presence]`` with ``settings`` (the run's
+    :class:`~textsam_eus.runs.RunSettings`; default: the CLI's), counted, not written. ``roi`` None: the whole
+    frame (``--roi none``)."""
+    from textsam_eus.runs.settings import RunSettings
     from textsam_eus.stream.pipeline import StreamPipeline
     from textsam_eus.stream.sources import VideoFileSource
 
     stats = _ClipStats()
-    run = settings.replace(roi=roi, no_presence=not presence, masks="none", no_video=True, no_report=True,
+    run = (settings or RunSettings()).replace(roi="none" if roi is None else roi, no_presence=not presence, masks="none", no_video=True, no_report=True,
                            workers="1")
     with tempfile.TemporaryDirectory() as tmp, VideoFileSource(clip) as src:
         cfg = run.for_job(str(clip), Path(tmp) / "o").to_pipeline_config(src, handle_signals=False)
@@ -216,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "command": "python benchmarks/eus_trust.py " + " ".join(argv or sys.argv[1:])},
                             "clips": {}}
     for clip in clips:
-        data["clips"][clip.stem] = {"default": clip_run(engine, settings, clip, "auto", True),
-                                    "old": clip_run(engine, settings, clip, "none", False)}
+        data["clips"][clip.stem] = {"default": clip_run(engine, clip, "auto", True, settings),
+                                    "old": clip_run(engine, clip, "none", False, settings)}
         brief = {k: v for k, v in data["clips"][clip.stem]["default"].items() if k != "presence_scores"}
         print(f"{clip.stem}: {brief}", flush=True)
     data["clip_auc"] = clip_aucs(data["clips"])
