@@ -284,13 +284,13 @@ def server(bundle_dir, tmp_path_factory):
         s.kill_leftovers()
 
 
-def _stream(url, out, bundle, *extra, n=10):
+def _stream(url, out, bundle, *extra, n=10, video=False):
     from textsam_eus.cli import main
 
     model = ["--bundle", str(bundle)] if bundle else []
     return main(["stream", "--source", f"phantom:{n}", "--width", "320", "--height", "240", "--out", str(out),
-                 "--engine", "triton", "--server", url, *model, "--roi", "none",
-                 "--no-video", "--no-report", "--no-progress", "--server-timeout", "5", *extra])
+                 "--engine", "triton", "--server", url, *model, "--roi", "none", *([] if video else ["--no-video"]),
+                 "--no-report", "--no-progress", "--server-timeout", "5", *extra])
 
 
 @pytest.mark.slow
@@ -397,37 +397,46 @@ def test_bad_request_is_refused_while_another_client_works(server, bundle_dir):
 
 @pytest.mark.slow
 def test_sigkill_mid_run_finalises_the_client_run(bundle_dir, tmp_path):
-    """SIGKILL of the server mid-run: the client's run ends finalised (complete: false, the reason named), no
-    tritonserver or stub of it stays behind, and a restarted server serves a new run."""
+    """SIGKILL of the server mid-run with two rooms streaming: both clients' runs end finalised (complete: false,
+    the reason named), no tritonserver or stub of it stays behind, and a restarted server serves a new run."""
     _need_server_env()
     s = Server(bundle_dir, tmp_path).wait_ready()
     try:
         rc = {}
-        t = threading.Thread(target=lambda: rc.setdefault("rc", _stream(s.url, tmp_path / "run", bundle_dir,
-                                                                        "--realtime", "--fps", "15",
-                                                                        "--server-timeout", "2", n=600)))
-        t.start()
-        out = tmp_path / "run" / "frames.jsonl"
+        rooms = ("room_a", "room_b")
+        threads = [threading.Thread(target=lambda r=r: rc.setdefault(r, _stream(
+            s.url, tmp_path / r, bundle_dir, "--realtime", "--fps", "15", "--server-timeout", "2", n=600,
+            video=r == "room_b")))
+            for r in rooms]
+        for t in threads:
+            t.start()
 
-        def segmented():  # frames that came back from the server (drops of the live source do not count)
+        def segmented(room):  # frames that came back from the server (drops of the live source do not count)
+            out = tmp_path / room / "frames.jsonl"
             lines = out.read_text().splitlines() if out.is_file() else []
             return sum(1 for line in lines[:-1] if not json.loads(line).get("dropped"))  # the last may be partial
 
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 60 and segmented() < 3:
+        while time.monotonic() - t0 < 90 and min(segmented(r) for r in rooms) < 3:
             time.sleep(0.2)
         tree = set(_descendants(s.proc.pid))
         assert tree, "tritonserver runs below the serve process"
         os.kill(s.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
-        t.join(timeout=60)
+        for t in threads:
+            t.join(timeout=60)
         s2 = Server(bundle_dir, tmp_path, "--instances", "2")  # the restart (two model instances this time): it
         # starts while the killed one's processes end
-        assert rc.get("rc") == 1
-        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-        assert summary["complete"] is False and summary["finalised"]
-        assert "model server" in summary["stop_reason"] and s.url in summary["stop_reason"]
-        assert 1 <= summary["frames_out"] < 600
+        for room in rooms:
+            assert rc.get(room) == 1, (room, rc)
+            summary = json.loads((tmp_path / room / "summary.json").read_text())
+            assert summary["complete"] is False and summary["finalised"], room
+            assert "model server" in summary["stop_reason"] and s.url in summary["stop_reason"]
+            assert 1 <= summary["frames_out"] < 600
+        import av
+
+        with av.open(str(tmp_path / "room_b" / "overlay.mp4")) as video:  # room_b's overlay: playable to its end
+            assert sum(1 for _ in video.decode(video=0)) >= 1
         while time.monotonic() - killed < 20 and any(_alive(p) for p in tree):
             time.sleep(0.2)
         assert not [p for p in tree if _alive(p)], "processes of the killed server stayed behind"
