@@ -46,6 +46,15 @@ def test_server_urls():
     assert 1 <= model_version("0000000abc") <= 2 ** 28 + 1 and model_version("ffffffff") == 0xFFFFFFF + 1
 
 
+def test_server_reconnect_is_checked():
+    from textsam_eus.runs.settings import RunSettings
+
+    assert RunSettings().server_reconnect == 10.0
+    for bad in (-1, float("inf"), 3601):
+        with pytest.raises(OptionError, match="--server-reconnect"):
+            RunSettings(server_reconnect=bad)
+
+
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
     from textsam_eus.export.batch_encoder import add_batch_encoder
@@ -209,8 +218,8 @@ class Server:
     """``textsam-eus serve`` in the server environment, on free loopback ports. Batches of up to 2 frames, and a
     request may wait 100 ms for a second one: two clients in step then share every encoder run."""
 
-    def __init__(self, bundle, log_dir, *extra):
-        self.grpc, self.http, self.metrics = free_ports(3)
+    def __init__(self, bundle, log_dir, *extra, ports=None):
+        self.grpc, self.http, self.metrics = ports or free_ports(3)
         self.url = f"grpc://127.0.0.1:{self.grpc}"
         self.log = Path(log_dir) / f"serve-{self.grpc}.log"
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -405,7 +414,8 @@ def test_sigkill_mid_run_finalises_the_client_run(bundle_dir, tmp_path):
         rc = {}
         rooms = ("room_a", "room_b")
         threads = [threading.Thread(target=lambda r=r: rc.setdefault(r, _stream(
-            s.url, tmp_path / r, bundle_dir, "--realtime", "--fps", "15", "--server-timeout", "2", n=600,
+            s.url, tmp_path / r, bundle_dir, "--realtime", "--fps", "15", "--server-timeout", "2",
+            "--server-reconnect", "2", n=600,
             video=r == "room_b")))
             for r in rooms]
         for t in threads:
@@ -453,6 +463,44 @@ def test_sigkill_mid_run_finalises_the_client_run(bundle_dir, tmp_path):
         assert json.loads((tmp_path / "after" / "summary.json").read_text())["complete"]
     finally:
         s2.kill_leftovers()  # its clean stop is the next test's
+
+
+@pytest.mark.slow
+def test_a_client_reconnects_to_a_restarted_server(bundle_dir, tmp_path):
+    """The server is killed mid-run and started again on the same ports: the client (--server-reconnect) waits for
+    it, checks it serves the same model, and the run goes on to its end, complete; the summary counts the
+    reconnect."""
+    _need_server_env()
+    s = Server(bundle_dir, tmp_path).wait_ready()
+    s2 = None
+    try:
+        rc = {}
+        t = threading.Thread(target=lambda: rc.setdefault("rc", _stream(
+            s.url, tmp_path / "run", bundle_dir, "--realtime", "--fps", "15", "--server-timeout", "2",
+            "--server-reconnect", "120", n=600)))
+        t.start()
+        out = tmp_path / "run" / "frames.jsonl"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60 and sum(1 for line in (out.read_text().splitlines()[:-1] if out.is_file()
+                                                                 else []) if not json.loads(line).get("dropped")) < 3:
+            time.sleep(0.2)
+        assert t.is_alive(), "the run ended before the server could be killed"
+        tree = set(_descendants(s.proc.pid))
+        os.kill(s.proc.pid, signal.SIGKILL)
+        while time.monotonic() - t0 < 90 and any(_alive(p) for p in tree):
+            time.sleep(0.2)
+        (tmp_path / "again").mkdir()  # the restarted server's log beside the first one's
+        s2 = Server(bundle_dir, tmp_path / "again", ports=(s.grpc, s.http, s.metrics)).wait_ready()
+        t.join(timeout=120)
+        assert not t.is_alive() and rc.get("rc") == 0, rc
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["complete"] is True and summary["finalised"]
+        assert summary["engine"]["reconnects"] == 1 and summary["engine"]["server_lost_s"] > 0, summary["engine"]
+        assert summary["frames_in"] == 600 and summary["frames_out"] >= 4
+    finally:
+        s.kill_leftovers()
+        if s2 is not None:
+            s2.kill_leftovers()
 
 
 @pytest.mark.slow

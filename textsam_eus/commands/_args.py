@@ -96,6 +96,10 @@ def add_engine_arguments(p: Options) -> None:
     p.add_argument("--server-timeout", type=float, default=default("server_timeout"),
                    help="--engine triton: seconds a request may take before the run stops, finalised "
                         "(default: %(default)s)")
+    p.add_argument("--server-reconnect", type=float, default=default("server_reconnect"), metavar="SECONDS",
+                   help="--engine triton: how long a lost server may take to come back (serving the same model) "
+                        "before the run stops, finalised; live sources drop frames meanwhile; 0 stops at once "
+                        "(default: %(default)s)")
     p.add_argument("--bundle", default=default("bundle"),
                    help="deployment bundle folder (onnxruntime/tensorrt; default: exported from --checkpoint once "
                         "and cached)")

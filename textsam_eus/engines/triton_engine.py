@@ -19,6 +19,7 @@ hand-over) and ``request`` (the round trip).
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -35,6 +36,16 @@ from .base import Engine
 from .triton_protocol import FIRST_POINTS, INFO_MODEL, MODEL_NAME, OUTPUTS, REFUSED, model_version, parse_server_url
 
 START_HINT = "start it with 'textsam-eus serve' in the server environment (docs/serving.md), or check --server"
+
+
+RECONNECT_DELAY_S = 0.5  # between reconnect attempts to a lost server
+
+
+def _wrong_model(message: str) -> "ServerError":
+    """The ServerError of a server that serves another model: a reconnect never accepts it."""
+    err = ServerError(message)
+    err.wrong_model = True
+    return err
 
 
 class ServerError(UserError, RuntimeError):
@@ -58,7 +69,8 @@ class TritonEngine(Engine):
 
     def __init__(self, server: str, *, expect_model_id: str | None = None,
                  expect_checkpoint_sha256: str | None = None, expect_what: str = "", timeout_s: float = 10.0,
-                 iterations: int | None = None, refine_prompts: str | None = None) -> None:
+                 reconnect_s: float = 10.0, iterations: int | None = None,
+                 refine_prompts: str | None = None) -> None:
         grpc = require_tritonclient()
         from tritonclient.utils import InferenceServerException
 
@@ -68,15 +80,20 @@ class TritonEngine(Engine):
             raise OptionError(f"--server-timeout {timeout_s} is invalid: use a number of seconds > 0")
         self.url = server
         self.address = parse_server_url(server)
+        if not (math.isfinite(reconnect_s) and reconnect_s >= 0):
+            raise OptionError(f"--server-reconnect {reconnect_s} is invalid: use seconds >= 0 (0: stop at once)")
         self.timeout_s = float(timeout_s)
+        self.reconnect_s = float(reconnect_s)
+        self._expect = (expect_model_id, expect_checkpoint_sha256, expect_what)
         self.client = grpc.InferenceServerClient(self.address)
-        self.server_info = self._connect(expect_model_id, expect_checkpoint_sha256, expect_what)
+        self.server_info = self._connect(*self._expect)
         si = self.server_info
         if refine_prompts is not None and refine_prompts != si["refine_prompts"]:
             raise OptionError(f"--refine-prompts {refine_prompts} differs from the server's {si['refine_prompts']}"
                               "; the server decides the refinement prompts (textsam-eus serve --refine-prompts)")
         self.version = str(si["model_version"])
-        self.stats: dict[str, Any] = {"requests": 0, "batch_sizes": Counter()}
+        self.stats: dict[str, Any] = {"requests": 0, "batch_sizes": Counter(), "reconnects": 0,
+                                      "lost_s": 0.0}
         self._lock = threading.Lock()
         self._outputs = [grpc.InferRequestedOutput(n) for n in OUTPUTS]
         super().__init__(image_size=si["image_size"], pixel_mean=si["pixel_mean"], pixel_std=si["pixel_std"],
@@ -118,16 +135,16 @@ class TritonEngine(Engine):
                               "textsam-eus server of this version?") from None
         theirs = f"model id {info.get('model_id')} (bundle {info.get('bundle')}, {info.get('preset')})"
         if expect_model_id is not None and info.get("model_id") != expect_model_id:
-            raise ServerError(f"the server at {self.url} serves another model: {theirs}, this run expects model "
+            raise _wrong_model(f"the server at {self.url} serves another model: {theirs}, this run expects model "
                               f"id {expect_model_id} ({expect_what}); pass the --bundle/--checkpoint the server "
                               "serves, or point --server at the right server")
         if expect_sha is not None and expect_model_id is None:
             if not info.get("checkpoint_sha256"):
-                raise ServerError(f"the server at {self.url} serves {theirs}, a bundle that does not record its "
+                raise _wrong_model(f"the server at {self.url} serves {theirs}, a bundle that does not record its "
                                   "checkpoint's SHA-256, so --checkpoint cannot be checked against it; pass "
                                   "--bundle DIR (the served bundle) instead")
             if info["checkpoint_sha256"] != expect_sha:
-                raise ServerError(f"the server at {self.url} serves another model: {theirs}, checkpoint sha256 "
+                raise _wrong_model(f"the server at {self.url} serves another model: {theirs}, checkpoint sha256 "
                                   f"{str(info['checkpoint_sha256'])[:12]}..., this run expects {expect_what} "
                                   f"(sha256 {expect_sha[:12]}...); pass the --checkpoint/--bundle the server "
                                   "serves, or point --server at the right server")
@@ -135,7 +152,7 @@ class TritonEngine(Engine):
         versions = [str(v) for v in meta.get("versions", [])]
         want = str(model_version(info["model_id"]))
         if want not in versions or str(info.get("model_version")) != want:
-            raise ServerError(f"the server at {self.url} lists versions {versions} of {MODEL_NAME}, not {want} of "
+            raise _wrong_model(f"the server at {self.url} lists versions {versions} of {MODEL_NAME}, not {want} of "
                               f"its model id {info['model_id']}; restart the server")
         return info
 
@@ -162,11 +179,7 @@ class TritonEngine(Engine):
             inputs.append(inp)
         with self._lock:  # one request in flight: frames stay in order
             t = time.perf_counter()
-            try:
-                res = self.client.infer(MODEL_NAME, inputs, model_version=self.version, outputs=self._outputs,
-                                        client_timeout=self.timeout_s)
-            except self._exc as exc:
-                raise self._run_error(exc) from None
+            res, t = self._infer(inputs, t)
             request_ms = (time.perf_counter() - t) * 1e3
         passes = int(res.as_numpy("passes").reshape(-1)[0])
         if passes == REFUSED:
@@ -184,15 +197,71 @@ class TritonEngine(Engine):
         return Refined(lowres=low.reshape(1, 1, *low.shape[-2:]), iou=float(res.as_numpy("iou").reshape(-1)[0]),
                        presence=float(res.as_numpy("presence").reshape(-1)[0]), passes=passes)
 
-    def _run_error(self, exc: Exception) -> ServerError:
+    def _infer(self, inputs, t: float):
+        """(the server's answer, when the answering request was sent). A lost server (UNAVAILABLE) is reconnected
+        to for up to ``reconnect_s`` seconds, as a capture device is reopened; it must serve the same model (checked
+        as at connect), and the frame is sent again. Meanwhile a live source drops frames (newest frame wins)."""
+        deadline = None
+        while True:
+            try:
+                return self.client.infer(MODEL_NAME, inputs, model_version=self.version,
+                                         outputs=self._outputs, client_timeout=self.timeout_s), t
+            except self._exc as exc:
+                if self.reconnect_s <= 0 or not self._lost(exc):
+                    raise self._run_error(exc) from None
+                lost = time.monotonic()
+                deadline = deadline or lost + self.reconnect_s
+                if not self._reconnect(deadline):
+                    self.stats["lost_s"] += time.monotonic() - lost
+                    raise self._run_error(exc, gave_up=True) from None
+                self.stats["lost_s"] += time.monotonic() - lost
+                t = time.perf_counter()
+
+    def _lost(self, exc) -> bool:
+        """Whether a failed request means the server is gone: UNAVAILABLE, or a deadline (a killed server can leave
+        its connection open) after which the server does not answer a liveness check either."""
+        status = _status(exc)
+        if "UNAVAILABLE" in status:
+            return True
+        if "DEADLINE" not in status and "Deadline" not in _message(exc):
+            return False
+        try:
+            return not self.client.is_server_live(client_timeout=min(2.0, self.timeout_s))
+        except self._exc:
+            return True
+
+    def _reconnect(self, deadline: float) -> bool:
+        """Reopen the connection until ``deadline`` (monotonic); True once the same model answers again. A server
+        that now serves another model stops the run at once (its ServerError)."""
+        while time.monotonic() < deadline:
+            time.sleep(min(RECONNECT_DELAY_S, max(0.0, deadline - time.monotonic())))
+            old, self.client = self.client, self._grpc.InferenceServerClient(self.address)
+            try:
+                old.close()
+            except Exception:  # noqa: BLE001 - closing a dead channel
+                pass
+            try:
+                self.server_info = self._connect(*self._expect)
+            except ServerError as exc:
+                if getattr(exc, "wrong_model", False):
+                    raise
+                continue
+            self.version = str(self.server_info["model_version"])
+            self.stats["reconnects"] += 1
+            return True
+        return False
+
+    def _run_error(self, exc: Exception, gave_up: bool = False) -> ServerError:
         status, msg = _status(exc), _message(exc)
-        if "DEADLINE" in status or "Deadline" in msg:
+        if ("DEADLINE" in status or "Deadline" in msg) and not gave_up:
             return ServerError(f"the model server at {self.url} did not answer within {self.timeout_s:g} s "
                                f"(--server-timeout); the run stopped here: check the server (its load, its log) "
                                "and run again")
-        if "UNAVAILABLE" in status:
-            return ServerError(f"lost the model server at {self.url} ({msg}); the run stopped here: restart the "
-                               "server and run again")
+        if "UNAVAILABLE" in status or gave_up:
+            waited = (f" and it did not come back within {self.reconnect_s:g} s (--server-reconnect)" if gave_up
+                      else "")
+            return ServerError(f"lost the model server at {self.url} ({msg}){waited}; the run stopped here: "
+                               "restart the server and run again")
         return ServerError(f"the model server at {self.url} failed a request: {msg}")
 
     # ------------------------------------------------------------------ Engine hooks
@@ -207,7 +276,8 @@ class TritonEngine(Engine):
         return {**super().info(), "server": self.url, "model_name": MODEL_NAME, "model_version": self.version,
                 "model_id": si.get("model_id"), "preset": si.get("preset"), "server_engine": si.get("engine"),
                 "encoder_batched": si.get("encoder_batched"), "max_batch_size": si.get("max_batch_size"),
-                "requests": self.stats["requests"],
+                "requests": self.stats["requests"], "reconnects": self.stats["reconnects"],
+                "server_lost_s": round(self.stats["lost_s"], 3),
                 "batch_sizes": {str(k): v for k, v in sorted(self.stats["batch_sizes"].items())}}
 
     def close(self) -> None:

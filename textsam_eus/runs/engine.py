@@ -73,7 +73,8 @@ def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | No
                 precision: str = "fp32", cuda_graphs: bool = False, iterations: int | None = None,
                 refine_prompts: str = "box+centroid", quiet: bool = False, threads: int | None = None,
                 resize: str | None = None, attention: str = "auto", server: str | None = None,
-                server_timeout: float = 10.0, batch_encoder: bool = False, export_to_cache: bool = True):
+                server_timeout: float = 10.0, batch_encoder: bool = False, export_to_cache: bool = True,
+                server_reconnect: float = 10.0):
     """The engine of :meth:`RunSettings.open_engine <textsam_eus.runs.settings.RunSettings.open_engine>` (call
     that). ``checkpoint``: 'demo', a path, or (torch engine) a TextSam model already in memory; onnxruntime/tensorrt
     run ``bundle`` (onnxruntime: the checkpoint's export **made in the cache** when no bundle is given, unless
@@ -82,7 +83,8 @@ def make_engine(engine: str = "auto", checkpoint: Any = "demo", bundle: str | No
     client of the model server at ``server`` (grpc://HOST:PORT), checked at connect against ``bundle`` (its model
     id) or else ``checkpoint`` (its SHA-256)."""
     if engine == "triton" or server:
-        engine_obj = triton_engine(server, checkpoint, bundle, iterations, refine_prompts, server_timeout, engine)
+        engine_obj = triton_engine(server, checkpoint, bundle, iterations, refine_prompts, server_timeout, engine,
+                                   reconnect_s=server_reconnect)
     else:
         engine_obj = _make_engine(engine, checkpoint, bundle, device, precision, cuda_graphs, iterations,
                                   refine_prompts, quiet, threads, attention, batch_encoder, export_to_cache)
@@ -133,7 +135,8 @@ def _cached(checkpoint, fp16: bool, quiet: bool, export_to_cache: bool) -> Path:
     return cached_onnx_export(checkpoint, fp16=fp16, quiet=quiet)
 
 
-def triton_engine(server, checkpoint, bundle, iterations, refine_prompts, timeout_s, engine="triton"):
+def triton_engine(server, checkpoint, bundle, iterations, refine_prompts, timeout_s, engine="triton",
+                  reconnect_s: float = 10.0):
     """``--engine triton --server grpc://HOST:PORT``: the expected model is ``bundle``'s, else ``checkpoint``'s."""
     from ..engines import create_engine
 
@@ -146,7 +149,8 @@ def triton_engine(server, checkpoint, bundle, iterations, refine_prompts, timeou
         from ..model.bundle import model_id, read_bundle
 
         return create_engine("triton", server=server, expect_model_id=model_id(read_bundle(bundle)),
-                             expect_what=f"bundle {bundle}", timeout_s=timeout_s, iterations=iterations,
+                             expect_what=f"bundle {bundle}", timeout_s=timeout_s, reconnect_s=reconnect_s,
+                             iterations=iterations,
                              refine_prompts=None if refine_prompts == "box+centroid" else refine_prompts)
     from ..model.checkpoint import resolve_checkpoint
 
@@ -154,5 +158,6 @@ def triton_engine(server, checkpoint, bundle, iterations, refine_prompts, timeou
     digest = file_sha256(path)
     return create_engine("triton", server=server, expect_checkpoint_sha256=digest,
                          expect_what=f"checkpoint {checkpoint or 'demo'} ({path.name})", timeout_s=timeout_s,
+                         reconnect_s=reconnect_s,
                          iterations=iterations,
                          refine_prompts=None if refine_prompts == "box+centroid" else refine_prompts)

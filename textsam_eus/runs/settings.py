@@ -59,6 +59,7 @@ class RunSettings:
     engine: str = "auto"
     server: str | None = None
     server_timeout: float = 10.0
+    server_reconnect: float = 10.0  # seconds a lost model server may take to come back (0: stop at once)
     bundle: str | None = None
     device: str | None = None
     precision: str = "fp32"
@@ -113,6 +114,10 @@ class RunSettings:
                               "presence score an outline needs)")
         if not math.isfinite(self.server_timeout) or self.server_timeout <= 0:
             raise OptionError(f"--server-timeout {self.server_timeout} is invalid: use seconds > 0")
+        if not (isinstance(self.server_reconnect, (int, float)) and math.isfinite(self.server_reconnect)
+                and 0 <= self.server_reconnect <= 3600):
+            raise OptionError(f"--server-reconnect {self.server_reconnect} is invalid: use 0..3600 seconds (0: stop "
+                              "at once when the server is lost)")
         for name, choices in (("attention", ATTENTIONS), ("resize", RESIZES)):
             v = getattr(self, name)
             if v is not None and v not in choices:
@@ -260,7 +265,8 @@ class RunSettings:
                                   self.device, self.precision, self.cuda_graphs, self.iterations, self.refine_prompts,
                                   quiet=quiet, threads=threads if threads is not None else self.threads,
                                   resize=self.resize, attention=self.attention, server=self.server,
-                                  server_timeout=self.server_timeout, batch_encoder=batch_encoder,
+                                  server_timeout=self.server_timeout, server_reconnect=self.server_reconnect,
+                                  batch_encoder=batch_encoder,
                                   export_to_cache=export_to_cache)
 
     def export_to_cache(self, quiet: bool = False) -> Path | None:
@@ -294,7 +300,8 @@ def _count_bounds() -> dict[str, tuple[int, int, str]]:
             "show_after": (1, MAX_PRESENCE_FRAMES, "frames"), "hide_after": (1, MAX_PRESENCE_FRAMES, "frames")}
 
 # the settings of each shared option group (commands/_args.py): which a command that takes the group has
-ENGINE_FIELDS = ("checkpoint", "engine", "server", "server_timeout", "bundle", "device", "precision", "attention",
+ENGINE_FIELDS = ("checkpoint", "engine", "server", "server_timeout", "server_reconnect", "bundle", "device",
+                 "precision", "attention",
                  "cuda_graphs", "iterations", "refine_prompts", "threads", "resize")
 FILE_PIPELINE_FIELDS = ("roi", "temporal", "masks", "deidentify", "no_report", "no_video", "fps", "max_frames",
                         "no_presence", "presence_threshold", "show_after", "hide_after")
