@@ -44,7 +44,7 @@ if not __package__:  # run by path: the benchmarks package from this checkout
     sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from benchmarks.machine import git_commit, loadavg, versions  # noqa: E402
-from benchmarks.stream_soak import build_long_recording  # noqa: E402
+from benchmarks.recording import build_long_recording  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

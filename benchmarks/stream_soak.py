@@ -51,7 +51,7 @@ if not __package__:  # run by path: the benchmarks package from this checkout (n
 
 from benchmarks.frames import DEFAULT_CLIP, load_frames  # noqa: E402
 from benchmarks.machine import busy_load, loadavg, machine_info, torch_threads  # noqa: E402
-from benchmarks.recording import build_long_recording  # noqa: E402  (also imported from here: archive_ray.py)
+from benchmarks.recording import build_long_recording  # noqa: E402
 from benchmarks.soak_report import markdown, save  # noqa: E402
 from benchmarks.soak_runs import build_engine, measure_latency, measure_soak, measure_throughput  # noqa: E402
 

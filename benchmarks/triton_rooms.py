@@ -80,7 +80,7 @@ def _prepare_recording(args, work: Path) -> dict | None:
     clip = Path(args.clip)
     if not clip.is_file():
         raise SystemExit(f"--clip {clip}: no such file; pass a recording, or --clip phantom")
-    from benchmarks.stream_soak import build_long_recording
+    from benchmarks.recording import build_long_recording
 
     info = build_long_recording(clip, work / f"rooms-{clip.stem}.mp4", args.frames)
     args.recording = Path(info["path"])

@@ -139,3 +139,17 @@ def test_run_settings_are_written_to_the_summary(tmp_path):
     assert list(on_disk)[-1] == "settings" and on_disk["complete"] is True
     with pytest.raises(OptionError, match=r"settings=\['png'\] is invalid"):
         PipelineConfig(settings=["png"])
+
+
+def test_an_integer_source_opens_as_its_string_does():
+    """``open_source(0, pixel_format=...)`` goes through the device entry, as ``"0"`` does (it used to skip it and
+    fail on the keyword): both end in the same one-line capture error on a machine without a camera."""
+    from textsam_eus.stream.base import SourceError
+    from textsam_eus.stream.sources import open_source
+
+    errors = []
+    for spec in (0, "0"):
+        with pytest.raises(SourceError) as info:
+            open_source(spec, pixel_format="MJPG")
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                            **negative_options(args))
     existing = {k: v for k, v in outputs.items() if v and os.path.exists(v)}
     if existing:  # an output that is one of the listed images or masks (a manifest may name any file)
-        check_not_inputs(existing, {"--data": [p for k in ("train", "val", "test") for s in splits[k]
+        check_not_inputs(existing, {"--data": [p for part in splits.values() for s in part
                                                for p in (s.image, s.mask) if p is not None]})
     items, subset = _items(args, splits)
     predictor = None

@@ -4,7 +4,7 @@
 archive table all carry it. ``name`` is ``"TextSAM-EUS <preset>"`` (the preset from the engine's ``info()``);
 ``checkpoint`` and ``sha256`` name the file the weights came from (a checkpoint, or a bundle's ``bundle.json``, which
 holds the SHA-256 of every graph and plan), or are ``None`` when the caller knows no file (a library user's engine).
-Which file a command's options mean is the command's business (``commands/_model_id.py: model_file``).
+Which file a command's options mean is the command's business (``runs/identity.py: model_file``).
 
 Standard library only (the engine is duck-typed); no imports of ours but :mod:`.hashing`: every layer may import it.
 """

@@ -41,13 +41,6 @@ START_HINT = "start it with 'textsam-eus serve' in the server environment (docs/
 RECONNECT_DELAY_S = 0.5  # between reconnect attempts to a lost server
 
 
-def _wrong_model(message: str) -> "ServerError":
-    """The ServerError of a server that serves another model: a reconnect never accepts it."""
-    err = ServerError(message)
-    err.wrong_model = True
-    return err
-
-
 class ServerError(UserError, RuntimeError):
     """The model server is unreachable, not ready, serves another model, timed out or refused a request."""
 
@@ -61,6 +54,10 @@ def _message(exc: Exception) -> str:
     msg = getattr(exc, "message", None)
     text = msg() if callable(msg) else str(exc)
     return " ".join(str(text).split())[:300]
+
+
+class WrongModelError(ServerError):
+    """The server serves another model than this run's: a reconnect never accepts it."""
 
 
 class TritonEngine(Engine):
@@ -135,16 +132,16 @@ class TritonEngine(Engine):
                               "textsam-eus server of this version?") from None
         theirs = f"model id {info.get('model_id')} (bundle {info.get('bundle')}, {info.get('preset')})"
         if expect_model_id is not None and info.get("model_id") != expect_model_id:
-            raise _wrong_model(f"the server at {self.url} serves another model: {theirs}, this run expects model "
+            raise WrongModelError(f"the server at {self.url} serves another model: {theirs}, this run expects model "
                               f"id {expect_model_id} ({expect_what}); pass the --bundle/--checkpoint the server "
                               "serves, or point --server at the right server")
         if expect_sha is not None and expect_model_id is None:
             if not info.get("checkpoint_sha256"):
-                raise _wrong_model(f"the server at {self.url} serves {theirs}, a bundle that does not record its "
+                raise WrongModelError(f"the server at {self.url} serves {theirs}, a bundle that does not record its "
                                   "checkpoint's SHA-256, so --checkpoint cannot be checked against it; pass "
                                   "--bundle DIR (the served bundle) instead")
             if info["checkpoint_sha256"] != expect_sha:
-                raise _wrong_model(f"the server at {self.url} serves another model: {theirs}, checkpoint sha256 "
+                raise WrongModelError(f"the server at {self.url} serves another model: {theirs}, checkpoint sha256 "
                                   f"{str(info['checkpoint_sha256'])[:12]}..., this run expects {expect_what} "
                                   f"(sha256 {expect_sha[:12]}...); pass the --checkpoint/--bundle the server "
                                   "serves, or point --server at the right server")
@@ -152,7 +149,7 @@ class TritonEngine(Engine):
         versions = [str(v) for v in meta.get("versions", [])]
         want = str(model_version(info["model_id"]))
         if want not in versions or str(info.get("model_version")) != want:
-            raise _wrong_model(f"the server at {self.url} lists versions {versions} of {MODEL_NAME}, not {want} of "
+            raise WrongModelError(f"the server at {self.url} lists versions {versions} of {MODEL_NAME}, not {want} of "
                               f"its model id {info['model_id']}; restart the server")
         return info
 
@@ -178,9 +175,7 @@ class TritonEngine(Engine):
             inp.set_data_from_numpy(arr)
             inputs.append(inp)
         with self._lock:  # one request in flight: frames stay in order
-            t = time.perf_counter()
-            res, t = self._infer(inputs, t)
-            request_ms = (time.perf_counter() - t) * 1e3
+            res, request_ms = self._infer(inputs)
         passes = int(res.as_numpy("passes").reshape(-1)[0])
         if passes == REFUSED:
             raise ServerError(f"the server at {self.url} refused a frame: resized_hw {resized} or {iterations} "
@@ -197,25 +192,28 @@ class TritonEngine(Engine):
         return Refined(lowres=low.reshape(1, 1, *low.shape[-2:]), iou=float(res.as_numpy("iou").reshape(-1)[0]),
                        presence=float(res.as_numpy("presence").reshape(-1)[0]), passes=passes)
 
-    def _infer(self, inputs, t: float):
-        """(the server's answer, when the answering request was sent). A lost server (UNAVAILABLE) is reconnected
-        to for up to ``reconnect_s`` seconds, as a capture device is reopened; it must serve the same model (checked
-        as at connect), and the frame is sent again. Meanwhile a live source drops frames (newest frame wins)."""
+    def _infer(self, inputs) -> tuple[Any, float]:
+        """(the server's answer, the answering request's round trip in ms). A lost server (see :meth:`_lost`) is
+        reconnected to for up to ``reconnect_s`` seconds, as a capture device is reopened; it must serve the same
+        model (checked as at connect), and the frame is sent again. Meanwhile a live source drops frames."""
         deadline = None
         while True:
+            t = time.perf_counter()
             try:
-                return self.client.infer(MODEL_NAME, inputs, model_version=self.version,
-                                         outputs=self._outputs, client_timeout=self.timeout_s), t
+                res = self.client.infer(MODEL_NAME, inputs, model_version=self.version, outputs=self._outputs,
+                                        client_timeout=self.timeout_s)
+                return res, (time.perf_counter() - t) * 1e3
             except self._exc as exc:
                 if self.reconnect_s <= 0 or not self._lost(exc):
                     raise self._run_error(exc) from None
                 lost = time.monotonic()
                 deadline = deadline or lost + self.reconnect_s
-                if not self._reconnect(deadline):
+                try:
+                    back = self._reconnect(deadline)
+                finally:
                     self.stats["lost_s"] += time.monotonic() - lost
+                if not back:
                     raise self._run_error(exc, gave_up=True) from None
-                self.stats["lost_s"] += time.monotonic() - lost
-                t = time.perf_counter()
 
     def _lost(self, exc) -> bool:
         """Whether a failed request means the server is gone: UNAVAILABLE, or a deadline (a killed server can leave
@@ -242,9 +240,9 @@ class TritonEngine(Engine):
                 pass
             try:
                 self.server_info = self._connect(*self._expect)
-            except ServerError as exc:
-                if getattr(exc, "wrong_model", False):
-                    raise
+            except WrongModelError:
+                raise
+            except ServerError:
                 continue
             self.version = str(self.server_info["model_version"])
             self.stats["reconnects"] += 1

@@ -145,19 +145,16 @@ def triton_engine(server, checkpoint, bundle, iterations, refine_prompts, timeou
                           "--server to run the model here")
     if not server:
         raise OptionError("--engine triton needs --server grpc://HOST:PORT (a running 'textsam-eus serve')")
+    common = {"server": server, "timeout_s": timeout_s, "reconnect_s": reconnect_s, "iterations": iterations,
+              # the server decides the refinement prompts; a client asks only for another than the default
+              "refine_prompts": None if refine_prompts == "box+centroid" else refine_prompts}
     if bundle:
         from ..model.bundle import model_id, read_bundle
 
-        return create_engine("triton", server=server, expect_model_id=model_id(read_bundle(bundle)),
-                             expect_what=f"bundle {bundle}", timeout_s=timeout_s, reconnect_s=reconnect_s,
-                             iterations=iterations,
-                             refine_prompts=None if refine_prompts == "box+centroid" else refine_prompts)
+        return create_engine("triton", expect_model_id=model_id(read_bundle(bundle)), expect_what=f"bundle {bundle}",
+                             **common)
     from ..model.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint or "demo")
-    digest = file_sha256(path)
-    return create_engine("triton", server=server, expect_checkpoint_sha256=digest,
-                         expect_what=f"checkpoint {checkpoint or 'demo'} ({path.name})", timeout_s=timeout_s,
-                         reconnect_s=reconnect_s,
-                         iterations=iterations,
-                         refine_prompts=None if refine_prompts == "box+centroid" else refine_prompts)
+    return create_engine("triton", expect_checkpoint_sha256=file_sha256(path),
+                         expect_what=f"checkpoint {checkpoint or 'demo'} ({path.name})", **common)

@@ -47,15 +47,15 @@ def few_negatives_warning(n_negative: int, n_groups: int | None = None,
     if n_negative >= minimum:
         return None
     fix = ("add negatives: --data a manifest of lesion-free images (e.g. ultrasound_normal/manifest.csv) with "
-           "--negative-split 0.6,0.2,0.2, --lesion-free-crops K, --val-negative-video CLIP (healthy recordings cut "
-           "to their sector)")
+           "--negative-split 0.6,0.2,0.2, --lesion-free-crops K, --calibration-negative-video CLIP (a healthy "
+           "recording, cut to its sector)")
     if n_negative == 0:
         return f"no lesion-free image calibrates the presence threshold (presence stays off); {fix}"
-    hi = metrics.wilson_interval(n_negative, n_negative)[0] if n_negative else 0.0
+    specificity_low = metrics.wilson_interval(n_negative, n_negative)[0]
     groups = f" in {n_groups} group(s)" if n_groups is not None else ""
     return (f"the presence threshold is calibrated on only {n_negative} lesion-free image(s){groups}, fewer than "
             f"{minimum}: even with no false positive among them the false-positive rate may be up to "
-            f"{100 * (1 - hi):.0f}% (95%); {fix}")
+            f"{100 * (1 - specificity_low):.0f}% (95%); {fix}")
 
 
 def presence_scores(model, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[list[float], list[bool]]:

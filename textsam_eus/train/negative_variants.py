@@ -110,6 +110,21 @@ def _overlay(x: np.ndarray, rng: np.random.Generator) -> None:
         cv2.line(x, (cx, cy - s), (cx, cy + s), colour, 1)
 
 
+def tone_and_speckle(image: np.ndarray, rng: np.random.Generator, gamma: tuple[float, float],
+                     gain: tuple[float, float], speckle: float) -> np.ndarray:
+    """(H, W, 3) uint8 -> uint8: a gamma and a gain drawn from the ranges, then multiplicative Rayleigh speckle of
+    strength ``speckle`` (drawn at half size, blurred, mean 1): how an ultrasound image's look varies. The training
+    augmentation (``training_set.augment``) and the negative variants share it (draws in this order)."""
+    h, w = image.shape[:2]
+    x = image.astype(np.float32) / 255.0
+    x = np.power(x, rng.uniform(*gamma)) * rng.uniform(*gain)
+    if speckle > 0:
+        noise = rng.rayleigh(1.0, (h // 2 + 1, w // 2 + 1)).astype(np.float32)
+        noise = cv2.resize(cv2.GaussianBlur(noise, (3, 3), 0.8), (w, h)) / 1.2533
+        x = x * (1 + speckle * (noise[..., None] - 1))
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
 def ultrasound_variant(image: np.ndarray, rng: np.random.Generator, cfg: VariantConfig | None = None
                        ) -> np.ndarray:
     """One variant of a lesion-free (H, W, 3) uint8 image: depth (zoom), gain/gamma, speckle, a sector cut and
@@ -120,13 +135,7 @@ def ultrasound_variant(image: np.ndarray, rng: np.random.Generator, cfg: Variant
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {x.shape} {x.dtype}")
     h, w = x.shape[:2]
     x = _zoom(x, rng.uniform(*cfg.zoom))
-    f = x.astype(np.float32) / 255.0
-    f = np.power(f, rng.uniform(*cfg.gamma)) * rng.uniform(*cfg.gain)
-    if cfg.speckle > 0:
-        noise = rng.rayleigh(1.0, (h // 2 + 1, w // 2 + 1)).astype(np.float32)
-        noise = cv2.resize(cv2.GaussianBlur(noise, (3, 3), 0.8), (w, h)) / 1.2533
-        f = f * (1 + cfg.speckle * (noise[..., None] - 1))
-    out = (np.clip(f, 0, 1) * 255).astype(np.uint8)
+    out = tone_and_speckle(x, rng, cfg.gamma, cfg.gain, cfg.speckle)
     if rng.random() < cfg.sector:
         out[~_sector(h, w, rng, cfg)] = 0
     if rng.random() < cfg.overlay:

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..model import transforms as T
+from .negative_variants import tone_and_speckle
 
 
 @dataclass
@@ -44,13 +45,7 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: 
     mask = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
     if rng.random() < cfg.hflip:
         image, mask = image[:, ::-1], mask[:, ::-1]
-    x = image.astype(np.float32) / 255.0
-    x = np.power(x, rng.uniform(*cfg.gamma)) * rng.uniform(*cfg.gain)
-    if cfg.speckle > 0:
-        noise = rng.rayleigh(1.0, (h // 2 + 1, w // 2 + 1)).astype(np.float32)
-        noise = cv2.resize(cv2.GaussianBlur(noise, (3, 3), 0.8), (w, h)) / 1.2533
-        x = x * (1 + cfg.speckle * (noise[..., None] - 1))
-    return (np.clip(x, 0, 1) * 255).astype(np.uint8), np.ascontiguousarray(mask)
+    return tone_and_speckle(image, rng, cfg.gamma, cfg.gain, cfg.speckle), np.ascontiguousarray(mask)
 
 
 def gt_prompts(mask: torch.Tensor, rng: np.random.Generator, jitter: float = 0.1

@@ -12,7 +12,7 @@ This module must stay free of torch and of the model / engine packages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +42,10 @@ class SinkRequest:
     model: dict | None = None  # the identity the DICOM / COCO writers name
     deidentify: bool = False
     run_state: Callable[[], tuple[bool, str]] | None = None  # (complete, stop reason), for the COCO file's info
-    dicom: DicomInfo | None = field(default=None, init=False)  # the source's DICOM geometry (set by open_sinks)
+    @property
+    def dicom(self) -> DicomInfo | None:
+        """The source's DICOM geometry (a DICOM file, or one a replay wraps), else None."""
+        return dicom_info_of(self.source)
 
     @property
     def fps(self) -> float:
@@ -61,11 +64,10 @@ class SinkFactory:
     wanted: Callable[[SinkRequest], bool]
     open: Callable[[SinkRequest], Sink]
     mask_format: bool = False
-    help: str = ""
 
 
-def _mask(name: str, opener: Callable[[SinkRequest], Sink], help: str) -> SinkFactory:
-    return SinkFactory(lambda r: name in r.masks, opener, mask_format=True, help=help)
+def _mask(name: str, opener: Callable[[SinkRequest], Sink]) -> SinkFactory:
+    return SinkFactory(lambda r: name in r.masks, opener, mask_format=True)
 
 
 def _nifti(r: SinkRequest) -> Sink:
@@ -99,17 +101,16 @@ def _window(r: SinkRequest) -> Sink:
 
 
 SINKS: dict[str, SinkFactory] = {  # in the order they write and describe themselves
-    "live-view": SinkFactory(lambda r: r.live_view is not None, lambda r: r.live_view,
-                             help="the browser live view (--view / --serve)"),
-    "overlay": SinkFactory(lambda r: r.overlay, lambda r: OverlayPngSink(r.out) if r.per_file
-                           else OverlayVideoSink(r.out, r.fps), help="overlay.mp4 (overlays/*.png for stills)"),
-    "png": _mask("png", lambda r: MaskPngSink(r.out), "masks/*.png, 0/255"),
-    "video": _mask("video", lambda r: MaskVideoSink(r.out, r.fps), "masks.mkv, lossless FFV1"),
-    "nifti": _mask("nifti", _nifti, "masks.nii.gz, one volume per frame size"),
-    "dicom-seg": _mask("dicom-seg", _dicom_seg, "a DICOM SEG of the masks"),
-    "coco": _mask("coco", _coco, "masks_coco.json, COCO RLE"),
-    "thumbnails": SinkFactory(lambda r: r.html_report, _thumbnails, help="the sample frames of report.html"),
-    "window": SinkFactory(lambda r: r.show, _window, help="the on-screen window (--show)"),
+    "live-view": SinkFactory(lambda r: r.live_view is not None, lambda r: r.live_view),  # --view / --serve
+    "overlay": SinkFactory(lambda r: r.overlay, lambda r: OverlayPngSink(r.out) if r.per_file  # overlays/*.png
+                           else OverlayVideoSink(r.out, r.fps)),  # overlay.mp4
+    "png": _mask("png", lambda r: MaskPngSink(r.out)),  # masks/*.png, 0/255
+    "video": _mask("video", lambda r: MaskVideoSink(r.out, r.fps)),  # masks.mkv, lossless FFV1
+    "nifti": _mask("nifti", _nifti),  # masks.nii.gz, one volume per frame size
+    "dicom-seg": _mask("dicom-seg", _dicom_seg),  # a DICOM SEG per frame
+    "coco": _mask("coco", _coco),  # masks_coco.json, COCO RLE
+    "thumbnails": SinkFactory(lambda r: r.html_report, _thumbnails),  # the sample frames of report.html
+    "window": SinkFactory(lambda r: r.show, _window),  # the on-screen window (--show)
 }
 
 MASK_FORMATS = tuple(name for name, f in SINKS.items() if f.mask_format)
@@ -154,7 +155,6 @@ def open_sinks(request: SinkRequest, extra: list[Sink] | None = None,
     """Every sink ``request`` asks for, in the registry's order, then ``extra``, then ``outputs.csv``. When one
     fails to open, those already opened are closed (the live view's server thread too) and the error raised; a
     research format whose package is missing is a :class:`SinkError` naming the ``pip install``."""
-    request.dicom = dicom_info_of(request.source)
     sinks: list[Sink] = []
     named: dict[str, Sink] = {}
     try:
@@ -170,11 +170,11 @@ def open_sinks(request: SinkRequest, extra: list[Sink] | None = None,
                 raise SinkError(f"--masks {formats} needs {exc.name}: pip install {exc.name}") from None
             sinks.append(sink)
             named[name] = sink
+        index = OutputIndexSink(request.out)
     except BaseException:
         for sink in sinks:
             sink.close()
         raise
     sinks += list(extra or [])
-    index = OutputIndexSink(request.out)
     sinks.append(index)
     return OpenSinks(sinks, index, ReportSink(report) if report is not None else None, named)

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..base import FrameSource, SourceError, _to_rgb_u8
+from ..base import FrameSource, SourceError, _to_rgb_u8, wrapped_sources
 from ..record import FrameRecord
 
 __all__ = ["DicomSource", "DicomInfo", "is_dicom_file", "dicom_info_of"]
@@ -57,13 +57,8 @@ class DicomInfo:
 
 def dicom_info_of(source) -> DicomInfo | None:
     """The :class:`DicomInfo` of ``source`` or of the source it wraps (``--realtime`` replay), else ``None``."""
-    seen = 0
-    while source is not None and seen < 4:
-        info = getattr(source, "dicom", None)
-        if isinstance(info, DicomInfo):
-            return info
-        source, seen = getattr(source, "inner", None), seen + 1
-    return None
+    return next((s.dicom for s in wrapped_sources(source) if isinstance(getattr(s, "dicom", None), DicomInfo)),
+                None)
 
 
 def _float(ds, keyword: str) -> float | None:

@@ -78,9 +78,11 @@ def _open_phantom(s: str, kw: dict) -> FrameSource:
     return PhantomSource(**kw)
 
 
-def _open_device(s: str, kw: dict) -> FrameSource:
+def _open_device(s: str | int, kw: dict) -> FrameSource:
     fourcc = kw.pop("pixel_format", None)
-    return CaptureSource(int(s) if s.isdigit() else s, fourcc=fourcc, **kw)
+    if isinstance(s, str) and s.isdigit():
+        s = int(s)
+    return CaptureSource(s, fourcc=fourcc, **kw)
 
 
 def _file(s: str) -> Path:
@@ -136,8 +138,8 @@ def open_source(spec: str | int | os.PathLike, *, realtime: bool = False, speed:
 def _open(spec, kw: dict) -> FrameSource:
     if isinstance(spec, bool):
         raise SourceError(f"invalid source {spec!r}; accepted forms:\n{ACCEPTED_SPECS}")
-    if isinstance(spec, int):
-        return CaptureSource(spec, **kw)
+    if isinstance(spec, int):  # a device index, as "0" is
+        return _open_device(spec, kw)
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
     if not isinstance(spec, str) or not spec.strip():
