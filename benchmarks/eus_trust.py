@@ -8,15 +8,19 @@ stream`` runs (its :class:`~textsam_eus.runs.RunSettings`: engine, pipeline conf
   ``cancer*`` clips are cancer examinations): frames shown with a tumour, and mask pixels outside the imaging
   sector, with the default options (``--roi auto``, presence gating) and, for comparison, the old behaviour
   (``--roi none``, every outline shown);
-* the lesion-free validation images (``ultrasound_normal``): images shown with a tumour;
-* the lesion validation images (``ultrasound_lesions``): Dice (auto mode), without and with the presence decision;
-  both from ``train``'s split of the ``--data`` list recorded in the checkpoint, so no image it was trained on;
+* held-out images: the part of ``--data``'s split the checkpoint never trained on (its recorded split: the test
+  part of ``--test-fraction``/``--negative-split``, else, for older checkpoints, the validation part of
+  ``--val-fraction 0.15``; ``--split-as CKPT`` or the split flags score two checkpoints on the same images):
+  lesion-free images and lesion-free crops of lesion images shown, and on the lesion images Dice and 2-D NSD@3px
+  (auto mode) and the sensitivity of the presence decision, proportions with Wilson 95% intervals, and how many of
+  them the checkpoint trained on (by its recorded split);
+* each clip's role for the checkpoint (trained on, validation, calibration, held out), from its record;
 * the demo's frame rate with onnxruntime.
 
-Splits are the ones ``train`` makes with ``--val-fraction 0.15 --split-seed 0``. Writes ``results.json`` and
+Writes ``results.json`` and
 ``results.md`` to ``--out`` (default ``benchmarks/results/eus-trust/``) and prints the table.
 
-    python benchmarks/eus_trust.py [--checkpoint demo] [--threads 2]
+    python benchmarks/eus_trust.py [--checkpoint demo] [--threads 2] [--split-as CKPT | --test-fraction F ...]
 """
 
 from __future__ import annotations
@@ -106,38 +110,100 @@ def training_data(extra: dict[str, Any]) -> list[str]:
     return found
 
 
-def _val_split(data: list[str]):
-    """The validation images of ``train``'s split of ``data`` (--val-fraction 0.15, --split-seed 0), each once."""
-    from textsam_eus.train.readers import SegmentationDataset
+#: the split flags of ``train``/``eval`` that say which images are held out (the checkpoint records them)
+SPLIT_FLAGS = ("val_fraction", "test_fraction", "split_seed", "negative_split", "lesion_free_crops")
+_SPLIT_DEFAULTS = {"val_fraction": 0.15, "test_fraction": 0.0, "split_seed": 0, "negative_split": None,
+                   "lesion_free_crops": 0}
+
+
+def split_flags(extra: dict[str, Any], given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The split the image figures come from: the flags ``given`` (not None), else the checkpoint's record, else
+    ``train``'s defaults; ``part`` is ``test`` when the split has one (``--test-fraction`` or ``--negative-split``),
+    else ``val`` (an older checkpoint: its validation images)."""
+    out = {**_SPLIT_DEFAULTS, **{k: extra[k] for k in SPLIT_FLAGS if extra.get(k) is not None}}
+    out.update({k: v for k, v in (given or {}).items() if v is not None})
+    out["part"] = "test" if out["test_fraction"] > 0 or out["negative_split"] is not None else "val"
+    return out
+
+
+def _split(data: list[str], flags: dict[str, Any]) -> dict[str, list]:
     from textsam_eus.train.splits import split_samples
 
-    samples = list({s.image: s for s in split_samples(data, "auto", 0.15, 0.0, 0)["val"]}.values())
-    return SegmentationDataset(samples)
+    return split_samples(data, "auto", flags["val_fraction"], flags["test_fraction"], flags["split_seed"],
+                         negative_split=flags["negative_split"], lesion_free_crops=flags["lesion_free_crops"])
 
 
-def image_runs(engine, threshold, data: list[str]) -> dict[str, Any]:
-    """Lesion-free validation images shown, and Dice on the lesion validation images, on the checkpoint's own
-    validation split (images it was not trained on)."""
+def held_out_samples(data: list[str], flags: dict[str, Any]) -> list:
+    """The samples of the held-out part of ``data``'s split, each image (or crop window) once."""
+    return list({(s.image, s.crop): s for s in _split(data, flags)[flags["part"]]}.values())
+
+
+def seen_images(extra: dict[str, Any]) -> set[str]:
+    """The image files a checkpoint trained on (its recorded split's train part; a crop counts as its image; its
+    validation images only picked the epoch). The runs it was initialised from (``init``) are not recorded, so this
+    is a lower bound for a fine-tuned checkpoint."""
+    data = training_data(extra)
+    if not data:
+        return set()
+    return {str(Path(s.image).resolve()) for s in _split(data, split_flags(extra))["train"]}
+
+
+def _share(k: int, n: int) -> dict[str, Any]:
+    from textsam_eus.train.metrics import wilson_interval
+
+    lo, hi = wilson_interval(k, n)
+    return {"n": n, "shown": k, "fraction": k / n if n else float("nan"), "ci95": [lo, hi]}
+
+
+def image_runs(engine, threshold, samples, seen: set[str] = frozenset()) -> dict[str, Any]:
+    """Lesion-free images shown (whole lesion-free images and lesion-free crops of lesion images apart) and, on the
+    lesion images, Dice, 2-D NSD@3px (auto mode) and the sensitivity of the presence decision, each with a 95%
+    interval where it is a proportion (Wilson); ``seen``: how many of them the checkpoint trained or was tuned on."""
     from textsam_eus.train import metrics
+    from textsam_eus.train.negative_split import CROP_SOURCE
+    from textsam_eus.train.readers import load_pair
 
-    shown, dice, gated, scores = [], [], [], []
-    for image, mask in _val_split(data):
+    shown: dict[str, list[bool]] = {"images": [], "crops": []}
+    dice, nsd, gated, found = [], [], [], []
+    n_seen = {"lesion": 0, "images": 0, "crops": 0}
+    for s in samples:
+        image, mask = load_pair(s)
         r = engine.segment(image, iterations=0)
         on = threshold is None or (r.presence is not None and r.presence >= threshold)
-        if not mask.any():
-            shown.append(bool(on and r.mask.any()))
+        kind = "lesion" if mask.any() else ("crops" if s.source == CROP_SOURCE else "images")
+        n_seen[kind] += str(Path(s.image).resolve()) in seen
+        if kind != "lesion":
+            shown[kind].append(bool(on and r.mask.any()))
             continue
         d = metrics.dice(r.mask, mask > 0)
         dice.append(d)
-        scores.append(on)
+        nsd.append(metrics.surface_dice(r.mask, mask > 0, 3.0))
+        found.append(on)
         gated.append(d if on else 0.0)
-    out: dict[str, Any] = {"data": data}
-    if shown:
-        out["normal_val"] = {"images": len(shown), "shown": int(sum(shown)), "shown_fraction": float(np.mean(shown))}
+    out: dict[str, Any] = {}
+    for kind, flags in (*shown.items(), ("all", shown["images"] + shown["crops"])):
+        if flags:
+            out[f"lesion_free_{kind}"] = {**_share(int(sum(flags)), len(flags)),
+                                          "seen": n_seen[kind] if kind != "all" else n_seen["images"] + n_seen["crops"]}
     if dice:
-        out["lesion_val"] = {"images": len(dice), "dice": float(np.mean(dice)),
-                             "dice_with_presence": float(np.mean(gated)), "sensitivity": float(np.mean(scores))}
+        out["lesion"] = {"images": len(dice), "seen": n_seen["lesion"], "dice": float(np.mean(dice)),
+                         "nsd": float(np.mean(nsd)), "dice_with_presence": float(np.mean(gated)),
+                         "sensitivity": float(np.mean(found)),
+                         "sensitivity_ci95": list(_share(int(sum(found)), len(found))["ci95"])}
     return out
+
+
+def clip_roles(extra: dict[str, Any]) -> dict[str, str]:
+    """What each recording the checkpoint records did: trained on, or picked the epoch / set the threshold."""
+    roles = {}
+    for key, role in (("negative_video", "trained on"), ("positive_video", "trained on"),
+                      ("val_negative_video", "validation (epoch, threshold)"),
+                      ("val_positive_video", "validation (epoch, threshold)"),
+                      ("calibration_negative_video", "calibration (threshold)"),
+                      ("test_negative_video", "held out (test)")):
+        for v in extra.get(key) or []:
+            roles.setdefault(Path(v).stem, role)
+    return roles
 
 
 def demo_fps(checkpoint: str, threads: int) -> float | None:
@@ -163,31 +229,42 @@ def clip_aucs(clips: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _pct(share: dict[str, Any]) -> str:
+    lo, hi = share["ci95"]
+    return f"{share['shown']}/{share['n']} ({100 * share['fraction']:.1f}%, 95% CI {100 * lo:.1f}-{100 * hi:.1f}%)"
+
+
 def markdown(data: dict[str, Any]) -> str:
-    lines = [f"# EUS trust ({data['meta']['checkpoint']}, presence threshold {data['meta']['threshold']})", "",
-             "| clip | frames | shown (default) | outside sector | on black | shown (old: whole frame, no presence) "
-             "| outside sector (old) | target |", "|---|---|---|---|---|---|---|---|"]
+    meta = data["meta"]
+    lines = [f"# EUS trust ({meta['checkpoint']}, presence threshold {meta['threshold']})", "",
+             "| clip | role for this checkpoint | frames | shown (default) | outside sector | on black "
+             "| shown (old: whole frame, no presence) | outside sector (old) | target |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, row in data["clips"].items():
         new, old = row["default"], row["old"]
-        target = "shown <= 10%" if name.startswith("healthy") else "shown >= 50%"
-        lines.append(f"| {name} | {new['frames']} | {100 * new['shown_fraction']:.0f}% | "
+        target = "shown <= 5%" if name.startswith("healthy") else "shown >= 50%"
+        lines.append(f"| {name} | {row.get('role', 'held out')} | {new['frames']} | {_pct(new['shown_share'])} | "
                      f"{100 * new['outside_sector_fraction']:.2f}% | {100 * new['on_black_fraction']:.2f}% | "
                      f"{100 * old['shown_fraction']:.0f}% | {100 * old['outside_sector_fraction']:.1f}% | {target} |")
+    lines += ["", "Frame intervals treat frames as independent; neighbouring frames are not, so they are too narrow."]
     if data.get("clip_auc"):
         lines += ["", "Frame-level presence AUC: " + ", ".join(f"{k} {v:.3f}" for k, v in data["clip_auc"].items())]
-    trained = data["meta"].get("trained_on_clips")
-    if trained:
-        lines += ["", f"Recordings this checkpoint was trained on (not held out): {', '.join(trained)}"]
-    img = data["images"]
-    if "normal_val" in img:
-        n = img["normal_val"]
-        lines += ["", f"- lesion-free validation images: shown {n['shown']}/{n['images']} "
-                      f"({100 * n['shown_fraction']:.1f}%; target <= 10%)"]
-    if "lesion_val" in img:
-        le = img["lesion_val"]
-        lines.append(f"- lesion validation images (auto mode): Dice {100 * le['dice']:.2f}% "
-                     f"(target >= 73%), with the presence decision {100 * le['dice_with_presence']:.2f}%, "
-                     f"sensitivity {100 * le['sensitivity']:.1f}%")
+    img, flags = data["images"], meta["split"]
+    split = ", ".join(f"--{k.replace('_', '-')} {flags[k]}" for k in SPLIT_FLAGS)
+    lines += ["", f"Images: the {flags['part']} part of `{split}` over {', '.join(Path(d).parent.name for d in img['data'])}"
+              f" (seen = in the train part of this checkpoint's recorded split)", ""]
+    for key, label in (("lesion_free_images", "lesion-free images shown"),
+                       ("lesion_free_crops", "lesion-free crops of lesion images shown"),
+                       ("lesion_free_all", "all lesion-free test images shown")):
+        if key in img:
+            lines.append(f"- {label}: {_pct(img[key])}, seen {img[key]['seen']} (target <= 10%)")
+    if "lesion" in img:
+        le = img["lesion"]
+        lo, hi = le["sensitivity_ci95"]
+        lines.append(f"- lesion images ({le['images']}, seen {le['seen']}), auto mode: Dice {100 * le['dice']:.2f}% "
+                     f"(target >= 78%), 2-D NSD@3px {100 * le['nsd']:.2f}% (target >= 25%), with the presence "
+                     f"decision Dice {100 * le['dice_with_presence']:.2f}%, sensitivity {100 * le['sensitivity']:.1f}% "
+                     f"(95% CI {100 * lo:.1f}-{100 * hi:.1f}%)")
     if data.get("demo_fps") is not None:
         lines.append(f"- `textsam-eus demo` with onnxruntime: {data['demo_fps']:.1f} fps (target >= 20)")
     return "\n".join(lines) + "\n"
@@ -199,6 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="onnxruntime")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--clips", default=str(SHARED / "eus_clips"))
+    p.add_argument("--data", action="append", default=None,
+                   help="image datasets (default: the checkpoint's own --data list, found under ../shared/data)")
+    split = p.add_argument_group("the held-out images (default: the checkpoint's recorded split)")
+    split.add_argument("--split-as", metavar="CKPT", help="take the split of another checkpoint (its record and "
+                       "--data), to score two checkpoints on the same held-out images")
+    split.add_argument("--val-fraction", type=float)
+    split.add_argument("--test-fraction", type=float)
+    split.add_argument("--split-seed", type=int)
+    split.add_argument("--negative-split")
+    split.add_argument("--lesion-free-crops", type=int)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "eus-trust"))
     p.add_argument("--no-demo", action="store_true", help="skip the demo frame rate")
     args = p.parse_args(argv)
@@ -209,29 +296,33 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from textsam_eus.model.checkpoint import load_checkpoint
     from textsam_eus.runs import RunSettings
-
+    extra = load_checkpoint(args.checkpoint)[1]
+    split_extra = load_checkpoint(args.split_as)[1] if args.split_as else extra
+    flags = split_flags(split_extra, {k: getattr(args, k) for k in SPLIT_FLAGS})
     settings = RunSettings(engine=args.engine, checkpoint=args.checkpoint, device="cpu", threads=args.threads)
     engine = settings.open_engine(quiet=True)  # onnxruntime: the checkpoint's export, made in the cache once
     threshold = engine.presence["threshold"]
     t0 = time.perf_counter()
     data: dict[str, Any] = {"meta": {"checkpoint": args.checkpoint, "engine": engine.info(), "threshold": threshold,
+                                     "split": flags, "split_as": args.split_as,
                                      "command": "python benchmarks/eus_trust.py " + " ".join(argv or sys.argv[1:])},
                             "clips": {}}
+    roles = clip_roles(extra)
     for clip in clips:
-        data["clips"][clip.stem] = {"default": clip_run(engine, clip, "auto", True, settings),
-                                    "old": clip_run(engine, clip, "none", False, settings)}
-        brief = {k: v for k, v in data["clips"][clip.stem]["default"].items() if k != "presence_scores"}
-        print(f"{clip.stem}: {brief}", flush=True)
+        row = {"role": roles.get(clip.stem, "held out"), "default": clip_run(engine, clip, "auto", True, settings),
+               "old": clip_run(engine, clip, "none", False, settings)}
+        row["default"]["shown_share"] = _share(row["default"]["shown"], row["default"]["frames"])
+        data["clips"][clip.stem] = row
+        brief = {k: v for k, v in row["default"].items() if k != "presence_scores"}
+        print(f"{clip.stem} ({row['role']}): {brief}", flush=True)
     data["clip_auc"] = clip_aucs(data["clips"])
-    from textsam_eus.model.checkpoint import load_checkpoint
-
-    extra = load_checkpoint(args.checkpoint)[1]
-    data["meta"]["trained_on_clips"] = sorted(set(extra.get("negative_video") or []) |
-                                              set(extra.get("positive_video") or []))
-    val_data = training_data(extra) or [str(SHARED / "ultrasound_lesions" / "manifest.csv"),
-                                                  str(SHARED / "ultrasound_normal" / "manifest.csv")]
-    data["images"] = image_runs(engine, threshold, val_data)
+    image_data = args.data or training_data(split_extra) or [str(SHARED / "ultrasound_lesions" / "manifest.csv"),
+                                                             str(SHARED / "ultrasound_normal" / "manifest.csv")]
+    image_data = list(dict.fromkeys(image_data))  # a manifest listed several times (to weigh more) scores once
+    data["images"] = {"data": image_data, **image_runs(engine, threshold, held_out_samples(image_data, flags),
+                                                       seen_images(extra))}
     if not args.no_demo:
         data["demo_fps"] = demo_fps(args.checkpoint, args.threads)
     data["meta"]["seconds"] = round(time.perf_counter() - t0, 1)

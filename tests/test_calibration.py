@@ -314,6 +314,20 @@ def test_train_calibrates_on_the_calibration_part_warns_and_eval_reports_the_tes
     assert "calibrated with --negative-split 0.5,0.25,0.25 (now None)" in capsys.readouterr().err
 
 
+def test_eval_warns_when_its_test_recording_picked_the_epoch(tmp_path, capsys):
+    """A --val-negative-video is recorded in the checkpoint (it picked the epoch and set the threshold), so eval
+    knows it is no held-out recording; a recording it never saw passes without a word."""
+    import argparse
+
+    from textsam_eus.commands.evaluate import _check_same_split
+
+    extra = {"negative_video": ["a.mp4"], "val_negative_video": ["b.mp4"], "val_positive_video": ["c.mp4"]}
+    for name, warned in (("b.mp4", True), ("c.mp4", True), ("a.mp4", True), ("d.mp4", False)):
+        _check_same_split(argparse.Namespace(test_negative_video=[str(tmp_path / name)]), extra)
+        err = capsys.readouterr().err
+        assert (f"{name} trained or calibrated this checkpoint" in err) == warned, (name, err)
+
+
 # ------------------------------------------------------------------------------- ultrasound-like variations
 def test_ultrasound_variants_vary_like_scanners_and_stay_lesion_free():
     from textsam_eus.core.config import ConfigError
@@ -367,3 +381,50 @@ def test_train_adds_variants_to_train_and_calibration_but_never_counts_them(tmp_
     (line,) = cmd._calibration_warnings(pairs, groups, varied["parts"])
     n_real = plain["parts"]["calibration"]["negatives"]
     assert f"only {n_real} lesion-free image(s)" in line  # the variants are no new evidence
+
+
+# ---------------------------------------------------------------------------------- the trust benchmark's images
+class _TopLeft:
+    """A fake engine that outlines the top-left corner of every image (where the manifests' lesions are), presence
+    1 on images with a dark square there, else 0.2."""
+
+    def segment(self, image, iterations=0):
+        from types import SimpleNamespace
+
+        mask = np.zeros(image.shape[:2], bool)
+        mask[2:12, 3:13] = True
+        dark = image.shape[0] > 12 and image.shape[1] > 13 and image[2:12, 3:13].mean() < 40
+        return SimpleNamespace(mask=mask, presence=1.0 if dark else 0.2)
+
+
+def test_trust_benchmark_scores_the_held_out_part_with_intervals(tmp_path):
+    """eus_trust's images: the test part of the split (lesion images, lesion-free images and crops apart), Wilson
+    intervals, and how many of them the checkpoint trained on (its recorded split)."""
+    from benchmarks import eus_trust as trust
+
+    lesions = str(_lesions_manifest(tmp_path / "l", n_cases=10, size=64))
+    normal = str(_negatives_manifest(tmp_path / "n", n_cases=12))
+    given = {"test_fraction": 0.2, "negative_split": "0.5,0.25,0.25", "lesion_free_crops": 1}
+    flags = trust.split_flags({}, given)
+    assert flags["part"] == "test" and trust.split_flags({})["part"] == "val"  # an older checkpoint: validation
+    assert trust.split_flags({"test_fraction": 0.2})["test_fraction"] == 0.2  # the checkpoint's record
+    samples = trust.held_out_samples([lesions, normal], flags)
+    sp = split_samples([lesions, normal], "auto", 0.15, 0.2, 0, negative_split="0.5,0.25,0.25", lesion_free_crops=1)
+    assert len(samples) == len(sp["test"])
+    # a checkpoint that trained on the whole lesion set (its record: no test part)
+    seen = trust.seen_images({"data": [lesions], "val_fraction": 0.1})
+    out = trust.image_runs(_TopLeft(), 0.5, samples, seen)
+    n_les = sum(s.mask is not None and s.crop is None for s in sp["test"])
+    n_img = sum(s.mask is None and s.crop is None for s in sp["test"])
+    assert out["lesion"]["images"] == n_les and out["lesion"]["dice"] == pytest.approx(1.0)
+    assert out["lesion"]["sensitivity"] == 1.0 and out["lesion"]["sensitivity_ci95"][1] == 1.0
+    trained = {s.image for s in split_samples([lesions], "auto", 0.1, 0.0, 0)["train"]}
+    expected = sum(s.image in trained for s in sp["test"] if s.mask is not None and s.crop is None)
+    assert 0 < expected < n_les + 1 and out["lesion"]["seen"] == expected  # its train part, not its validation
+    assert out["lesion_free_images"]["n"] == n_img and out["lesion_free_images"]["shown"] == 0
+    assert out["lesion_free_images"]["ci95"][0] == 0.0 and 0 < out["lesion_free_images"]["ci95"][1] < 1
+    assert out["lesion_free_images"]["seen"] == 0  # the normal images were not in its --data
+    crops = out["lesion_free_crops"]
+    assert crops["n"] > 0 and out["lesion_free_all"]["n"] == n_img + crops["n"]
+    lo, hi = metrics.wilson_interval(crops["shown"], crops["n"])
+    assert crops["ci95"] == [lo, hi]

@@ -86,7 +86,8 @@ def _check_same_split(args: argparse.Namespace, extra: dict) -> None:
     its test part may then hold the very negatives the threshold was fitted on."""
     keys = ("negative_split", "lesion_free_crops", "split_seed", "val_fraction", "test_fraction")
     trained_videos = {Path(v).name for k in ("calibration_negative_video",) for v in extra.get(k, [])}
-    trained_videos |= {v for k in ("negative_video", "positive_video") for v in extra.get(k, []) or []}
+    trained_videos |= {v for k in ("negative_video", "positive_video", "val_negative_video", "val_positive_video")
+                       for v in extra.get(k, []) or []}
     reused = sorted(trained_videos & {Path(v).name for v in args.test_negative_video})
     if reused:
         print(f"warning: {', '.join(reused)} trained or calibrated this checkpoint: as a --test-negative-video it "

@@ -197,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
                       extra={"data": args.data, "phantom": args.phantom, "split": args.split,
                              "init": args.init, "negative_video": [Path(v).name for v in args.negative_video],
                              "positive_video": [Path(v).name for v in args.positive_video],
+                             # recordings that picked the epoch and set the threshold: not held out either
+                             "val_negative_video": [Path(v).name for v in args.val_negative_video],
+                             "val_positive_video": [Path(v).name for v in args.val_positive_video],
                              **_split_extra(args)})
     total, trainable = model.count_parameters()
     print(f"model {model.cfg.preset}: {trainable:,} trainable of {total:,} parameters; "
