@@ -17,8 +17,7 @@ stream`` runs (its :class:`~textsam_eus.runs.RunSettings`: engine, pipeline conf
 * each clip's role for the checkpoint (trained on, validation, calibration, held out), from its record;
 * the demo's frame rate with onnxruntime.
 
-Writes ``results.json`` and
-``results.md`` to ``--out`` (default ``benchmarks/results/eus-trust/``) and prints the table.
+Writes ``results.json`` and ``results.md`` to ``--out`` (default ``benchmarks/results/eus-trust/``) and prints the table.
 
     python benchmarks/eus_trust.py [--checkpoint demo] [--threads 2] [--split-as CKPT | --test-fraction F ...]
 """
@@ -110,8 +109,7 @@ def training_data(extra: dict[str, Any]) -> list[str]:
     return found
 
 
-#: the split flags of ``train``/``eval`` that say which images are held out (the checkpoint records them)
-SPLIT_FLAGS = ("val_fraction", "test_fraction", "split_seed", "negative_split", "lesion_free_crops")
+#: ``train``'s defaults of the split flags a checkpoint records (``RECORDED_SPLIT_KEYS``), for one that records none
 _SPLIT_DEFAULTS = {"val_fraction": 0.15, "test_fraction": 0.0, "split_seed": 0, "negative_split": None,
                    "lesion_free_crops": 0}
 
@@ -120,7 +118,7 @@ def split_flags(extra: dict[str, Any], given: dict[str, Any] | None = None) -> d
     """The split the image figures come from: the flags ``given`` (not None), else the checkpoint's record, else
     ``train``'s defaults; ``part`` is ``test`` when the split has one (``--test-fraction`` or ``--negative-split``),
     else ``val`` (an older checkpoint: its validation images)."""
-    out = {**_SPLIT_DEFAULTS, **{k: extra[k] for k in SPLIT_FLAGS if extra.get(k) is not None}}
+    out = {**_SPLIT_DEFAULTS, **{k: extra[k] for k in _SPLIT_DEFAULTS if extra.get(k) is not None}}
     out.update({k: v for k, v in (given or {}).items() if v is not None})
     out["part"] = "test" if out["test_fraction"] > 0 or out["negative_split"] is not None else "val"
     return out
@@ -145,7 +143,8 @@ def seen_images(extra: dict[str, Any]) -> set[str]:
     data = training_data(extra)
     if not data:
         return set()
-    return {str(Path(s.image).resolve()) for s in _split(data, split_flags(extra))["train"]}
+    flags = {**split_flags(extra), "lesion_free_crops": 0}  # crops of train images add no image file
+    return {str(Path(s.image).resolve()) for s in _split(data, flags)["train"]}
 
 
 def _share(k: int, n: int) -> dict[str, Any]:
@@ -158,49 +157,49 @@ def _share(k: int, n: int) -> dict[str, Any]:
 def image_runs(engine, threshold, samples, seen: set[str] = frozenset()) -> dict[str, Any]:
     """Lesion-free images shown (whole lesion-free images and lesion-free crops of lesion images apart) and, on the
     lesion images, Dice, 2-D NSD@3px (auto mode) and the sensitivity of the presence decision, each with a 95%
-    interval where it is a proportion (Wilson); ``seen``: how many of them the checkpoint trained or was tuned on."""
+    interval where it is a proportion (Wilson); ``seen``: how many of them the checkpoint trained on."""
     from textsam_eus.train import metrics
     from textsam_eus.train.negative_split import CROP_SOURCE
     from textsam_eus.train.readers import load_pair
 
-    shown: dict[str, list[bool]] = {"images": [], "crops": []}
+    negatives: dict[str, list[tuple[bool, bool]]] = {"images": [], "crops": []}  # (shown, seen) of each
     dice, nsd, gated, found = [], [], [], []
-    n_seen = {"lesion": 0, "images": 0, "crops": 0}
+    lesions_seen = 0
     for s in samples:
         image, mask = load_pair(s)
         r = engine.segment(image, iterations=0)
         on = threshold is None or (r.presence is not None and r.presence >= threshold)
-        kind = "lesion" if mask.any() else ("crops" if s.source == CROP_SOURCE else "images")
-        n_seen[kind] += str(Path(s.image).resolve()) in seen
-        if kind != "lesion":
-            shown[kind].append(bool(on and r.mask.any()))
+        was_seen = str(Path(s.image).resolve()) in seen
+        if not mask.any():
+            negatives["crops" if s.source == CROP_SOURCE else "images"].append((bool(on and r.mask.any()), was_seen))
             continue
+        lesions_seen += was_seen
         d = metrics.dice(r.mask, mask > 0)
         dice.append(d)
         nsd.append(metrics.surface_dice(r.mask, mask > 0, 3.0))
         found.append(on)
         gated.append(d if on else 0.0)
+    negatives["all"] = negatives["images"] + negatives["crops"]
     out: dict[str, Any] = {}
-    for kind, flags in (*shown.items(), ("all", shown["images"] + shown["crops"])):
-        if flags:
-            out[f"lesion_free_{kind}"] = {**_share(int(sum(flags)), len(flags)),
-                                          "seen": n_seen[kind] if kind != "all" else n_seen["images"] + n_seen["crops"]}
+    for kind, rows in negatives.items():
+        if rows:
+            out[f"lesion_free_{kind}"] = {**_share(sum(sh for sh, _ in rows), len(rows)),
+                                          "seen": sum(se for _, se in rows)}
     if dice:
-        out["lesion"] = {"images": len(dice), "seen": n_seen["lesion"], "dice": float(np.mean(dice)),
+        out["lesion"] = {"images": len(dice), "seen": lesions_seen, "dice": float(np.mean(dice)),
                          "nsd": float(np.mean(nsd)), "dice_with_presence": float(np.mean(gated)),
                          "sensitivity": float(np.mean(found)),
-                         "sensitivity_ci95": list(_share(int(sum(found)), len(found))["ci95"])}
+                         "sensitivity_ci95": list(metrics.wilson_interval(sum(found), len(found)))}
     return out
 
 
 def clip_roles(extra: dict[str, Any]) -> dict[str, str]:
-    """What each recording the checkpoint records did: trained on, or picked the epoch / set the threshold."""
+    """What each recording the checkpoint records did (``RECORDED_VIDEOS``): trained on, validation, calibration,
+    held out."""
+    from textsam_eus.train.video_labels import RECORDED_VIDEOS
+
     roles = {}
-    for key, role in (("negative_video", "trained on"), ("positive_video", "trained on"),
-                      ("val_negative_video", "validation (epoch, threshold)"),
-                      ("val_positive_video", "validation (epoch, threshold)"),
-                      ("calibration_negative_video", "calibration (threshold)"),
-                      ("test_negative_video", "held out (test)")):
+    for key, role in RECORDED_VIDEOS.items():
         for v in extra.get(key) or []:
             roles.setdefault(Path(v).stem, role)
     return roles
@@ -243,14 +242,14 @@ def markdown(data: dict[str, Any]) -> str:
     for name, row in data["clips"].items():
         new, old = row["default"], row["old"]
         target = "shown <= 5%" if name.startswith("healthy") else "shown >= 50%"
-        lines.append(f"| {name} | {row.get('role', 'held out')} | {new['frames']} | {_pct(new['shown_share'])} | "
+        lines.append(f"| {name} | {row['role']} | {new['frames']} | {_pct(new['shown_share'])} | "
                      f"{100 * new['outside_sector_fraction']:.2f}% | {100 * new['on_black_fraction']:.2f}% | "
                      f"{100 * old['shown_fraction']:.0f}% | {100 * old['outside_sector_fraction']:.1f}% | {target} |")
     lines += ["", "Frame intervals treat frames as independent; neighbouring frames are not, so they are too narrow."]
     if data.get("clip_auc"):
         lines += ["", "Frame-level presence AUC: " + ", ".join(f"{k} {v:.3f}" for k, v in data["clip_auc"].items())]
     img, flags = data["images"], meta["split"]
-    split = ", ".join(f"--{k.replace('_', '-')} {flags[k]}" for k in SPLIT_FLAGS)
+    split = ", ".join(f"--{k.replace('_', '-')} {flags[k]}" for k in _SPLIT_DEFAULTS)
     lines += ["", f"Images: the {flags['part']} part of `{split}` over {', '.join(Path(d).parent.name for d in img['data'])}"
               f" (seen = in the train part of this checkpoint's recorded split)", ""]
     for key, label in (("lesion_free_images", "lesion-free images shown"),
@@ -296,11 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from textsam_eus.model.checkpoint import load_checkpoint
+    from textsam_eus.model.checkpoint import read_checkpoint_meta
     from textsam_eus.runs import RunSettings
-    extra = load_checkpoint(args.checkpoint)[1]
-    split_extra = load_checkpoint(args.split_as)[1] if args.split_as else extra
-    flags = split_flags(split_extra, {k: getattr(args, k) for k in SPLIT_FLAGS})
+
+    extra = read_checkpoint_meta(args.checkpoint)["extra"]  # the record only; the engine builds the model
+    split_extra = read_checkpoint_meta(args.split_as)["extra"] if args.split_as else extra
+    flags = split_flags(split_extra, {k: getattr(args, k) for k in _SPLIT_DEFAULTS})
     settings = RunSettings(engine=args.engine, checkpoint=args.checkpoint, device="cpu", threads=args.threads)
     engine = settings.open_engine(quiet=True)  # onnxruntime: the checkpoint's export, made in the cache once
     threshold = engine.presence["threshold"]

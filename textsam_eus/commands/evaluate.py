@@ -84,10 +84,10 @@ def _items(args, splits) -> list:
 def _check_same_split(args: argparse.Namespace, extra: dict) -> None:
     """Warn when the checkpoint's threshold was fitted on a --negative-split that this evaluation does not repeat:
     its test part may then hold the very negatives the threshold was fitted on."""
-    keys = ("negative_split", "lesion_free_crops", "split_seed", "val_fraction", "test_fraction")
-    trained_videos = {Path(v).name for k in ("calibration_negative_video",) for v in extra.get(k, [])}
-    trained_videos |= {v for k in ("negative_video", "positive_video", "val_negative_video", "val_positive_video")
-                       for v in extra.get(k, []) or []}
+    from ..train.splits import RECORDED_SPLIT_KEYS as keys
+    from ..train.video_labels import HELD_OUT_VIDEOS, RECORDED_VIDEOS
+
+    trained_videos = {Path(v).name for k in RECORDED_VIDEOS if k not in HELD_OUT_VIDEOS for v in extra.get(k) or []}
     reused = sorted(trained_videos & {Path(v).name for v in args.test_negative_video})
     if reused:
         print(f"warning: {', '.join(reused)} trained or calibrated this checkpoint: as a --test-negative-video it "

@@ -214,6 +214,11 @@ def _replace_split(s: Sample, split: str | None) -> Sample:
 
 
 
+#: the split flags ``train`` records in a checkpoint when honest calibration is on (``eval`` and the trust benchmark
+#: read them back to find its held-out part)
+RECORDED_SPLIT_KEYS = ("negative_split", "lesion_free_crops", "split_seed", "val_fraction", "test_fraction")
+
+
 def split_samples(paths: list[str], mode: str = "auto", val_fraction: float = 0.15, test_fraction: float = 0.0,
                   seed: int = 0, *, negative_split: Sequence[float] | str | None = None, lesion_free_crops: int = 0,
                   crop_min_side: float = 0.5) -> dict[str, list[Sample]]:

@@ -20,7 +20,17 @@ from ..common.screen import LayoutTracker
 from ..core.imports import require_pyav
 from .readers import DatasetError
 
-__all__ = ["video_frames", "video_negatives", "video_positives", "phantom_negatives"]
+__all__ = ["video_frames", "video_negatives", "video_positives", "phantom_negatives", "RECORDED_VIDEOS",
+           "HELD_OUT_VIDEOS"]
+
+#: the recordings ``train`` records in a checkpoint (its ``--*-video`` flags, by file name) and what each did for it
+RECORDED_VIDEOS = {"negative_video": "trained on", "positive_video": "trained on",
+                   "val_negative_video": "validation (epoch, threshold)",
+                   "val_positive_video": "validation (epoch, threshold)",
+                   "calibration_negative_video": "calibration (threshold)",
+                   "test_negative_video": "held out (test)"}
+#: of those, the ones that neither trained nor tuned it
+HELD_OUT_VIDEOS = ("test_negative_video",)
 
 
 def video_frames(path: str | Path, every: int = 1, max_frames: int | None = None, kind: str = "negative"
