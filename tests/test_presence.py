@@ -301,6 +301,10 @@ def test_hysteresis_frame_counts_come_from_validation_recordings():
     # without tumour recordings hide_frames keeps its default; without any recordings both do
     r = calibrate_hysteresis({"video:h.mp4": (healthy, False)}, 0.5)
     assert (r["show_frames"], r["hide_frames"]) == (3, 5)
+    # nor does a healthy recording that never reaches the threshold make it show sooner (no tumour recording says
+    # that would help); runs of 3 bright frames need 4
+    assert calibrate_hysteresis({"video:h.mp4": ([0.1] * 30, False)}, 0.5)["show_frames"] == 3
+    assert calibrate_hysteresis({"video:h.mp4": ([0.1, 0.9, 0.9, 0.9] * 8, False)}, 0.5)["show_frames"] == 4
     assert (calibrate_hysteresis({}, 0.5)["show_frames"], calibrate_hysteresis({}, 0.5)["hide_frames"]) == (3, 5)
 
 

@@ -20,7 +20,9 @@ prints (and logs) when fewer than :data:`MIN_CALIBRATION_NEGATIVES` negatives se
 The stream's hysteresis (show after k frames in a row at or above the threshold, hide after m below:
 :class:`~textsam_eus.common.presence.PresenceGate`) is calibrated on the validation recordings (frames in order):
 the smallest k, then m, that keeps every lesion-free recording's shown fraction at or below ``max_negative_shown``
-while showing the most of the tumour recordings. Without validation recordings the defaults (3, 5) stay.
+while showing the most of the tumour recordings. Without validation recordings the defaults (3, 5) stay; without
+tumour recordings nothing argues for showing sooner, so k is the default or the fewest above it that is feasible
+(a single bright frame of a new healthy clip must not draw an outline) and m stays the default.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ def calibrate_hysteresis(sequences: dict[str, tuple[Sequence[float], bool]], thr
         return {"show_frames": DEFAULT_SHOW_FRAMES, "hide_frames": DEFAULT_HIDE_FRAMES,
                 "note": "defaults: no lesion-free validation recordings"}
     best = None
-    for k in show_range:
+    for k in (show_range if pos else [k for k in show_range if k >= DEFAULT_SHOW_FRAMES]):
         for m in (hide_range if pos else [DEFAULT_HIDE_FRAMES]):
             worst = max(_shown_fraction(v, threshold, k, m) for v in neg.values())
             gain = float(np.mean([_shown_fraction(v, threshold, k, m) for v in pos.values()])) if pos else 0.0
@@ -173,5 +175,5 @@ def calibrate_hysteresis(sequences: dict[str, tuple[Sequence[float], bool]], thr
     return {"show_frames": k, "hide_frames": m, "max_negative_shown": max_negative_shown,
             "feasible": best[0][0],
             "shown": {name: round(_shown_fraction(v[0], threshold, k, m), 4) for name, v in sequences.items()},
-            "note": "chosen on validation recordings" + ("" if pos else " (no tumour recordings: hide_frames "
-                                                          "stays the default)")}
+            "note": "chosen on validation recordings" + ("" if pos else " (no tumour recordings: show_frames at "
+                                                          "least the default, hide_frames the default)")}
