@@ -312,6 +312,10 @@ def test_train_calibrates_on_the_calibration_part_warns_and_eval_reports_the_tes
     assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--data", lesions, "--data", normal,
                  "--test-fraction", "0.2", "--mode", "auto", "--no-progress", "--threads", "1"]) == 0
     assert "calibrated with --negative-split 0.5,0.25,0.25 (now None)" in capsys.readouterr().err
+    # synthetic clips alone have no split to repeat: no such warning
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--phantom-clips", "1", "--clip-frames", "2",
+                 "--mode", "auto", "--no-progress", "--threads", "1"]) == 0
+    assert "calibrated with" not in capsys.readouterr().err
 
 
 def test_eval_warns_when_its_test_recording_picked_the_epoch(tmp_path, capsys):
