@@ -305,6 +305,7 @@ def test_hysteresis_frame_counts_come_from_validation_recordings():
     # that would help); runs of 3 bright frames need 4
     assert calibrate_hysteresis({"video:h.mp4": ([0.1] * 30, False)}, 0.5)["show_frames"] == 3
     assert calibrate_hysteresis({"video:h.mp4": ([0.1, 0.9, 0.9, 0.9] * 8, False)}, 0.5)["show_frames"] == 4
+    assert calibrate_hysteresis({"video:h.mp4": ([0.1] * 30, False)}, 0.5, show_range=range(1, 3))["show_frames"] == 2
     assert (calibrate_hysteresis({}, 0.5)["show_frames"], calibrate_hysteresis({}, 0.5)["hide_frames"]) == (3, 5)
 
 

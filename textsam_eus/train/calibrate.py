@@ -163,7 +163,8 @@ def calibrate_hysteresis(sequences: dict[str, tuple[Sequence[float], bool]], thr
         return {"show_frames": DEFAULT_SHOW_FRAMES, "hide_frames": DEFAULT_HIDE_FRAMES,
                 "note": "defaults: no lesion-free validation recordings"}
     best = None
-    for k in (show_range if pos else [k for k in show_range if k >= DEFAULT_SHOW_FRAMES]):
+    shows = list(show_range) if pos else [k for k in show_range if k >= DEFAULT_SHOW_FRAMES] or [max(show_range)]
+    for k in shows:
         for m in (hide_range if pos else [DEFAULT_HIDE_FRAMES]):
             worst = max(_shown_fraction(v, threshold, k, m) for v in neg.values())
             gain = float(np.mean([_shown_fraction(v, threshold, k, m) for v in pos.values()])) if pos else 0.0
