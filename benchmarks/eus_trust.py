@@ -109,9 +109,18 @@ def training_data(extra: dict[str, Any]) -> list[str]:
     return found
 
 
-#: ``train``'s defaults of the split flags a checkpoint records (``RECORDED_SPLIT_KEYS``), for one that records none
-_SPLIT_DEFAULTS = {"val_fraction": 0.15, "test_fraction": 0.0, "split_seed": 0, "negative_split": None,
-                   "lesion_free_crops": 0}
+def _split_defaults() -> dict[str, Any]:
+    """``train``'s defaults of the split flags a checkpoint records (``RECORDED_SPLIT_KEYS``), for one that records
+    none: read from ``train``'s own parser, in the order of its ``--help``."""
+    from textsam_eus.commands.train import add_arguments
+    from textsam_eus.train.splits import RECORDED_SPLIT_KEYS
+
+    p = argparse.ArgumentParser(add_help=False)
+    add_arguments(p)
+    return {k: v for k, v in vars(p.parse_args(["--out", "-"])).items() if k in RECORDED_SPLIT_KEYS}
+
+
+_SPLIT_DEFAULTS = _split_defaults()
 
 
 def split_flags(extra: dict[str, Any], given: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def _check_same_split(args: argparse.Namespace, extra: dict) -> None:
         print(f"warning: {', '.join(reused)} trained or calibrated this checkpoint: as a --test-negative-video it "
               "does not judge it honestly", file=sys.stderr)
     trained = {k: extra[k] for k in keys if k in extra}
-    if not trained or not getattr(args, "data", None):  # synthetic clips only: no split to repeat
+    if not trained or not args.data:  # synthetic clips only: no split to repeat
         return
     from ..train.negative_split import parse_fractions
 

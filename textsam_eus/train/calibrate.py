@@ -162,10 +162,13 @@ def calibrate_hysteresis(sequences: dict[str, tuple[Sequence[float], bool]], thr
     if not neg:
         return {"show_frames": DEFAULT_SHOW_FRAMES, "hide_frames": DEFAULT_HIDE_FRAMES,
                 "note": "defaults: no lesion-free validation recordings"}
+    if pos:
+        shows, hides = list(show_range), list(hide_range)
+    else:  # nothing to gain from showing sooner or hiding later: at least the default k, the default m
+        shows, hides = [k for k in show_range if k >= DEFAULT_SHOW_FRAMES] or [max(show_range)], [DEFAULT_HIDE_FRAMES]
     best = None
-    shows = list(show_range) if pos else [k for k in show_range if k >= DEFAULT_SHOW_FRAMES] or [max(show_range)]
     for k in shows:
-        for m in (hide_range if pos else [DEFAULT_HIDE_FRAMES]):
+        for m in hides:
             worst = max(_shown_fraction(v, threshold, k, m) for v in neg.values())
             gain = float(np.mean([_shown_fraction(v, threshold, k, m) for v in pos.values()])) if pos else 0.0
             feasible = worst <= max_negative_shown
